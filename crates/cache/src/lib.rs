@@ -1,0 +1,104 @@
+//! Cache, atomic scripts and cross-instance pub/sub, for both deployments.
+//!
+//! [`Cache::Memory`] keeps everything in this process (the embedded default); [`Cache::Redis`]
+//! keeps it in Redis (production), under a key prefix so that several deployments or test runs
+//! share one server. Contexts build their own atomic operations on top: a Lua script beside the
+//! context for Redis (run with [`RedisCache::script`]), and the same logic over a lock in
+//! process — one conformance suite per operation keeps the two equal.
+
+use std::time::Duration;
+
+mod hub;
+mod memory;
+mod redis_cache;
+
+pub use hub::Subscription;
+pub use memory::MemoryCache;
+pub use redis_cache::RedisCache;
+
+/// A cache handle; cheap to clone.
+#[derive(Clone)]
+pub enum Cache {
+    Memory(MemoryCache),
+    Redis(RedisCache),
+}
+
+impl Cache {
+    /// Connects the cache named by `url`: `memory://` or `redis://host:port[/db]`. Keys and
+    /// channels are prefixed with `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        if url.starts_with("memory:") {
+            Ok(Cache::Memory(MemoryCache::new()))
+        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+            Ok(Cache::Redis(RedisCache::connect(url, prefix).await?))
+        } else {
+            anyhow::bail!("unsupported cache URL scheme (expected memory:// or redis://)")
+        }
+    }
+
+    /// `memory` or `redis`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cache::Memory(_) => "memory",
+            Cache::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Cache::Memory(m) => Ok(m.get(key)),
+            Cache::Redis(r) => r.get(key).await,
+        }
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl` if given.
+    pub async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<()> {
+        match self {
+            Cache::Memory(m) => {
+                m.set(key, value, ttl);
+                Ok(())
+            }
+            Cache::Redis(r) => r.set(key, value, ttl).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            Cache::Memory(m) => {
+                m.delete(key);
+                Ok(())
+            }
+            Cache::Redis(r) => r.delete(key).await,
+        }
+    }
+
+    /// Sends `message` to every subscriber of `channel`, in every instance sharing this cache.
+    /// Delivery is best effort (at most once): callers keep the state in a store and use the
+    /// message only as a wake-up.
+    pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        match self {
+            Cache::Memory(m) => {
+                m.hub().deliver(channel, message);
+                Ok(())
+            }
+            Cache::Redis(r) => r.publish(channel, message).await,
+        }
+    }
+
+    /// Subscribes to `channel`; effective as soon as this returns, so a caller can subscribe,
+    /// then read the stored state, and miss nothing.
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        match self {
+            Cache::Memory(m) => m.hub().subscribe(channel),
+            Cache::Redis(r) => r.hub().subscribe(channel),
+        }
+    }
+
+    /// One round trip (readiness).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match self {
+            Cache::Memory(_) => Ok(()),
+            Cache::Redis(r) => r.ping().await,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The in-process cache of the embedded default.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::hub::Hub;
+
+/// Key-value entries with optional expiry, and a local pub/sub hub. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct MemoryCache {
+    entries: Arc<Mutex<HashMap<String, (String, Option<Instant>)>>>,
+    hub: Hub,
+}
+
+impl MemoryCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut entries = self.entries.lock().expect("cache lock");
+        match entries.get(key) {
+            Some((_, Some(expires))) if *expires <= Instant::now() => {
+                entries.remove(key);
+                None
+            }
+            Some((value, _)) => Some(value.clone()),
+            None => None,
+        }
+    }
+
+    pub fn set(&self, key: &str, value: &str, ttl: Option<Duration>) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= 100_000 {
+            let now = Instant::now();
+            entries.retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+        }
+        entries.insert(
+            key.to_owned(),
+            (value.to_owned(), ttl.map(|ttl| Instant::now() + ttl)),
+        );
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.entries.lock().expect("cache lock").remove(key);
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+}

@@ -1,0 +1,146 @@
+//! The Redis cache of the production deployment.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use redis::{aio::ConnectionManager, FromRedisValue, Script};
+
+use crate::hub::Hub;
+
+/// A Redis connection (multiplexed, reconnecting) plus a pub/sub listener that feeds the local
+/// hub. Every key and channel is prefixed. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    prefix: String,
+    hub: Hub,
+}
+
+impl RedisCache {
+    /// Connects and starts listening to this prefix's channels (one `PSUBSCRIBE` for all of
+    /// them, so a new local subscriber is effective at once).
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("parsing the Redis URL")?;
+        let conn = client
+            .get_connection_manager()
+            .await
+            .context("connecting to Redis")?;
+        let hub = Hub::default();
+        let pattern = format!("{prefix}chan:*");
+        let mut pubsub = client.get_async_pubsub().await.context("Redis pub/sub")?;
+        pubsub.psubscribe(&pattern).await.context("PSUBSCRIBE")?;
+        tokio::spawn(listen(client, pubsub, pattern, hub.clone()));
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            hub,
+        })
+    }
+
+    /// The full Redis key of `key` (with this deployment's prefix).
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// A connection for commands of a context's own (keys must go through [`Self::key`]).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs a Lua `script` atomically (EVALSHA, loading it on first use) with `keys` prefixed.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> anyhow::Result<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(self.key(key));
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(redis::cmd("GET")
+            .arg(self.key(key))
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    pub async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> anyhow::Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        cmd.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        redis::cmd("DEL")
+            .arg(self.key(key))
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
+        redis::cmd("PUBLISH")
+            .arg(format!("{}chan:{channel}", self.prefix))
+            .arg(message)
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        redis::cmd("PING")
+            .query_async::<()>(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+/// Feeds pub/sub messages to the hub; reconnects when the connection drops (messages sent
+/// meanwhile are lost, which subscribers tolerate: they re-read the stored state).
+async fn listen(client: redis::Client, pubsub: redis::aio::PubSub, pattern: String, hub: Hub) {
+    let strip = pattern.trim_end_matches('*').len();
+    let mut pubsub = Some(pubsub);
+    loop {
+        let current = match pubsub.take() {
+            Some(p) => p,
+            None => match reconnect(&client, &pattern).await {
+                Ok(p) => p,
+                Err(error) => {
+                    tracing::warn!(%error, "Redis pub/sub reconnect failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let mut messages = current.into_on_message();
+        while let Some(message) = messages.next().await {
+            if let Ok(payload) = message.get_payload::<String>() {
+                let channel = message.get_channel_name();
+                hub.deliver(channel.get(strip..).unwrap_or(channel), &payload);
+            }
+        }
+        tracing::warn!("Redis pub/sub connection closed; reconnecting");
+    }
+}
+
+async fn reconnect(client: &redis::Client, pattern: &str) -> anyhow::Result<redis::aio::PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.psubscribe(pattern).await?;
+    Ok(pubsub)
+}

@@ -1,0 +1,281 @@
+//! SQL plumbing shared by every context, for both deployments.
+//!
+//! [`Db`] is a SQLite (embedded default) or PostgreSQL (production) database; [`Tx`] is a write
+//! transaction on either. Queries are written once with `$1`-style placeholders, which both
+//! databases accept, and run through [`on_db!`] / [`on_tx!`], which expand the query for each
+//! backend so the compiler checks the binds and row types against both drivers.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+};
+use tokio::sync::Notify;
+
+pub use sqlx;
+
+/// Which SQL dialect a [`Db`] speaks, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An embedded SQLite database: readers share a pool, writers are serialized through a
+/// one-connection pool so they queue in the pool instead of spinning on SQLite's busy lock.
+#[derive(Clone, Debug)]
+pub struct SqliteDb {
+    pub read: SqlitePool,
+    pub write: SqlitePool,
+}
+
+/// A database handle; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqliteDb),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$conn` bound to a pool of whichever backend `$db` is (readers on SQLite).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite(sqlite) => {
+                let $conn = &sqlite.read;
+                $body
+            }
+            $crate::Db::Postgres(pool) => {
+                let $conn = pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the connection of the transaction `$tx` (a `&mut Tx`).
+/// Use `&mut *$conn` to run several statements.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match &mut $tx.inner {
+            $crate::TxInner::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::TxInner::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// Executes `$sql` with `$bind`s in the transaction `$tx`; evaluates to the number of rows
+/// affected (`sqlx::Result<u64>`).
+#[macro_export]
+macro_rules! exec {
+    ($tx:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
+        $crate::on_tx!($tx, c => $crate::sqlx::query($sql)$(.bind($bind))*.execute(c).await.map(|r| r.rows_affected()))
+    };
+}
+
+/// The backend transaction inside a [`Tx`].
+pub enum TxInner {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A write transaction. Work registered with [`Tx::after_commit`] runs only once the commit
+/// has succeeded (this is how the outbox wakes its relay without a fixed polling delay).
+pub struct Tx {
+    pub inner: TxInner,
+    after_commit: Vec<Arc<Notify>>,
+}
+
+impl Tx {
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            TxInner::Sqlite(_) => Backend::Sqlite,
+            TxInner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Wakes `notify` after a successful commit (once, however often it is registered).
+    pub fn after_commit(&mut self, notify: &Arc<Notify>) {
+        if !self.after_commit.iter().any(|n| Arc::ptr_eq(n, notify)) {
+            self.after_commit.push(notify.clone());
+        }
+    }
+
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        for notify in self.after_commit {
+            notify.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> sqlx::Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await,
+            TxInner::Postgres(t) => t.rollback().await,
+        }
+    }
+
+    /// Runs one statement without binds (savepoints and other control statements).
+    pub async fn execute_raw(&mut self, sql: &str) -> sqlx::Result<()> {
+        exec!(self, sql).map(|_| ())
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`). On PostgreSQL, `schema` (created
+    /// if missing) becomes the search path, which is how tests and tenants get their own tables.
+    pub async fn connect(url: &str, schema: Option<&str>) -> anyhow::Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            Self::connect_sqlite(path).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url, schema).await
+        } else {
+            anyhow::bail!("unsupported database URL scheme (expected sqlite:// or postgres://)")
+        }
+    }
+
+    async fn connect_sqlite(path: &str) -> anyhow::Result<Self> {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        Ok(Db::Sqlite(SqliteDb { read, write }))
+    }
+
+    async fn connect_postgres(url: &str, schema: Option<&str>) -> anyhow::Result<Self> {
+        let mut options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
+        if let Some(schema) = schema {
+            anyhow::ensure!(
+                schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "schema names are letters, digits and underscores"
+            );
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .context("connecting to PostgreSQL")?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&admin)
+                .await
+                .context("creating the database schema")?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("connecting to PostgreSQL")?;
+        Ok(Db::Postgres(pool))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, so writers never deadlock on
+    /// a lock upgrade).
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        let inner = match self {
+            Db::Sqlite(db) => TxInner::Sqlite(db.write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            after_commit: Vec::new(),
+        })
+    }
+
+    /// Applies the migrations of every context; idempotent.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite(db) => sqlx::migrate!("./migrations/sqlite").run(&db.write).await?,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// One round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> sqlx::Result<()> {
+        on_db!(self, c => sqlx::query("SELECT 1").execute(c).await.map(|_| ()))
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(db) => {
+                db.read.close().await;
+                db.write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// True when `err` is a unique-constraint violation; adapters turn it into a domain error
+/// (for example `AlreadyIssued`).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_accepts_dollar_placeholders_and_runs_after_commit_hooks() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/t.db", dir.path().display());
+        let db = Db::connect(&url, None).await.unwrap();
+        db.migrate().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        exec!(tx, "CREATE TABLE t (a INTEGER, b TEXT)").unwrap();
+        exec!(tx, "INSERT INTO t (b, a) VALUES ($2, $1)", 7_i64, "x").unwrap();
+        let woke = Arc::new(Notify::new());
+        tx.after_commit(&woke);
+        tx.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), woke.notified())
+            .await
+            .expect("commit wakes the hook");
+        let (a, b): (i64, String) =
+            on_db!(&db, c => sqlx::query_as("SELECT a, b FROM t").fetch_one(c).await).unwrap();
+        assert_eq!((a, b.as_str()), (7, "x"));
+    }
+}

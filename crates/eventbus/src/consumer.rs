@@ -1,0 +1,249 @@
+//! The consumer contract and the part of the consumer runner that both buses share: applying an
+//! event exactly once (dedupe record in the effect's transaction), retrying with backoff, and
+//! dead-lettering an event that keeps failing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use db::{exec, sqlx, Tx};
+use events::Envelope;
+use metrics::counter;
+use sqlx::types::Json;
+use tokio_util::sync::CancellationToken;
+
+/// A consumer of events. Each handler is one consumer group: every group sees every event of
+/// its topics; the workers of one group share them.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The consumer-group name. Offsets and dedupe records are kept under it: never rename it.
+    fn group(&self) -> &str;
+    /// The topics this consumer reads.
+    fn topics(&self) -> Vec<String>;
+    /// Applies `event` inside `tx`. The runner records `(group, event id)` in the same
+    /// transaction, so a committed effect is never applied again. An error rolls the effect
+    /// back; the event is retried with backoff and dead-lettered after the last attempt.
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
+}
+
+/// Retry policy of a consumer.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts before an event is dead-lettered (at least 1).
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self, failed_attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failed_attempts.saturating_sub(1));
+        self.first_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// An event as delivered from one partition of a bus, with its position in that partition.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub envelope: Envelope,
+    pub position: i64,
+}
+
+/// What became of one delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Applied,
+    Duplicate,
+    DeadLettered,
+}
+
+/// Applies one event inside `tx`, under a savepoint so a failure leaves the rest of the batch
+/// intact. Returns `Duplicate` (and does nothing) when this group already applied the event.
+pub(crate) async fn apply(
+    tx: &mut Tx,
+    handler: &dyn Handler,
+    event: &Envelope,
+) -> anyhow::Result<Outcome> {
+    tx.execute_raw("SAVEPOINT stampede_event").await?;
+    let inserted = exec!(
+        tx,
+        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        handler.group(),
+        event.id
+    )?;
+    let outcome = if inserted == 0 {
+        Ok(Outcome::Duplicate)
+    } else {
+        handler.handle(tx, event).await.map(|()| Outcome::Applied)
+    };
+    match outcome {
+        Ok(outcome) => {
+            tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
+            record(handler.group(), event.topic(), &outcome);
+            Ok(outcome)
+        }
+        Err(error) => {
+            tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_event").await?;
+            tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
+            counter!("stampede_events_failed_total", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned()).increment(1);
+            tracing::warn!(consumer = handler.group(), event_id = %event.id, correlation_id = %event.correlation_id, error = format!("{error:#}"), "event handler failed");
+            Err(error)
+        }
+    }
+}
+
+fn record(group: &str, topic: &str, outcome: &Outcome) {
+    let name = match outcome {
+        Outcome::Applied => "stampede_events_consumed_total",
+        Outcome::Duplicate => "stampede_events_duplicate_total",
+        Outcome::DeadLettered => "stampede_events_dead_lettered_total",
+    };
+    counter!(name, "consumer" => group.to_owned(), "topic" => topic.to_owned()).increment(1);
+}
+
+/// Stores `event` as a dead letter of `group` inside `tx`.
+pub(crate) async fn dead_letter(
+    tx: &mut Tx,
+    group: &str,
+    event: &Envelope,
+    error: &anyhow::Error,
+    attempts: u32,
+) -> anyhow::Result<()> {
+    exec!(
+        tx,
+        "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        group,
+        event.id,
+        event.topic(),
+        Json(event),
+        format!("{error:#}"),
+        attempts as i32
+    )?;
+    tracing::error!(consumer = group, event_id = %event.id, attempts, error = format!("{error:#}"), "event dead-lettered");
+    record(group, event.topic(), &Outcome::DeadLettered);
+    Ok(())
+}
+
+/// Where a bus keeps a partition's progress. The db:// bus claims and advances its offset row
+/// inside the effect's transaction; Kafka commits offsets after the transaction instead.
+#[async_trait]
+pub(crate) trait Checkpoint: Send + Sync {
+    /// Claims the partition in `tx`; `None` when another worker holds it. Returns the position
+    /// already consumed (events at or before it are done).
+    async fn claim(&self, tx: &mut Tx) -> anyhow::Result<Option<i64>>;
+    /// Records in `tx` that every event up to `position` is done.
+    async fn advance(&self, tx: &mut Tx, position: i64) -> anyhow::Result<()>;
+}
+
+/// Runs a partition's `batch` (in order) through `handler`: one transaction for the run of
+/// events that succeed; a failing event is retried alone with backoff and dead-lettered after
+/// the last attempt. Returns the position of the last event that is done, if any; the caller
+/// fetches the rest again from there. Stops early, leaving the failing event undone, when
+/// `shutdown` fires or the partition was taken over by another worker.
+pub(crate) async fn run_batch(
+    db: &db::Db,
+    handler: &dyn Handler,
+    checkpoint: &dyn Checkpoint,
+    policy: &RetryPolicy,
+    batch: &[Delivery],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<i64>> {
+    let mut tx = db.begin().await?;
+    let Some(done) = checkpoint.claim(&mut tx).await? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let pending: Vec<&Delivery> = batch.iter().filter(|d| d.position > done).collect();
+    let mut last_done = None;
+    let mut failed = None;
+    for delivery in &pending {
+        match apply(&mut tx, handler, &delivery.envelope).await {
+            Ok(_) => last_done = Some(delivery.position),
+            Err(error) => {
+                failed = Some((*delivery, error));
+                break;
+            }
+        }
+    }
+    if let Some(position) = last_done {
+        checkpoint.advance(&mut tx, position).await?;
+    }
+    tx.commit().await?;
+    let Some((delivery, mut error)) = failed else {
+        return Ok(last_done);
+    };
+
+    for attempt in 2..=policy.max_attempts.max(1) {
+        tokio::select! {
+            () = tokio::time::sleep(policy.backoff(attempt - 1)) => {}
+            () = shutdown.cancelled() => return Ok(last_done),
+        }
+        let mut tx = db.begin().await?;
+        match checkpoint.claim(&mut tx).await? {
+            Some(done) if done < delivery.position => {}
+            _ => {
+                tx.rollback().await?;
+                return Ok(last_done);
+            }
+        }
+        match apply(&mut tx, handler, &delivery.envelope).await {
+            Ok(_) => {
+                checkpoint.advance(&mut tx, delivery.position).await?;
+                tx.commit().await?;
+                return Ok(Some(delivery.position));
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                error = e;
+            }
+        }
+    }
+
+    let mut tx = db.begin().await?;
+    match checkpoint.claim(&mut tx).await? {
+        Some(done) if done < delivery.position => {}
+        _ => {
+            tx.rollback().await?;
+            return Ok(last_done);
+        }
+    }
+    dead_letter(
+        &mut tx,
+        handler.group(),
+        &delivery.envelope,
+        &error,
+        policy.max_attempts.max(1),
+    )
+    .await?;
+    checkpoint.advance(&mut tx, delivery.position).await?;
+    tx.commit().await?;
+    Ok(Some(delivery.position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        let waits: Vec<_> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
+        assert_eq!(waits, vec![10, 20, 40, 50, 50]);
+    }
+}

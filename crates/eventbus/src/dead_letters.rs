@@ -1,0 +1,60 @@
+//! Dead letters: events a consumer gave up on. Replaying one appends its envelope (same id)
+//! to the outbox again; consumer groups that already applied it skip it through their dedupe
+//! records, the group that failed applies it.
+
+use chrono::{DateTime, Utc};
+use db::{exec, on_db, on_tx, sqlx, Db};
+use events::Envelope;
+use serde::Serialize;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::Outbox;
+
+/// A dead-lettered event.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    pub consumer: String,
+    pub event_id: Uuid,
+    pub topic: String,
+    pub error: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Dead letters not yet replayed, oldest first.
+pub async fn pending(db: &Db) -> sqlx::Result<Vec<DeadLetter>> {
+    on_db!(db, c => sqlx::query_as(
+        "SELECT id, consumer, event_id, topic, error, attempts, created_at FROM dead_letters \
+         WHERE replayed_at IS NULL ORDER BY id",
+    )
+    .fetch_all(c)
+    .await)
+}
+
+/// Replays the pending dead letter `id`, or every pending one when `id` is `None`; returns how
+/// many were replayed. Each is marked replayed in the transaction that re-appends it.
+pub async fn replay(db: &Db, outbox: &Outbox, id: Option<i64>) -> anyhow::Result<usize> {
+    let mut tx = db.begin().await?;
+    let letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND ($1 IS NULL OR id = $1) \
+         ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(c)
+    .await)?;
+    let envelopes: Vec<Envelope> = letters.iter().map(|(_, Json(e))| e.clone()).collect();
+    outbox.append(&mut tx, &envelopes).await?;
+    for (letter, _) in &letters {
+        exec!(
+            tx,
+            "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2",
+            Utc::now(),
+            letter
+        )?;
+    }
+    tx.commit().await?;
+    Ok(letters.len())
+}

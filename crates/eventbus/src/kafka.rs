@@ -1,0 +1,340 @@
+//! The `kafka://` bus (rdkafka): the relay publishes outbox rows with an idempotent producer
+//! (`acks=all`, key → partition); each consumer group reads with manual offset commits that
+//! happen only after the effect's database transaction has committed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use db::{on_db, sqlx, Db, Tx, TxInner};
+use events::Envelope;
+use futures::FutureExt as _;
+use metrics::counter;
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer},
+    error::RDKafkaErrorCode,
+    producer::{FutureProducer, FutureRecord, Producer as _},
+    util::Timeout,
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
+use sqlx::types::Json;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{run_batch, Checkpoint, Delivery, Handler, RetryPolicy};
+use crate::BusSettings;
+
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to a Kafka-protocol cluster.
+pub(crate) struct KafkaBus {
+    bootstrap: String,
+    prefix: String,
+    producer: FutureProducer,
+    /// One metadata client per consumer group, for lag queries.
+    observers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+}
+
+impl KafkaBus {
+    /// Connects the producer and creates every topic Stampede uses (existing topics are kept).
+    pub(crate) async fn connect(bootstrap: &str, settings: &BusSettings) -> anyhow::Result<Self> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let bus = Self {
+            bootstrap: bootstrap.to_owned(),
+            prefix: settings.topic_prefix.clone(),
+            producer,
+            observers: Mutex::default(),
+        };
+        bus.create_topics(settings).await?;
+        Ok(bus)
+    }
+
+    fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    async fn create_topics(&self, settings: &BusSettings) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()?;
+        let names: Vec<String> = events::topics::ALL
+            .iter()
+            .copied()
+            .chain(settings.extra_topics.iter().map(String::as_str))
+            .map(|t| self.topic(t))
+            .collect();
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    settings.partitions as i32,
+                    TopicReplication::Fixed(settings.kafka_replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(NETWORK_TIMEOUT));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes up to `batch` unpublished outbox rows in order and marks the acknowledged
+    /// prefix as published. A row whose publish failed (and every later one) stays in the
+    /// outbox for the next round, so per-key order holds; re-sent rows are deduplicated by
+    /// the consumers.
+    pub(crate) async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {
+        let rows: Vec<(i64, String, String, Json<Envelope>)> = on_db!(db, c => sqlx::query_as(
+            "SELECT seq, topic, event_key, envelope FROM outbox WHERE published_at IS NULL \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(batch)
+        .fetch_all(c)
+        .await)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let prepared: Vec<(String, &str, Vec<u8>)> = rows
+            .iter()
+            .map(|(_, topic, key, Json(envelope))| {
+                Ok((self.topic(topic), key.as_str(), serde_json::to_vec(envelope)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let sends = prepared.iter().map(|(topic, key, payload)| {
+            self.producer.send(
+                FutureRecord::to(topic).key(*key).payload(payload),
+                Timeout::After(NETWORK_TIMEOUT),
+            )
+        });
+        let results = futures::future::join_all(sends).await;
+        let acknowledged = results.iter().take_while(|r| r.is_ok()).count();
+        let seqs: Vec<i64> = rows[..acknowledged].iter().map(|r| r.0).collect();
+        if !seqs.is_empty() {
+            mark_published(db, &seqs).await?;
+        }
+        for (_, topic, _, _) in &rows[..acknowledged] {
+            counter!("stampede_events_published_total", "topic" => topic.clone()).increment(1);
+        }
+        if let Some(Err((error, _))) = results.get(acknowledged) {
+            anyhow::bail!("publishing to Kafka failed: {error}");
+        }
+        Ok(acknowledged)
+    }
+
+    /// Events of `group` published but not yet committed by it, over `topics`.
+    pub(crate) async fn lag(&self, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+        let observer = self.observer(group)?;
+        let topics: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut assignment = TopicPartitionList::new();
+            for topic in &topics {
+                let metadata = observer.fetch_metadata(Some(topic), NETWORK_TIMEOUT)?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        assignment.add_partition(topic, p.id());
+                    }
+                }
+            }
+            let committed = observer.committed_offsets(assignment, NETWORK_TIMEOUT)?;
+            let mut lag = 0;
+            for element in committed.elements() {
+                let (low, high) = observer.fetch_watermarks(
+                    element.topic(),
+                    element.partition(),
+                    NETWORK_TIMEOUT,
+                )?;
+                lag += match element.offset() {
+                    Offset::Offset(done) => (high - done).max(0),
+                    _ => high - low,
+                };
+            }
+            Ok(lag)
+        })
+        .await?
+    }
+
+    fn observer(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+        let mut observers = self.observers.lock().expect("observer map lock");
+        if let Some(observer) = observers.get(group) {
+            return Ok(observer.clone());
+        }
+        let observer: Arc<BaseConsumer> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .set("group.id", format!("{}{group}", self.prefix))
+                .set("enable.auto.commit", "false")
+                .create()?,
+        );
+        observers.insert(group.to_owned(), observer.clone());
+        Ok(observer)
+    }
+
+    /// One metadata round trip, for readiness checks.
+    pub(crate) async fn ping(&self) -> anyhow::Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(3))
+                .map(|_| ())
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// Runs one consumer of `handler`'s group until `shutdown`: polls a batch, applies each
+    /// partition's events in their own transaction (partitions concurrently), then commits the
+    /// offsets of what is done. Anything not done is sought back and delivered again.
+    pub(crate) async fn run_consumer(
+        &self,
+        db: Db,
+        handler: Arc<dyn Handler>,
+        settings: BusSettings,
+        policy: RetryPolicy,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let group = handler.group().to_owned();
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("{}{group}", self.prefix))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("session.timeout.ms", "10000")
+            .create()?;
+        let topics: Vec<String> = handler.topics().iter().map(|t| self.topic(t)).collect();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        let batch_size = settings.batch_size.max(1) as usize;
+
+        loop {
+            let first = tokio::select! {
+                message = consumer.recv() => message,
+                () = shutdown.cancelled() => break,
+            };
+            let mut partitions: BTreeMap<(String, i32), Vec<Delivery>> = BTreeMap::new();
+            let mut received = 0;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Ok(message) => {
+                        received += 1;
+                        let key = (message.topic().to_owned(), message.partition());
+                        match message.payload().map(serde_json::from_slice::<Envelope>) {
+                            Some(Ok(envelope)) => {
+                                partitions.entry(key).or_default().push(Delivery {
+                                    envelope,
+                                    position: message.offset(),
+                                })
+                            }
+                            _ => {
+                                tracing::error!(consumer = %group, topic = message.topic(), offset = message.offset(), "skipping a message that is not an event envelope");
+                                counter!("stampede_events_failed_total", "consumer" => group.clone(), "topic" => message.topic().to_owned()).increment(1);
+                                partitions.entry(key).or_default();
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(consumer = %group, %error, "Kafka consumer error"),
+                }
+                if received < batch_size {
+                    next = consumer.recv().now_or_never();
+                }
+            }
+
+            let runs = partitions.iter().map(|((topic, partition), deliveries)| {
+                let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
+                async move {
+                    let done = if deliveries.is_empty() {
+                        Ok(None)
+                    } else {
+                        run_batch(db, handler, &AfterCommit, policy, deliveries, shutdown).await
+                    };
+                    (topic, *partition, deliveries, done)
+                }
+            });
+            let mut commits = TopicPartitionList::new();
+            for (topic, partition, deliveries, done) in futures::future::join_all(runs).await {
+                let last = deliveries.last().map(|d| d.position);
+                let done = match done {
+                    Ok(done) => done,
+                    Err(error) => {
+                        tracing::warn!(consumer = %group, %topic, partition, error = format!("{error:#}"), "consumer batch failed; will retry");
+                        None
+                    }
+                };
+                if let Some(position) = done.or(last.filter(|_| deliveries.is_empty())) {
+                    commits.add_partition_offset(topic, partition, Offset::Offset(position + 1))?;
+                }
+                let first_undone = match (done, deliveries.first()) {
+                    (Some(done), _) if Some(done) < last => Some(done + 1),
+                    (None, Some(first)) => Some(first.position),
+                    _ => None,
+                };
+                if let Some(position) = first_undone {
+                    consumer.seek(topic, partition, Offset::Offset(position), NETWORK_TIMEOUT)?;
+                    tokio::time::sleep(policy.first_backoff).await;
+                }
+            }
+            if commits.count() > 0 {
+                if let Err(error) = consumer.commit(&commits, CommitMode::Async) {
+                    tracing::warn!(consumer = %group, %error, "offset commit failed; events will be redelivered and deduplicated");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka keeps offsets itself: they are committed after the transaction, not inside it.
+struct AfterCommit;
+
+#[async_trait]
+impl Checkpoint for AfterCommit {
+    async fn claim(&self, _tx: &mut Tx) -> anyhow::Result<Option<i64>> {
+        Ok(Some(-1))
+    }
+
+    async fn advance(&self, _tx: &mut Tx, _position: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+async fn mark_published(db: &Db, seqs: &[i64]) -> anyhow::Result<()> {
+    let mut tx = db.begin().await?;
+    let now = Utc::now();
+    match &mut tx.inner {
+        TxInner::Postgres(t) => {
+            sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)")
+                .bind(now)
+                .bind(seqs)
+                .execute(&mut **t)
+                .await?;
+        }
+        TxInner::Sqlite(t) => {
+            sqlx::query(
+                "UPDATE outbox SET published_at = $1 WHERE seq IN (SELECT value FROM json_each($2))",
+            )
+            .bind(now)
+            .bind(serde_json::to_string(seqs)?)
+            .execute(&mut **t)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

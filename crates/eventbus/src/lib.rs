@@ -1,0 +1,317 @@
+//! The event backbone: a state change and its events commit together (the [`Outbox`]), a relay
+//! publishes them to the bus, and consumers apply them at least once with idempotent effects.
+//!
+//! Two buses behind one [`EventBus`], picked by URL:
+//! - `db://` — the outbox table is the durable log (see [`dblog`](crate::dblog));
+//! - `kafka://host:port,...` — Kafka or any Kafka-protocol broker (cargo feature `kafka`).
+//!
+//! Guarantees, on both: events with the same key are consumed in the order they were written;
+//! every consumer group sees every event of its topics; an event's effect is applied once per
+//! group (the dedupe record commits with the effect); a failing event is retried with backoff
+//! and dead-lettered after [`RetryPolicy::max_attempts`]; shutdown finishes in-flight batches.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use db::{exec, sqlx, Db};
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+mod consumer;
+pub mod dblog;
+pub mod dead_letters;
+#[cfg(feature = "kafka")]
+mod kafka;
+mod outbox;
+mod relay;
+
+pub use consumer::{Handler, RetryPolicy};
+pub use outbox::{partition_for, Outbox};
+
+/// Tunables of the bus.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    /// Partitions per topic: the db:// log's, and those of Kafka topics Stampede creates.
+    pub partitions: u32,
+    /// Prefix of Kafka topic and consumer-group names (tests give each run its own).
+    pub topic_prefix: String,
+    /// Topics created besides the design's (tests and tools).
+    pub extra_topics: Vec<String>,
+    /// Events per relay round and per consumer batch.
+    pub batch_size: i64,
+    /// Fallback polling interval; wake-ups are immediate when the commit is seen.
+    pub poll_interval: Duration,
+    /// Workers per consumer group in this process on the db:// bus (PostgreSQL; SQLite uses 1).
+    pub workers: usize,
+    pub retry: RetryPolicy,
+    pub kafka_replication: i32,
+    /// Published outbox rows older than this are deleted.
+    pub retention: Duration,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            partitions: 8,
+            topic_prefix: String::new(),
+            extra_topics: Vec::new(),
+            batch_size: 256,
+            poll_interval: Duration::from_millis(500),
+            workers: 2,
+            retry: RetryPolicy::default(),
+            kafka_replication: 1,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+enum Transport {
+    Db,
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaBus),
+}
+
+struct Inner {
+    db: Db,
+    settings: BusSettings,
+    outbox: Outbox,
+    relay_wake: Arc<Notify>,
+    log_tick: watch::Sender<u64>,
+    transport: Transport,
+    /// Consumer groups started in this process, with their topics.
+    groups: Mutex<Vec<(String, Vec<String>)>>,
+}
+
+/// The bus of one process; cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+impl EventBus {
+    /// Connects the bus named by `url` (`db://` or `kafka://host:port,...`). A bus that is not
+    /// compiled in fails here with an error naming its cargo feature.
+    pub async fn connect(url: &str, db: Db, settings: BusSettings) -> anyhow::Result<Self> {
+        let transport = if url == "db://" || url == "db:" {
+            Transport::Db
+        } else if let Some(brokers) = url.strip_prefix("kafka://") {
+            connect_kafka(brokers, &settings).await?
+        } else {
+            anyhow::bail!("unsupported bus URL {url:?} (expected db:// or kafka://host:port)")
+        };
+        let relay_wake = Arc::new(Notify::new());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                outbox: Outbox::new(settings.partitions, relay_wake.clone()),
+                db,
+                settings,
+                relay_wake,
+                log_tick: watch::channel(0).0,
+                transport,
+                groups: Mutex::default(),
+            }),
+        })
+    }
+
+    /// `db` or `kafka`.
+    pub fn kind(&self) -> &'static str {
+        match self.inner.transport {
+            Transport::Db => "db",
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => "kafka",
+        }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.outbox
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Starts the relay (and, on PostgreSQL, the `LISTEN` task that wakes it and the db://
+    /// consumers when other instances commit). Every role runs it: it is how events written by
+    /// this process leave it.
+    pub async fn start(&self, shutdown: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        if let Db::Postgres(pool) = &self.inner.db {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener
+                .listen_all(["stampede_outbox", "stampede_log"])
+                .await
+                .context("LISTEN for outbox notifications")?;
+            let (bus, shutdown) = (self.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        notification = listener.recv() => match notification {
+                            Ok(n) if n.channel() == "stampede_outbox" => bus.inner.relay_wake.notify_one(),
+                            Ok(_) => bus.inner.log_tick.send_modify(|tick| *tick += 1),
+                            Err(error) => {
+                                tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        },
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(relay::run(self.clone(), shutdown.clone())));
+        Ok(tasks)
+    }
+
+    /// Starts the workers of `handler`'s consumer group in this process.
+    pub fn spawn_consumer(
+        &self,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        self.inner
+            .groups
+            .lock()
+            .expect("group registry lock")
+            .push((handler.group().to_owned(), handler.topics()));
+        let settings = self.inner.settings.clone();
+        let policy = settings.retry.clone();
+        match &self.inner.transport {
+            Transport::Db => {
+                let workers = match self.inner.db {
+                    Db::Sqlite(_) => 1,
+                    Db::Postgres(_) => settings.workers.max(1),
+                };
+                (0..workers)
+                    .map(|_| {
+                        tokio::spawn(dblog::run_worker(
+                            self.inner.db.clone(),
+                            handler.clone(),
+                            settings.clone(),
+                            policy.clone(),
+                            self.inner.log_tick.subscribe(),
+                            shutdown.clone(),
+                        ))
+                    })
+                    .collect()
+            }
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => {
+                let (bus, shutdown) = (self.clone(), shutdown.clone());
+                vec![tokio::spawn(async move {
+                    let Transport::Kafka(kafka) = &bus.inner.transport else {
+                        unreachable!("matched above")
+                    };
+                    let group = handler.group().to_owned();
+                    while !shutdown.is_cancelled() {
+                        let run = kafka.run_consumer(
+                            bus.inner.db.clone(),
+                            handler.clone(),
+                            settings.clone(),
+                            policy.clone(),
+                            shutdown.clone(),
+                        );
+                        if let Err(error) = run.await {
+                            tracing::error!(consumer = %group, error = format!("{error:#}"), "Kafka consumer stopped; restarting");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                })]
+            }
+        }
+    }
+
+    async fn relay_once(&self, batch: i64) -> anyhow::Result<usize> {
+        match &self.inner.transport {
+            Transport::Db => dblog::relay_once(&self.inner.db, batch).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(kafka) => kafka.relay_once(&self.inner.db, batch).await,
+        }
+    }
+
+    /// Events written but not yet published.
+    pub async fn backlog(&self) -> anyhow::Result<i64> {
+        Ok(Outbox::backlog(&self.inner.db).await?)
+    }
+
+    /// Events published but not yet consumed by `group`.
+    pub async fn lag(&self, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+        match &self.inner.transport {
+            Transport::Db => dblog::lag(&self.inner.db, group).await,
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(kafka) => kafka.lag(group, topics).await,
+        }
+        .with_context(|| format!("measuring the lag of {group} on {topics:?}"))
+    }
+
+    /// Lag of every consumer group started in this process.
+    pub async fn lags(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let groups = self.inner.groups.lock().expect("group registry lock").clone();
+        let mut lags = Vec::with_capacity(groups.len());
+        for (group, topics) in groups {
+            let lag = self.lag(&group, &topics).await?;
+            lags.push((group, lag));
+        }
+        Ok(lags)
+    }
+
+    /// Waits until the outbox is empty and every consumer group of this process has caught up
+    /// (tests and benchmarks use it instead of sleeping).
+    pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let backlog = self.backlog().await?;
+            let lags = self.lags().await?;
+            if backlog == 0 && lags.iter().all(|(_, lag)| *lag == 0) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("bus not idle after {timeout:?}: backlog {backlog}, lag {lags:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Checks that the bus answers (readiness).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match &self.inner.transport {
+            Transport::Db => Ok(self.inner.db.ping().await?),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(kafka) => kafka.ping().await,
+        }
+    }
+
+    /// Deletes published outbox rows older than the retention period.
+    async fn prune(&self) -> anyhow::Result<u64> {
+        let before = Utc::now() - self.inner.settings.retention;
+        let mut tx = self.inner.db.begin().await?;
+        let deleted = exec!(
+            tx,
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+            before
+        )?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn connect_kafka(brokers: &str, settings: &BusSettings) -> anyhow::Result<Transport> {
+    let kafka = kafka::KafkaBus::connect(brokers, settings)
+        .await
+        .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+    Ok(Transport::Kafka(kafka))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn connect_kafka(_brokers: &str, _settings: &BusSettings) -> anyhow::Result<Transport> {
+    anyhow::bail!(
+        "the kafka:// bus is not compiled into this binary: build it with the `kafka` cargo feature"
+    )
+}
