@@ -8,10 +8,13 @@ use std::{
 
 use crate::hub::Hub;
 
+/// A value and the instant it expires, if it does.
+type Entry = (String, Option<Instant>);
+
 /// Key-value entries with optional expiry, and a local pub/sub hub. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct MemoryCache {
-    entries: Arc<Mutex<HashMap<String, (String, Option<Instant>)>>>,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
     hub: Hub,
 }
 

@@ -180,7 +180,9 @@ impl Db {
         let mut options = PgConnectOptions::from_str(url).context("parsing the PostgreSQL URL")?;
         if let Some(schema) = schema {
             anyhow::ensure!(
-                schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "schema names are letters, digits and underscores"
             );
             let admin = PgPoolOptions::new()

@@ -94,7 +94,8 @@ pub(crate) async fn apply(
             Ok(outcome)
         }
         Err(error) => {
-            tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_event").await?;
+            tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_event")
+                .await?;
             tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
             counter!("stampede_events_failed_total", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned()).increment(1);
             tracing::warn!(consumer = handler.group(), event_id = %event.id, correlation_id = %event.correlation_id, error = format!("{error:#}"), "event handler failed");

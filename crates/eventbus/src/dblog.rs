@@ -38,7 +38,8 @@ pub(crate) async fn relay_once(db: &Db, batch: i64) -> anyhow::Result<usize> {
     .fetch_all(c)
     .await)?;
     if !topics.is_empty() && tx.backend() == Backend::Postgres {
-        tx.execute_raw("SELECT pg_notify('stampede_log', '')").await?;
+        tx.execute_raw("SELECT pg_notify('stampede_log', '')")
+            .await?;
     }
     tx.commit().await?;
     for topic in &topics {
@@ -93,8 +94,7 @@ pub(crate) async fn run_worker(
                         backend: db.backend(),
                         batch: settings.batch_size,
                     };
-                    match consume_partition(&db, &*handler, &checkpoint, &policy, &shutdown).await
-                    {
+                    match consume_partition(&db, &*handler, &checkpoint, &policy, &shutdown).await {
                         Ok(progress) => worked |= progress,
                         Err(error) => {
                             tracing::warn!(consumer = %group, error = format!("{error:#}"), "consumer batch failed; retrying");
@@ -198,10 +198,7 @@ impl Offset {
         .await)?;
         Ok(rows
             .into_iter()
-            .map(|(position, Json(envelope))| Delivery {
-                envelope,
-                position,
-            })
+            .map(|(position, Json(envelope))| Delivery { envelope, position })
             .collect())
     }
 }

@@ -112,7 +112,11 @@ impl KafkaBus {
         let prepared: Vec<(String, &str, Vec<u8>)> = rows
             .iter()
             .map(|(_, topic, key, Json(envelope))| {
-                Ok((self.topic(topic), key.as_str(), serde_json::to_vec(envelope)?))
+                Ok((
+                    self.topic(topic),
+                    key.as_str(),
+                    serde_json::to_vec(envelope)?,
+                ))
             })
             .collect::<anyhow::Result<_>>()?;
         let sends = prepared.iter().map(|(topic, key, payload)| {

@@ -252,7 +252,12 @@ impl EventBus {
 
     /// Lag of every consumer group started in this process.
     pub async fn lags(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        let groups = self.inner.groups.lock().expect("group registry lock").clone();
+        let groups = self
+            .inner
+            .groups
+            .lock()
+            .expect("group registry lock")
+            .clone();
         let mut lags = Vec::with_capacity(groups.len());
         for (group, topics) in groups {
             let lag = self.lag(&group, &topics).await?;

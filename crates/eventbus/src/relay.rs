@@ -19,7 +19,10 @@ pub(crate) async fn run(bus: EventBus, shutdown: CancellationToken) {
     let batch = bus.inner.settings.batch_size.max(1);
     let mut last_prune = Instant::now();
     while !shutdown.is_cancelled() {
-        if leadership.holds(&bus.inner.db, bus.inner.settings.poll_interval).await {
+        if leadership
+            .holds(&bus.inner.db, bus.inner.settings.poll_interval)
+            .await
+        {
             loop {
                 match bus.relay_once(batch).await {
                     Ok(published) => {

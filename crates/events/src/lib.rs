@@ -51,7 +51,11 @@ impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.source {
             Some(e) => write!(f, "cannot decode {} payload: {e}", self.expected),
-            None => write!(f, "expected a {} event, found {}", self.expected, self.found),
+            None => write!(
+                f,
+                "expected a {} event, found {}",
+                self.expected, self.found
+            ),
         }
     }
 }
