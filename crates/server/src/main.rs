@@ -1,1 +1,148 @@
-fn main() {}
+//! `stampede`: serve, migrate, administer.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use db::Db;
+use eventbus::EventBus;
+use points::users::{create_admin, AdminCreated};
+use server::{telemetry, Application, Role, Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "stampede",
+    version,
+    about = "E-commerce backend for flash-sale traffic"
+)]
+struct Cli {
+    /// Configuration file (TOML); default: ./stampede.toml if present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API and the event consumers.
+    Serve {
+        /// Which parts to run (overrides the configuration).
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
+    /// Applies database migrations.
+    Migrate,
+    /// Administrator accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Dead-lettered events.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates an admin account, or promotes the account that has this email.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Lists dead-lettered events that were not replayed yet.
+    DeadLetters,
+    /// Publishes dead-lettered events again (one with --id, else all pending).
+    Replay {
+        #[arg(long)]
+        id: Option<i64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init();
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { role } => {
+            if let Some(role) = role {
+                settings.role = role;
+            }
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            connect(&settings).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Create {
+            email,
+            password,
+            name,
+        }) => {
+            let db = connect(&settings).await?;
+            match create_admin(&db, &email, &password, &name).await? {
+                AdminCreated::Created { id } => println!("admin {email} created (user {id})"),
+                AdminCreated::Promoted { id } => println!("user {id} ({email}) is now an admin"),
+            }
+            Ok(())
+        }
+        Command::Events(EventsCommand::DeadLetters) => {
+            let db = connect(&settings).await?;
+            for letter in eventbus::dead_letters::pending(&db).await? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+            Ok(())
+        }
+        Command::Events(EventsCommand::Replay { id }) => {
+            let db = connect(&settings).await?;
+            let bus =
+                EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
+            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), id).await?;
+            println!("{replayed} dead-lettered event(s) sent to the outbox again");
+            Ok(())
+        }
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(
+        &settings.database_url(),
+        settings.database_schema.as_deref(),
+    )
+    .await
+    .context("database")?;
+    db.migrate().await.context("applying database migrations")?;
+    Ok(db)
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received; finishing in-flight work");
+}

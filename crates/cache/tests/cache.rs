@@ -1,0 +1,125 @@
+//! Cache conformance: the same behaviour from the in-process cache and from Redis
+//! (`STAMPEDE_TEST_CACHE_URL`), each test under its own key prefix.
+
+use std::time::Duration;
+
+use cache::Cache;
+
+fn prefix() -> String {
+    format!("t{}:", uuid::Uuid::now_v7().simple())
+}
+
+async fn redis_or_skip(prefix: &str) -> Option<Cache> {
+    let Ok(url) = std::env::var("STAMPEDE_TEST_CACHE_URL") else {
+        eprintln!("skipped: STAMPEDE_TEST_CACHE_URL is not set");
+        return None;
+    };
+    Some(Cache::connect(&url, prefix).await.unwrap())
+}
+
+async fn values_expire_and_can_be_deleted(cache: Cache) {
+    cache.set("a", "1", None).await.unwrap();
+    cache
+        .set("b", "2", Some(Duration::from_millis(30)))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("a").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(cache.get("b").await.unwrap().as_deref(), Some("2"));
+    // Waiting out a TTL is what this test is about; there is no event to wait for instead.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(cache.get("b").await.unwrap(), None);
+    cache.delete("a").await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap(), None);
+    cache.ping().await.unwrap();
+}
+
+async fn a_subscriber_gets_messages_published_after_it_subscribed(
+    publisher: Cache,
+    subscriber: Cache,
+) {
+    let mut results = subscriber.subscribe("task:1");
+    let mut other = subscriber.subscribe("task:2");
+    publisher.publish("task:1", "SUCCESS").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), results.recv())
+        .await
+        .expect("message delivered");
+    assert_eq!(got.as_deref(), Some("SUCCESS"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), other.recv())
+            .await
+            .is_err(),
+        "other channels get nothing"
+    );
+}
+
+#[tokio::test]
+async fn memory_values_expire_and_can_be_deleted() {
+    values_expire_and_can_be_deleted(Cache::connect("memory://", "").await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn redis_values_expire_and_can_be_deleted() {
+    if let Some(cache) = redis_or_skip(&prefix()).await {
+        values_expire_and_can_be_deleted(cache).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_subscribers_get_messages() {
+    let cache = Cache::connect("memory://", "").await.unwrap();
+    a_subscriber_gets_messages_published_after_it_subscribed(cache.clone(), cache).await;
+}
+
+#[tokio::test]
+async fn redis_messages_reach_subscribers_of_another_instance_with_the_same_prefix_only() {
+    let prefix = prefix();
+    let Some(one) = redis_or_skip(&prefix).await else {
+        return;
+    };
+    let two = redis_or_skip(&prefix).await.unwrap();
+    let stranger = redis_or_skip(&format!("other-{prefix}")).await.unwrap();
+    let mut strangers = stranger.subscribe("task:1");
+    a_subscriber_gets_messages_published_after_it_subscribed(one, two).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), strangers.recv())
+            .await
+            .is_err(),
+        "another prefix is another deployment"
+    );
+}
+
+#[tokio::test]
+async fn redis_scripts_run_atomically_on_prefixed_keys() {
+    let prefix = prefix();
+    let Some(Cache::Redis(redis)) = redis_or_skip(&prefix).await else {
+        return;
+    };
+    let take = redis::Script::new(
+        "local left = tonumber(redis.call('GET', KEYS[1]) or ARGV[1]) \
+         if left <= 0 then return -1 end \
+         redis.call('SET', KEYS[1], left - 1) return left - 1",
+    );
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let (redis, take) = (redis.clone(), take.clone());
+        handles.push(tokio::spawn(async move {
+            redis
+                .script::<i64>(&take, &["stock"], &["10".into()])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for handle in handles {
+        if handle.await.unwrap() >= 0 {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 10, "exactly the stock is taken");
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}stock"))
+        .query_async(&mut redis.connection())
+        .await
+        .unwrap();
+    assert_eq!(raw.as_deref(), Some("0"), "the key carries the prefix");
+}

@@ -1,0 +1,60 @@
+//! User accounts.
+
+mod create_admin;
+mod password;
+
+pub use create_admin::{create_admin, AdminCreated};
+pub use password::{hash_password, verify_password};
+
+/// Why an account could not be created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{field}: {reason}")]
+    Invalid {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Checks the sign-up rules of the API: name 2–20 characters, password 5–30, an email address.
+pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError> {
+    let invalid = |field, reason| Err(UserError::Invalid { field, reason });
+    if !(2..=20).contains(&name.chars().count()) {
+        return invalid("name", "must be 2 to 20 characters");
+    }
+    if !(5..=30).contains(&password.chars().count()) {
+        return invalid("password", "must be 5 to 30 characters");
+    }
+    let valid_email = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(char::is_whitespace)
+        });
+    if !valid_email {
+        return invalid("email", "must be an email address");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate;
+
+    #[test]
+    fn sign_up_rules_hold_at_their_edges() {
+        assert!(validate("ab", "a@b.co", "12345").is_ok());
+        assert!(validate("a".repeat(20).as_str(), "a@b.co", &"p".repeat(30)).is_ok());
+        assert!(validate("a", "a@b.co", "12345").is_err());
+        assert!(validate("a".repeat(21).as_str(), "a@b.co", "12345").is_err());
+        assert!(validate("ab", "a@b.co", "1234").is_err());
+        assert!(validate("ab", "a@b.co", &"p".repeat(31)).is_err());
+        for email in ["ab.co", "@b.co", "a@b", "a@.co", "a b@c.co", "a@b.co."] {
+            assert!(validate("ab", email, "12345").is_err(), "{email}");
+        }
+    }
+}

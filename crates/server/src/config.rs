@@ -1,0 +1,167 @@
+//! Layered configuration: built-in defaults (the embedded deployment), then an optional TOML
+//! file (`--config FILE`, or `stampede.toml` in the working directory), then `STAMPEDE_*`
+//! environment variables (`STAMPEDE_DATABASE_URL` sets `database_url`, and so on).
+//! URLs and secrets never appear in `Debug` output or logs.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Which parts of Stampede a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP API and the outbox relay.
+    Api,
+    /// Event consumers, the outbox relay and the operations endpoints.
+    Worker,
+    /// Everything.
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub role: Role,
+    /// Where the embedded deployment keeps its files (SQLite database, generated secrets).
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; defaults to `sqlite://<data_dir>/stampede.db`.
+    pub database_url: Option<SecretString>,
+    /// PostgreSQL schema to use (created if missing); default: the connection's search path.
+    pub database_schema: Option<String>,
+    /// `memory://` or `redis://...`.
+    pub cache_url: SecretString,
+    /// Prefix of every Redis key and channel of this deployment.
+    pub cache_prefix: String,
+    /// `db://` or `kafka://host:port,...`.
+    pub bus_url: String,
+    /// Partitions per topic (db:// log and Kafka topics created at start).
+    pub bus_partitions: u32,
+    pub kafka_replication: i32,
+    /// Prefix of Kafka topic and consumer-group names.
+    pub topic_prefix: String,
+    /// Consumer workers per group in this process (db:// bus on PostgreSQL).
+    pub consumer_workers: usize,
+    /// Attempts before an event is dead-lettered.
+    pub consumer_max_attempts: u32,
+    /// Fallback polling interval of the relay and db:// consumers, in milliseconds.
+    pub bus_poll_interval_ms: u64,
+    pub jwt_secret: Option<SecretString>,
+    pub payment_window_secs: u64,
+}
+
+const DEFAULTS: &str = r#"
+bind = "127.0.0.1:8080"
+role = "all"
+data_dir = "./data"
+cache_url = "memory://"
+cache_prefix = "stampede:"
+bus_url = "db://"
+bus_partitions = 8
+kafka_replication = 1
+topic_prefix = ""
+consumer_workers = 2
+consumer_max_attempts = 5
+bus_poll_interval_ms = 500
+payment_window_secs = 600
+"#;
+
+impl Settings {
+    /// Loads the settings: defaults, then `file` (or `./stampede.toml` if present), then the
+    /// environment.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        builder = match file {
+            Some(path) => builder.add_source(config::File::from(path).required(true)),
+            None => builder.add_source(config::File::with_name("stampede").required(false)),
+        };
+        builder
+            .add_source(config::Environment::with_prefix("STAMPEDE").try_parsing(true))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .context("reading the configuration")
+    }
+
+    /// The database URL, defaulting to the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}/stampede.db", self.data_dir.display()),
+        }
+    }
+
+    pub fn bus_settings(&self) -> eventbus::BusSettings {
+        eventbus::BusSettings {
+            partitions: self.bus_partitions.max(1),
+            topic_prefix: self.topic_prefix.clone(),
+            poll_interval: Duration::from_millis(self.bus_poll_interval_ms.max(10)),
+            workers: self.consumer_workers.max(1),
+            retry: eventbus::RetryPolicy {
+                max_attempts: self.consumer_max_attempts.max(1),
+                ..eventbus::RetryPolicy::default()
+            },
+            kafka_replication: self.kafka_replication.max(1),
+            ..eventbus::BusSettings::default()
+        }
+    }
+
+    /// A one-line description of the deployment for the start-up log: schemes only, no hosts,
+    /// credentials or paths.
+    pub fn describe(&self) -> String {
+        let scheme = |url: &str| url.split("://").next().unwrap_or("?").to_owned();
+        format!(
+            "database={} cache={} bus={} role={:?}",
+            scheme(&self.database_url()),
+            scheme(self.cache_url.expose_secret()),
+            scheme(&self.bus_url),
+            self.role
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_select_the_embedded_deployment_and_secrets_do_not_print() {
+        let mut settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.role, Role::All);
+        assert_eq!(settings.database_url(), "sqlite://./data/stampede.db");
+        assert_eq!(
+            settings.describe(),
+            "database=sqlite cache=memory bus=db role=All"
+        );
+        settings.database_url = Some("postgres://app:hunter2@db.internal/shop".into());
+        settings.jwt_secret = Some("top-secret".into());
+        let shown = format!("{settings:?} {}", settings.describe());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("top-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_file_overrides_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stampede.toml");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:0\"\nbus_partitions = 3\nrole = \"worker\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.bind.port(), 0);
+        assert_eq!(settings.bus_partitions, 3);
+        assert_eq!(settings.role, Role::Worker);
+    }
+}

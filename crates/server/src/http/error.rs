@@ -1,0 +1,178 @@
+//! Every HTTP error is `application/problem+json` (RFC 9457) with a stable `code`.
+//! Contexts' errors are mapped here once; 5xx bodies say nothing internal, the log says all.
+
+use axum::{
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable UPPER_SNAKE identifier, e.g. `SOLD_OUT`.
+    pub code: String,
+    /// Extra members, e.g. the failing checks of `/health/ready`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    /// Malformed JSON, a wrong type or a missing field: 400 `VALIDATION_FAILED`.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", detail)
+    }
+
+    /// A well-formed value out of range: 422 `VALIDATION_FAILED`, naming the field.
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!("{field}: {reason}"),
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
+    }
+
+    /// An unexpected failure: logged in full, answered as a bare 500.
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        let error = error.into();
+        tracing::error!(error = format!("{error:#}"), "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the server failed to handle this request",
+        )
+    }
+
+    pub fn with_extra(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value);
+        self
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!(
+                "urn:stampede:problem:{}",
+                self.code.to_lowercase().replace('_', "-")
+            ),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_owned(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).expect("problems serialize");
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as application/json",
+            ),
+            other => Self::bad_request(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+/// `Json` whose rejections are problems (400 rather than axum's plain-text 422).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `Path` whose rejections are problems.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
+
+/// `Query` whose rejections are problems.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+/// Unknown route: 404 `NOT_FOUND`.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+/// Known route, other method: 405 `METHOD_NOT_ALLOWED`.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this resource does not accept that method",
+    )
+}
+
+/// A handler panicked: 500 with nothing internal in the body.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}

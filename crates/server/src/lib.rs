@@ -1,0 +1,11 @@
+//! The Stampede server: configuration, HTTP API, wiring of adapters and consumers.
+
+pub mod config;
+pub mod http;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::{Role, Settings};
+pub use startup::Application;
+pub use state::AppState;

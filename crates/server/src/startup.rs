@@ -1,0 +1,105 @@
+//! Building and running the application (the server as an object, so tests run the real thing
+//! on port 0).
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use cache::Cache;
+use db::Db;
+use eventbus::{EventBus, Handler};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Role, Settings},
+    http,
+    state::AppState,
+};
+
+/// A built application: adapters connected, migrations applied, listener bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects the database (applying migrations), the cache and the bus named by `settings`,
+    /// and binds the listener. Fails with a message naming the part that could not start.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::connect(
+            &settings.database_url(),
+            settings.database_schema.as_deref(),
+        )
+        .await
+        .context("database")?;
+        db.migrate().await.context("applying database migrations")?;
+        let cache = Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
+            .await
+            .context("cache")?;
+        let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
+            .await
+            .context("event bus")?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        tracing::info!(deployment = settings.describe(), "started");
+        Ok(Self {
+            listener,
+            state: AppState {
+                settings: Arc::new(settings),
+                db,
+                cache,
+                bus,
+                metrics: http::metrics::recorder(),
+            },
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting requests, lets in-flight
+    /// requests and event batches finish, and closes the database.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { listener, state } = self;
+        let stop = CancellationToken::new();
+        let mut tasks = state.bus.start(&stop).await.context("starting the relay")?;
+        if state.settings.role != Role::Api {
+            for handler in consumers(&state) {
+                tasks.extend(state.bus.spawn_consumer(handler, &stop));
+            }
+        }
+        let address = listener.local_addr()?;
+        tracing::info!("listening on http://{address}");
+        let server =
+            axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown);
+        let served = server.await;
+        stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        state.db.close().await;
+        tracing::info!("stopped");
+        served.context("serving HTTP")
+    }
+}
+
+/// The event consumers of a worker. Each context adds its handlers here as it lands.
+fn consumers(_state: &AppState) -> Vec<Arc<dyn Handler>> {
+    Vec::new()
+}

@@ -1,0 +1,20 @@
+//! What every request handler and consumer of this process shares.
+
+use std::sync::Arc;
+
+use cache::Cache;
+use db::Db;
+use eventbus::EventBus;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Settings;
+
+/// Handles to the adapters picked by the configuration; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub cache: Cache,
+    pub bus: EventBus,
+    pub metrics: PrometheusHandle,
+}
