@@ -85,6 +85,15 @@ impl Settings {
             .context("reading the configuration")
     }
 
+    /// The built-in defaults alone: the embedded deployment on 127.0.0.1:8080.
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .expect("the built-in defaults are valid")
+    }
+
     /// The database URL, defaulting to the SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -128,12 +137,7 @@ mod tests {
 
     #[test]
     fn defaults_select_the_embedded_deployment_and_secrets_do_not_print() {
-        let mut settings: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
-            .build()
-            .unwrap()
-            .try_deserialize()
-            .unwrap();
+        let mut settings = Settings::defaults();
         assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.role, Role::All);
         assert_eq!(settings.database_url(), "sqlite://./data/stampede.db");

@@ -176,3 +176,64 @@ pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request, routing::post, Router};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Charge {
+        amount: i64,
+    }
+
+    async fn charge(AppJson(_): AppJson<Charge>) -> StatusCode {
+        StatusCode::OK
+    }
+
+    async fn send(body: &str, content_type: &str) -> (StatusCode, Problem) {
+        let response = Router::new()
+            .route("/charge", post(charge))
+            .oneshot(
+                Request::post("/charge")
+                    .header("content-type", content_type)
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn malformed_json_wrong_types_and_missing_fields_are_400_problems() {
+        for body in ["{not json", r#"{"amount": "ten"}"#, "{}"] {
+            let (status, problem) = send(body, "application/json").await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(problem.code, "VALIDATION_FAILED");
+            assert_eq!(problem.status, 400);
+        }
+        let (status, problem) = send(r#"{"amount": 1}"#, "text/plain").await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(problem.code, "UNSUPPORTED_MEDIA_TYPE");
+    }
+
+    #[test]
+    fn server_errors_say_nothing_internal() {
+        let problem =
+            ApiError::internal(anyhow::anyhow!("password=hunter2 at db.internal")).problem();
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("hunter2"));
+    }
+}

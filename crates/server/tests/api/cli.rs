@@ -1,0 +1,94 @@
+//! The `stampede` binary as an operator runs it.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+fn stampede(data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    command
+        .env("STAMPEDE_DATA_DIR", data_dir)
+        .env("STAMPEDE_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info");
+    command
+}
+
+#[tokio::test]
+async fn serve_logs_its_address_answers_ready_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = stampede(dir.path())
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("the server logs before it exits")
+            .unwrap();
+        if let Some(at) = line.find("listening on http://") {
+            break line[at + "listening on ".len()..].trim().to_owned();
+        }
+    };
+    let ready = reqwest::get(format!("{address}/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        dir.path().join("stampede.db").exists(),
+        "SQLite under the data dir"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+#[test]
+fn admin_create_creates_then_promotes_the_same_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        let output = stampede(dir.path())
+            .args([
+                "admin",
+                "create",
+                "--email",
+                "ops@example.com",
+                "--password",
+                "s3cret-pw",
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(run().contains("created"));
+    assert!(run().contains("is now an admin"));
+    let migrate = stampede(dir.path()).arg("migrate").output().unwrap();
+    assert!(migrate.status.success());
+}
+
+#[test]
+fn an_unsupported_bus_url_fails_at_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = stampede(dir.path())
+        .arg("serve")
+        .env("STAMPEDE_BUS_URL", "nats://127.0.0.1:4222")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr).to_string()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("unsupported bus URL"), "{text}");
+}

@@ -1,0 +1,171 @@
+//! `spawn_app()`: the real application on port 0 with its own data — a SQLite file in a temp
+//! directory (embedded), or a PostgreSQL schema, Redis key prefix and Kafka topic prefix of its
+//! own (production) — so tests run in parallel.
+
+use std::time::Duration;
+
+use server::{AppState, Application, Settings};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// A running application and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Which adapter set an app runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Deployment {
+    Embedded,
+    Production,
+}
+
+/// The application on the embedded default.
+pub async fn spawn_app() -> TestApp {
+    spawn(Deployment::Embedded)
+        .await
+        .expect("the embedded deployment needs nothing")
+}
+
+/// The application on PostgreSQL, Redis and Kafka, from `STAMPEDE_TEST_DATABASE_URL`,
+/// `STAMPEDE_TEST_CACHE_URL` and `STAMPEDE_TEST_BUS_URL`; `None` (the test is skipped) when
+/// they are not set. When they are set, a service that is down fails the test.
+pub async fn spawn_production_app() -> Option<TestApp> {
+    spawn(Deployment::Production).await
+}
+
+fn unique() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+async fn spawn(deployment: Deployment) -> Option<TestApp> {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::defaults();
+    settings.bind = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = dir.path().to_owned();
+    settings.bus_poll_interval_ms = 100;
+    if let Deployment::Production = deployment {
+        let var = |name: &str| std::env::var(name).ok();
+        let (Some(database), Some(cache), Some(bus)) = (
+            var("STAMPEDE_TEST_DATABASE_URL"),
+            var("STAMPEDE_TEST_CACHE_URL"),
+            var("STAMPEDE_TEST_BUS_URL"),
+        ) else {
+            eprintln!("skipped: STAMPEDE_TEST_{{DATABASE,CACHE,BUS}}_URL are not all set");
+            return None;
+        };
+        let id = unique();
+        settings.database_url = Some(database.into());
+        settings.database_schema = Some(format!("t_{id}"));
+        settings.cache_url = cache.into();
+        settings.cache_prefix = format!("t{id}:");
+        settings.bus_url = bus;
+        settings.topic_prefix = format!("t{id}-");
+        settings.bus_partitions = 4;
+    }
+    let app = Application::build(settings)
+        .await
+        .unwrap_or_else(|e| panic!("{deployment:?} app failed to start: {e:#}"));
+    let address = format!("http://{}", app.address());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Some(TestApp {
+        address,
+        client: reqwest::Client::new(),
+        state,
+        stop: Some(stop),
+        server,
+        _dir: dir,
+    })
+}
+
+/// Logs to the test output when `TEST_LOG` is set (quiet otherwise).
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        server::telemetry::init();
+    }
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Waits until every event written so far is published and consumed by every consumer
+    /// group of this app (no sleeping in tests: this is the point to wait at).
+    pub async fn drain_events(&self) {
+        self.state
+            .bus
+            .wait_idle(Duration::from_secs(30))
+            .await
+            .expect("events drained");
+    }
+
+    /// Stops the app gracefully and returns how `run_until_stopped` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server).await?
+    }
+}
+
+/// Declares each test twice: on the embedded deployment, and on the production one when its
+/// services are configured. The test functions take a `TestApp`.
+#[macro_export]
+macro_rules! on_both_deployments {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test($crate::helpers::spawn_app().await).await
+            })*
+        }
+        mod production {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(app) = $crate::helpers::spawn_production_app().await {
+                    super::$test(app).await
+                }
+            })*
+        }
+    };
+}
+
+/// Asserts `response` is a problem with `status` and `code`; returns the body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    body
+}

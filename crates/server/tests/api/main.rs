@@ -1,0 +1,7 @@
+//! Integration tests that drive the real application over HTTP.
+
+mod cli;
+mod events;
+mod health;
+mod helpers;
+mod operations;
