@@ -118,7 +118,7 @@ pub(crate) async fn dead_letter(
     tx: &mut Tx,
     group: &str,
     event: &Envelope,
-    error: &anyhow::Error,
+    error: &str,
     attempts: u32,
 ) -> anyhow::Result<()> {
     exec!(
@@ -129,30 +129,42 @@ pub(crate) async fn dead_letter(
         event.id,
         event.topic(),
         Json(event),
-        format!("{error:#}"),
+        error,
         attempts as i32
     )?;
-    tracing::error!(consumer = group, event_id = %event.id, attempts, error = format!("{error:#}"), "event dead-lettered");
+    tracing::error!(consumer = group, event_id = %event.id, attempts, error, "event dead-lettered");
     record(group, event.topic(), &Outcome::DeadLettered);
     Ok(())
 }
 
+/// A worker's hold on a partition, and what is recorded there.
+pub(crate) struct Claim {
+    /// Events at or before this position are done.
+    pub done: i64,
+    /// Failed attempts at the event after `done` so far (by any worker).
+    pub attempts: u32,
+    /// The error of the last failed attempt, when recorded.
+    pub last_error: Option<String>,
+}
+
 /// Where a bus keeps a partition's progress. The db:// bus claims and advances its offset row
-/// inside the effect's transaction; Kafka commits offsets after the transaction instead.
+/// inside the effect's transaction (so attempts are counted across workers and restarts);
+/// Kafka commits offsets after the transaction and counts attempts in the consumer instead.
 #[async_trait]
 pub(crate) trait Checkpoint: Send + Sync {
-    /// Claims the partition in `tx`; `None` when another worker holds it. Returns the position
-    /// already consumed (events at or before it are done).
-    async fn claim(&self, tx: &mut Tx) -> anyhow::Result<Option<i64>>;
+    /// Claims the partition in `tx`; `None` when another worker holds it.
+    async fn claim(&self, tx: &mut Tx) -> anyhow::Result<Option<Claim>>;
     /// Records in `tx` that every event up to `position` is done.
     async fn advance(&self, tx: &mut Tx, position: i64) -> anyhow::Result<()>;
+    /// Records in `tx` that the event after the claimed position failed `attempts` times.
+    async fn failed(&self, tx: &mut Tx, attempts: u32, error: &str) -> anyhow::Result<()>;
 }
 
 /// Runs a partition's `batch` (in order) through `handler`: one transaction for the run of
-/// events that succeed; a failing event is retried alone with backoff and dead-lettered after
-/// the last attempt. Returns the position of the last event that is done, if any; the caller
-/// fetches the rest again from there. Stops early, leaving the failing event undone, when
-/// `shutdown` fires or the partition was taken over by another worker.
+/// events that succeed; a failing event is retried alone with backoff and dead-lettered once it
+/// has failed `policy.max_attempts` times. Returns the position of the last event that is done,
+/// if any; the caller fetches the rest again from there. Stops early, leaving the failing event
+/// undone, when `shutdown` fires or another worker took the partition over.
 pub(crate) async fn run_batch(
     db: &db::Db,
     handler: &dyn Handler,
@@ -161,43 +173,71 @@ pub(crate) async fn run_batch(
     batch: &[Delivery],
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<i64>> {
+    let max_attempts = policy.max_attempts.max(1);
     let mut tx = db.begin().await?;
-    let Some(done) = checkpoint.claim(&mut tx).await? else {
+    let Some(claim) = checkpoint.claim(&mut tx).await? else {
         tx.rollback().await?;
         return Ok(None);
     };
-    let pending: Vec<&Delivery> = batch.iter().filter(|d| d.position > done).collect();
+    let pending: Vec<&Delivery> = batch.iter().filter(|d| d.position > claim.done).collect();
     let mut last_done = None;
     let mut failed = None;
-    for delivery in &pending {
+    for (i, delivery) in pending.iter().enumerate() {
+        let prior = if i == 0 { claim.attempts } else { 0 };
+        if prior >= max_attempts {
+            failed = Some((*delivery, prior, None));
+            break;
+        }
         match apply(&mut tx, handler, &delivery.envelope).await {
             Ok(_) => last_done = Some(delivery.position),
             Err(error) => {
-                failed = Some((*delivery, error));
+                let error = format!("{error:#}");
+                checkpoint_failure(&mut tx, checkpoint, last_done, prior + 1, &error).await?;
+                failed = Some((*delivery, prior + 1, Some(error)));
                 break;
             }
         }
     }
-    if let Some(position) = last_done {
+    if let (Some(position), None) = (last_done, &failed) {
         checkpoint.advance(&mut tx, position).await?;
     }
     tx.commit().await?;
-    let Some((delivery, mut error)) = failed else {
+    let Some((delivery, mut attempts, mut last_error)) = failed else {
         return Ok(last_done);
     };
 
-    for attempt in 2..=policy.max_attempts.max(1) {
-        tokio::select! {
-            () = tokio::time::sleep(policy.backoff(attempt - 1)) => {}
-            () = shutdown.cancelled() => return Ok(last_done),
+    loop {
+        if attempts < max_attempts {
+            tokio::select! {
+                () = tokio::time::sleep(policy.backoff(attempts)) => {}
+                () = shutdown.cancelled() => return Ok(last_done),
+            }
         }
         let mut tx = db.begin().await?;
-        match checkpoint.claim(&mut tx).await? {
-            Some(done) if done < delivery.position => {}
+        let claim = match checkpoint.claim(&mut tx).await? {
+            Some(claim) if claim.done < delivery.position => claim,
             _ => {
                 tx.rollback().await?;
                 return Ok(last_done);
             }
+        };
+        attempts = attempts.max(claim.attempts);
+        if attempts >= max_attempts {
+            let error = claim
+                .last_error
+                .or(last_error)
+                .unwrap_or_else(|| "handler failed".into());
+            dead_letter(
+                &mut tx,
+                handler.group(),
+                &delivery.envelope,
+                &error,
+                attempts,
+            )
+            .await?;
+            checkpoint.advance(&mut tx, delivery.position).await?;
+            tx.commit().await?;
+            return Ok(Some(delivery.position));
         }
         match apply(&mut tx, handler, &delivery.envelope).await {
             Ok(_) => {
@@ -205,32 +245,30 @@ pub(crate) async fn run_batch(
                 tx.commit().await?;
                 return Ok(Some(delivery.position));
             }
-            Err(e) => {
-                tx.rollback().await?;
-                error = e;
+            Err(error) => {
+                attempts += 1;
+                let error = format!("{error:#}");
+                checkpoint.failed(&mut tx, attempts, &error).await?;
+                tx.commit().await?;
+                last_error = Some(error);
             }
         }
     }
+}
 
-    let mut tx = db.begin().await?;
-    match checkpoint.claim(&mut tx).await? {
-        Some(done) if done < delivery.position => {}
-        _ => {
-            tx.rollback().await?;
-            return Ok(last_done);
-        }
+/// Records a failure at the event after `last_done` (advancing to it first, so the attempt
+/// count belongs to the failing event).
+async fn checkpoint_failure(
+    tx: &mut Tx,
+    checkpoint: &dyn Checkpoint,
+    last_done: Option<i64>,
+    attempts: u32,
+    error: &str,
+) -> anyhow::Result<()> {
+    if let Some(position) = last_done {
+        checkpoint.advance(tx, position).await?;
     }
-    dead_letter(
-        &mut tx,
-        handler.group(),
-        &delivery.envelope,
-        &error,
-        policy.max_attempts.max(1),
-    )
-    .await?;
-    checkpoint.advance(&mut tx, delivery.position).await?;
-    tx.commit().await?;
-    Ok(Some(delivery.position))
+    checkpoint.failed(tx, attempts, error).await
 }
 
 #[cfg(test)]

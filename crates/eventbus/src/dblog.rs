@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{run_batch, Checkpoint, Delivery, Handler, RetryPolicy};
+use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
 use crate::BusSettings;
 
 /// Publishes up to `batch` committed outbox rows by giving them log positions; returns how
@@ -205,34 +205,54 @@ impl Offset {
 
 #[async_trait]
 impl Checkpoint for Offset {
-    async fn claim(&self, tx: &mut Tx) -> anyhow::Result<Option<i64>> {
+    async fn claim(&self, tx: &mut Tx) -> anyhow::Result<Option<Claim>> {
         let sql = match self.backend {
             Backend::Postgres => {
-                "SELECT log_seq FROM consumer_offsets \
+                "SELECT log_seq, attempts, last_error FROM consumer_offsets \
                  WHERE consumer = $1 AND topic = $2 AND partition_no = $3 FOR UPDATE SKIP LOCKED"
             }
             Backend::Sqlite => {
-                "SELECT log_seq FROM consumer_offsets \
+                "SELECT log_seq, attempts, last_error FROM consumer_offsets \
                  WHERE consumer = $1 AND topic = $2 AND partition_no = $3"
             }
         };
-        Ok(on_tx!(tx, c => sqlx::query_scalar(sql)
+        let row: Option<(i64, i32, Option<String>)> = on_tx!(tx, c => sqlx::query_as(sql)
             .bind(&self.group)
             .bind(&self.topic)
             .bind(self.partition)
             .fetch_optional(c)
-            .await)?)
+            .await)?;
+        Ok(row.map(|(done, attempts, last_error)| Claim {
+            done,
+            attempts: attempts.max(0) as u32,
+            last_error,
+        }))
     }
 
     async fn advance(&self, tx: &mut Tx, position: i64) -> anyhow::Result<()> {
         exec!(
             tx,
-            "UPDATE consumer_offsets SET log_seq = $4, updated_at = $5 \
+            "UPDATE consumer_offsets SET log_seq = $4, attempts = 0, last_error = NULL, updated_at = $5 \
              WHERE consumer = $1 AND topic = $2 AND partition_no = $3",
             &self.group,
             &self.topic,
             self.partition,
             position,
+            Utc::now()
+        )?;
+        Ok(())
+    }
+
+    async fn failed(&self, tx: &mut Tx, attempts: u32, error: &str) -> anyhow::Result<()> {
+        exec!(
+            tx,
+            "UPDATE consumer_offsets SET attempts = $4, last_error = $5, updated_at = $6 \
+             WHERE consumer = $1 AND topic = $2 AND partition_no = $3",
+            &self.group,
+            &self.topic,
+            self.partition,
+            attempts as i32,
+            error,
             Utc::now()
         )?;
         Ok(())

@@ -26,7 +26,7 @@ use rdkafka::{
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{run_batch, Checkpoint, Delivery, Handler, RetryPolicy};
+use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
 use crate::BusSettings;
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,7 +218,7 @@ impl KafkaBus {
             .set("group.id", format!("{}{group}", self.prefix))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", "10")
             .set("session.timeout.ms", "10000")
             .create()?;
         let topics: Vec<String> = handler.topics().iter().map(|t| self.topic(t)).collect();
@@ -304,16 +304,25 @@ impl KafkaBus {
     }
 }
 
-/// Kafka keeps offsets itself: they are committed after the transaction, not inside it.
+/// Kafka keeps offsets itself: they are committed after the transaction, not inside it. A
+/// partition has one consumer at a time, which counts a failing event's attempts itself.
 struct AfterCommit;
 
 #[async_trait]
 impl Checkpoint for AfterCommit {
-    async fn claim(&self, _tx: &mut Tx) -> anyhow::Result<Option<i64>> {
-        Ok(Some(-1))
+    async fn claim(&self, _tx: &mut Tx) -> anyhow::Result<Option<Claim>> {
+        Ok(Some(Claim {
+            done: -1,
+            attempts: 0,
+            last_error: None,
+        }))
     }
 
     async fn advance(&self, _tx: &mut Tx, _position: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn failed(&self, _tx: &mut Tx, _attempts: u32, _error: &str) -> anyhow::Result<()> {
         Ok(())
     }
 }

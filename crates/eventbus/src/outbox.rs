@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use db::{exec, on_db, sqlx, Db, Tx};
+use db::{on_db, on_tx, sqlx, Db, Tx};
 use events::Envelope;
 use sqlx::types::Json;
 use tokio::sync::Notify;
@@ -29,19 +29,22 @@ impl Outbox {
     /// of every other instance through `NOTIFY`). Events are published in the order written.
     pub async fn append(&self, tx: &mut Tx, events: &[Envelope]) -> sqlx::Result<()> {
         let now = Utc::now();
-        for event in events {
-            let partition = partition_for(&event.key, self.partitions);
-            exec!(
-                tx,
-                "INSERT INTO outbox (event_id, topic, event_key, partition_no, envelope, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                event.id,
-                event.topic(),
-                &event.key,
-                partition,
-                Json(event),
-                now
-            )?;
+        // One multi-row INSERT per chunk (SQLite allows 32,766 bound parameters).
+        for chunk in events.chunks(1000) {
+            on_tx!(tx, c => {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO outbox (event_id, topic, event_key, partition_no, envelope, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.id)
+                        .push_bind(event.topic())
+                        .push_bind(&event.key)
+                        .push_bind(partition_for(&event.key, self.partitions))
+                        .push_bind(Json(event))
+                        .push_bind(now);
+                });
+                insert.build().execute(c).await.map(|_| ())
+            })?;
         }
         tx.after_commit(&self.relay_wake);
         Ok(())

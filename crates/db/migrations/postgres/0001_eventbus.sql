@@ -19,12 +19,15 @@ CREATE UNIQUE INDEX outbox_log ON outbox (topic, partition_no, log_seq) WHERE lo
 CREATE INDEX outbox_log_seq ON outbox (log_seq) WHERE log_seq IS NOT NULL;
 
 -- Offsets of the db:// bus: one row per (consumer group, topic, partition); the row lock is
--- the claim that lets several workers of one group split the partitions.
+-- the claim that lets several workers of one group split the partitions. `attempts` counts the
+-- failed attempts at the event after `log_seq`, whichever worker made them.
 CREATE TABLE consumer_offsets (
     consumer      TEXT        NOT NULL,
     topic         TEXT        NOT NULL,
     partition_no  INTEGER     NOT NULL,
     log_seq       BIGINT      NOT NULL DEFAULT 0,
+    attempts      INTEGER     NOT NULL DEFAULT 0,
+    last_error    TEXT,
     updated_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, topic, partition_no)
 );

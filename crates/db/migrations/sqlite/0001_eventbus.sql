@@ -20,6 +20,8 @@ CREATE TABLE consumer_offsets (
     topic         TEXT    NOT NULL,
     partition_no  INTEGER NOT NULL,
     log_seq       INTEGER NOT NULL DEFAULT 0,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
     updated_at    TEXT    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     PRIMARY KEY (consumer, topic, partition_no)
 );
