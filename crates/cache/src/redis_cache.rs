@@ -1,10 +1,11 @@
 //! The Redis cache of the production deployment.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use redis::{aio::ConnectionManager, FromRedisValue, Script};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::hub::Hub;
 
@@ -15,6 +16,8 @@ pub struct RedisCache {
     conn: ConnectionManager,
     prefix: String,
     hub: Hub,
+    /// Stops the pub/sub listener when the last handle is dropped.
+    _listening: Arc<DropGuard>,
 }
 
 impl RedisCache {
@@ -30,11 +33,13 @@ impl RedisCache {
         let pattern = format!("{prefix}chan:*");
         let mut pubsub = client.get_async_pubsub().await.context("Redis pub/sub")?;
         pubsub.psubscribe(&pattern).await.context("PSUBSCRIBE")?;
-        tokio::spawn(listen(client, pubsub, pattern, hub.clone()));
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(client, pubsub, pattern, hub.clone(), stop.clone()));
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
             hub,
+            _listening: Arc::new(stop.drop_guard()),
         })
     }
 
@@ -113,10 +118,16 @@ impl RedisCache {
 
 /// Feeds pub/sub messages to the hub; reconnects when the connection drops (messages sent
 /// meanwhile are lost, which subscribers tolerate: they re-read the stored state).
-async fn listen(client: redis::Client, pubsub: redis::aio::PubSub, pattern: String, hub: Hub) {
+async fn listen(
+    client: redis::Client,
+    pubsub: redis::aio::PubSub,
+    pattern: String,
+    hub: Hub,
+    stop: CancellationToken,
+) {
     let strip = pattern.trim_end_matches('*').len();
     let mut pubsub = Some(pubsub);
-    loop {
+    while !stop.is_cancelled() {
         let current = match pubsub.take() {
             Some(p) => p,
             None => match reconnect(&client, &pattern).await {
@@ -129,7 +140,12 @@ async fn listen(client: redis::Client, pubsub: redis::aio::PubSub, pattern: Stri
             },
         };
         let mut messages = current.into_on_message();
-        while let Some(message) = messages.next().await {
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message,
+                () = stop.cancelled() => return,
+            };
+            let Some(message) = message else { break };
             if let Ok(payload) = message.get_payload::<String>() {
                 let channel = message.get_channel_name();
                 hub.deliver(channel.get(strip..).unwrap_or(channel), &payload);

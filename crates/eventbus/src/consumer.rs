@@ -78,9 +78,11 @@ pub(crate) async fn apply(
     tx.execute_raw("SAVEPOINT stampede_event").await?;
     let inserted = exec!(
         tx,
-        "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
         handler.group(),
-        event.id
+        event.id,
+        chrono::Utc::now()
     )?;
     let outcome = if inserted == 0 {
         Ok(Outcome::Duplicate)

@@ -29,7 +29,7 @@ pub(crate) async fn relay_once(db: &Db, batch: i64) -> anyhow::Result<usize> {
         "WITH batch AS ( \
              SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM outbox \
              WHERE published_at IS NULL ORDER BY seq LIMIT $1), \
-         base AS (SELECT COALESCE(MAX(log_seq), 0) AS top FROM outbox WHERE log_seq IS NOT NULL) \
+         base AS (SELECT top FROM outbox_log_head WHERE id = 1) \
          UPDATE outbox SET log_seq = base.top + batch.rn, published_at = $2 \
          FROM batch, base WHERE outbox.seq = batch.seq RETURNING topic",
     )
@@ -37,9 +37,16 @@ pub(crate) async fn relay_once(db: &Db, batch: i64) -> anyhow::Result<usize> {
     .bind(Utc::now())
     .fetch_all(c)
     .await)?;
-    if !topics.is_empty() && tx.backend() == Backend::Postgres {
-        tx.execute_raw("SELECT pg_notify('stampede_log', '')")
-            .await?;
+    if !topics.is_empty() {
+        exec!(
+            tx,
+            "UPDATE outbox_log_head SET top = top + $1 WHERE id = 1",
+            topics.len() as i64
+        )?;
+        if tx.backend() == Backend::Postgres {
+            tx.execute_raw("SELECT pg_notify('stampede_log', '')")
+                .await?;
+        }
     }
     tx.commit().await?;
     for topic in &topics {
@@ -48,16 +55,23 @@ pub(crate) async fn relay_once(db: &Db, batch: i64) -> anyhow::Result<usize> {
     Ok(topics.len())
 }
 
-/// Events of `group` not yet consumed, over its topics.
-pub(crate) async fn lag(db: &Db, group: &str) -> anyhow::Result<i64> {
-    Ok(on_db!(db, c => sqlx::query_scalar(
-        "SELECT COUNT(*) FROM consumer_offsets c JOIN outbox o \
-           ON o.topic = c.topic AND o.partition_no = c.partition_no AND o.log_seq > c.log_seq \
-         WHERE c.consumer = $1",
-    )
-    .bind(group)
-    .fetch_one(c)
-    .await)?)
+/// Events of `topics` published but not yet consumed by `group`; a group whose offsets are
+/// not registered yet lags by everything published.
+pub(crate) async fn lag(db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+    let mut lag = 0;
+    for topic in topics {
+        let behind: i64 = on_db!(db, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox o LEFT JOIN consumer_offsets c \
+               ON c.consumer = $1 AND c.topic = o.topic AND c.partition_no = o.partition_no \
+             WHERE o.topic = $2 AND o.log_seq IS NOT NULL AND o.log_seq > COALESCE(c.log_seq, 0)",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_one(c)
+        .await)?;
+        lag += behind;
+    }
+    Ok(lag)
 }
 
 /// One worker of a consumer group on the db:// bus. Runs until `shutdown`; an in-flight batch

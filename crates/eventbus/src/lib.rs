@@ -52,7 +52,8 @@ pub struct BusSettings {
     pub workers: usize,
     pub retry: RetryPolicy,
     pub kafka_replication: i32,
-    /// Published outbox rows older than this are deleted.
+    /// Published outbox rows and dedupe records older than this are deleted; keep it longer
+    /// than the Kafka topics' retention.
     pub retention: Duration,
 }
 
@@ -243,7 +244,7 @@ impl EventBus {
     /// Events published but not yet consumed by `group`.
     pub async fn lag(&self, group: &str, topics: &[String]) -> anyhow::Result<i64> {
         match &self.inner.transport {
-            Transport::Db => dblog::lag(&self.inner.db, group).await,
+            Transport::Db => dblog::lag(&self.inner.db, group, topics).await,
             #[cfg(feature = "kafka")]
             Transport::Kafka(kafka) => kafka.lag(group, topics).await,
         }
@@ -292,17 +293,23 @@ impl EventBus {
         }
     }
 
-    /// Deletes published outbox rows older than the retention period.
-    async fn prune(&self) -> anyhow::Result<u64> {
+    /// Deletes published outbox rows and dedupe records older than the retention period (a
+    /// redelivery can only come from events still in the outbox or the Kafka log).
+    pub async fn prune(&self) -> anyhow::Result<u64> {
         let before = Utc::now() - self.inner.settings.retention;
         let mut tx = self.inner.db.begin().await?;
-        let deleted = exec!(
+        let events = exec!(
             tx,
             "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
             before
         )?;
+        let records = exec!(
+            tx,
+            "DELETE FROM processed_events WHERE processed_at < $1",
+            before
+        )?;
         tx.commit().await?;
-        Ok(deleted)
+        Ok(events + records)
     }
 }
 

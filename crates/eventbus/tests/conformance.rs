@@ -406,6 +406,29 @@ async fn two_workers_of_one_group_split_the_work_with_no_double_effect(f: Fixtur
     shutdown.cancel();
 }
 
+async fn published_events_and_dedupe_records_past_retention_are_pruned(mut f: Fixture) {
+    f.settings.retention = Duration::ZERO;
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    bus.spawn_consumer(Arc::new(Recorder::new("pruned", "w1")), &shutdown);
+    f.append(&bus, &[event("k", 1), event("k", 2)]).await;
+    bus.wait_idle(IDLE).await.unwrap();
+    assert_eq!(
+        bus.prune().await.unwrap(),
+        4,
+        "2 outbox rows and 2 dedupe records"
+    );
+    let left: i64 = on_db!(&f.db, c => sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(c)
+        .await)
+    .unwrap();
+    assert_eq!(left, 0);
+    f.append(&bus, &[event("k", 3)]).await;
+    bus.wait_idle(IDLE).await.unwrap();
+    assert_eq!(by_key(&f.effects("pruned").await)["k"], vec![1, 2, 3]);
+    shutdown.cancel();
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite_db_bus {
@@ -440,4 +463,5 @@ conformance!(
     an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed,
     two_consumer_groups_each_see_every_event,
     two_workers_of_one_group_split_the_work_with_no_double_effect,
+    published_events_and_dedupe_records_past_retention_are_pruned,
 );

@@ -13,7 +13,14 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
 CREATE UNIQUE INDEX outbox_log ON outbox (topic, partition_no, log_seq) WHERE log_seq IS NOT NULL;
-CREATE INDEX outbox_log_seq ON outbox (log_seq) WHERE log_seq IS NOT NULL;
+
+-- The last log position the relay gave out, kept apart from the rows so that pruning the
+-- outbox never makes positions go backwards.
+CREATE TABLE outbox_log_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    top  BIGINT  NOT NULL
+);
+INSERT INTO outbox_log_head (id, top) VALUES (1, 0);
 
 CREATE TABLE consumer_offsets (
     consumer      TEXT    NOT NULL,
