@@ -2,12 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use db::Db;
 use eventbus::EventBus;
 use points::users::{create_admin, AdminCreated};
-use server::{telemetry, Application, Role, Settings};
+use server::{startup::connect_database, telemetry, Application, Role, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -79,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate => {
-            connect(&settings).await?;
+            connect_database(&settings).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -88,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             password,
             name,
         }) => {
-            let db = connect(&settings).await?;
+            let db = connect_database(&settings).await?;
             match create_admin(&db, &email, &password, &name).await? {
                 AdminCreated::Created { id } => println!("admin {email} created (user {id})"),
                 AdminCreated::Promoted { id } => println!("user {id} ({email}) is now an admin"),
@@ -96,14 +94,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters) => {
-            let db = connect(&settings).await?;
+            let db = connect_database(&settings).await?;
             for letter in eventbus::dead_letters::pending(&db).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
         Command::Events(EventsCommand::Replay { id }) => {
-            let db = connect(&settings).await?;
+            let db = connect_database(&settings).await?;
             let bus =
                 EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
             let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), id).await?;
@@ -111,17 +109,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn connect(settings: &Settings) -> anyhow::Result<Db> {
-    let db = Db::connect(
-        &settings.database_url(),
-        settings.database_schema.as_deref(),
-    )
-    .await
-    .context("database")?;
-    db.migrate().await.context("applying database migrations")?;
-    Ok(db)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

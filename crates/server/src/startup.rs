@@ -99,6 +99,18 @@ impl Application {
     }
 }
 
+/// Connects the configured database and applies the migrations.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(
+        &settings.database_url(),
+        settings.database_schema.as_deref(),
+    )
+    .await
+    .context("database")?;
+    db.migrate().await.context("applying database migrations")?;
+    Ok(db)
+}
+
 /// The event consumers of a worker. Each context adds its handlers here as it lands.
 fn consumers(_state: &AppState) -> Vec<Arc<dyn Handler>> {
     Vec::new()
