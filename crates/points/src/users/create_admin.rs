@@ -25,7 +25,7 @@ pub async fn create_admin(
     password: &str,
     name: &str,
 ) -> Result<AdminCreated, UserError> {
-    let email = email.trim().to_lowercase();
+    let email = super::normalize_email(email);
     validate(name, &email, password)?;
     let hash = hash_password(password)?;
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;

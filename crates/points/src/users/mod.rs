@@ -1,10 +1,25 @@
 //! User accounts.
 
+mod authenticate;
 mod create_admin;
+mod find;
 mod password;
+mod sign_up;
 
+pub use authenticate::authenticate;
 pub use create_admin::{create_admin, AdminCreated};
+pub use find::find;
 pub use password::{hash_password, verify_password};
+pub use sign_up::sign_up;
+
+/// An account as other code sees it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub is_admin: bool,
+}
 
 /// Why an account could not be created or changed.
 #[derive(Debug, thiserror::Error)]
@@ -14,14 +29,21 @@ pub enum UserError {
         field: &'static str,
         reason: &'static str,
     },
+    #[error("an account with this email exists")]
+    EmailTaken,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
+}
+
+/// Emails are compared and stored trimmed and lower-cased.
+pub(crate) fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// Checks the sign-up rules of the API: name 2–20 characters, password 5–30, an email address.
 pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError> {
     let invalid = |field, reason| Err(UserError::Invalid { field, reason });
-    if !(2..=20).contains(&name.chars().count()) {
+    if !(2..=20).contains(&name.trim().chars().count()) {
         return invalid("name", "must be 2 to 20 characters");
     }
     if !(5..=30).contains(&password.chars().count()) {
@@ -33,6 +55,7 @@ pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
+                && !domain.contains('@')
                 && !email.chars().any(char::is_whitespace)
         });
     if !valid_email {
@@ -53,7 +76,9 @@ mod tests {
         assert!(validate("a".repeat(21).as_str(), "a@b.co", "12345").is_err());
         assert!(validate("ab", "a@b.co", "1234").is_err());
         assert!(validate("ab", "a@b.co", &"p".repeat(31)).is_err());
-        for email in ["ab.co", "@b.co", "a@b", "a@.co", "a b@c.co", "a@b.co."] {
+        for email in [
+            "ab.co", "@b.co", "a@b", "a@.co", "a b@c.co", "a@b.co.", "a@b@c.co",
+        ] {
             assert!(validate("ab", email, "12345").is_err(), "{email}");
         }
     }

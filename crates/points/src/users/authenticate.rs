@@ -1,0 +1,46 @@
+//! `POST /api/auth/token`: checking a password.
+
+use db::{on_db, sqlx, Db};
+
+use super::{normalize_email, verify_password, User};
+
+/// A hash of nothing in particular, verified when the email is unknown so that a wrong email
+/// takes as long as a wrong password.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$u8YBSYBFjRwpSHzT1xCsgJIbwfoHkbXyGC7UpCVE2Mw";
+
+/// The account with `email` if `password` is its password; `None` otherwise (whichever of the
+/// two was wrong).
+pub async fn authenticate(db: &Db, email: &str, password: &str) -> anyhow::Result<Option<User>> {
+    let email = normalize_email(email);
+    let row: Option<(i64, String, String, bool, String)> = on_db!(db, c => sqlx::query_as(
+        "SELECT id, name, email, is_admin, password_hash FROM users WHERE email = $1",
+    )
+    .bind(&email)
+    .fetch_optional(c)
+    .await)?;
+    let hash = row.as_ref().map_or(DECOY_HASH.to_owned(), |r| r.4.clone());
+    let password = password.to_owned();
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await?;
+    Ok(row
+        .filter(|_| matches)
+        .map(|(id, name, email, is_admin, _)| User {
+            id,
+            name,
+            email,
+            is_admin,
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::password_hash::PasswordHash;
+
+    use super::DECOY_HASH;
+
+    #[test]
+    fn the_decoy_hash_is_a_real_argon2id_hash_so_unknown_emails_cost_a_verification() {
+        let parsed = PasswordHash::new(DECOY_HASH).expect("parses");
+        assert_eq!(parsed.algorithm.as_str(), "argon2id");
+    }
+}

@@ -1,0 +1,40 @@
+//! `POST /api/users`: a new account.
+
+use chrono::Utc;
+use db::{on_tx, sqlx, Db};
+
+use super::{hash_password, normalize_email, validate, User, UserError};
+
+/// Creates an account. The email is unique (case-insensitive): `EmailTaken` otherwise, also
+/// when two sign-ups race. The password is stored only as an argon2id hash.
+pub async fn sign_up(db: &Db, name: &str, email: &str, password: &str) -> Result<User, UserError> {
+    let (name, email) = (name.trim().to_owned(), normalize_email(email));
+    validate(&name, &email, password)?;
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(anyhow::Error::from)??;
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    let inserted = on_tx!(tx, c => sqlx::query_scalar(
+        "INSERT INTO users (name, email, password_hash, is_admin, created_at) \
+         VALUES ($1, $2, $3, FALSE, $4) RETURNING id",
+    )
+    .bind(&name)
+    .bind(&email)
+    .bind(&hash)
+    .bind(Utc::now())
+    .fetch_one(c)
+    .await);
+    let id = match inserted {
+        Ok(id) => id,
+        Err(e) if db::is_unique_violation(&e) => return Err(UserError::EmailTaken),
+        Err(e) => return Err(anyhow::Error::from(e).into()),
+    };
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(User {
+        id,
+        name,
+        email,
+        is_admin: false,
+    })
+}
