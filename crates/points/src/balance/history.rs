@@ -22,9 +22,19 @@ pub struct HistoryEntry {
     pub created_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    kind: String,
+    amount: i64,
+    balance_after: i64,
+    order_id: Option<i64>,
+    created_at: DateTime<Utc>,
+}
+
 /// The latest changes of `user_id`'s balance, newest first (at most 1,000).
 pub async fn history(db: &Db, user_id: i64) -> anyhow::Result<Vec<HistoryEntry>> {
-    let rows: Vec<(i64, String, i64, i64, Option<i64>, DateTime<Utc>)> = on_db!(db, c => sqlx::query_as(
+    let rows: Vec<Row> = on_db!(db, c => sqlx::query_as(
         "SELECT id, kind, amount, balance_after, order_id, created_at FROM point_history \
          WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
     )
@@ -33,20 +43,20 @@ pub async fn history(db: &Db, user_id: i64) -> anyhow::Result<Vec<HistoryEntry>>
     .fetch_all(c)
     .await)?;
     rows.into_iter()
-        .map(|(id, kind, amount, balance_after, order_id, created_at)| {
-            let kind = match kind.as_str() {
+        .map(|row| {
+            let kind = match row.kind.as_str() {
                 "CHARGE" => Kind::Charge,
                 "USE" => Kind::Use,
                 "REFUND" => Kind::Refund,
                 other => anyhow::bail!("unknown history kind {other}"),
             };
             Ok(HistoryEntry {
-                id,
+                id: row.id,
                 kind,
-                amount,
-                balance_after,
-                order_id,
-                created_at,
+                amount: row.amount,
+                balance_after: row.balance_after,
+                order_id: row.order_id,
+                created_at: row.created_at,
             })
         })
         .collect()
