@@ -49,6 +49,8 @@ pub struct Settings {
     /// Fallback polling interval of the relay and db:// consumers, in milliseconds.
     pub bus_poll_interval_ms: u64,
     pub jwt_secret: Option<SecretString>,
+    /// Lifetime of access tokens, in seconds.
+    pub token_ttl_secs: u64,
     pub payment_window_secs: u64,
 }
 
@@ -66,6 +68,7 @@ consumer_workers = 2
 consumer_max_attempts = 5
 bus_poll_interval_ms = 500
 payment_window_secs = 600
+token_ttl_secs = 3600
 "#;
 
 impl Settings {

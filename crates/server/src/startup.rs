@@ -40,6 +40,7 @@ impl Application {
         let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
             .await
             .context("event bus")?;
+        let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -52,6 +53,7 @@ impl Application {
                 cache,
                 bus,
                 metrics: http::metrics::recorder(),
+                tokens,
             },
         })
     }
@@ -86,8 +88,8 @@ impl Application {
         }
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
-        let server =
-            axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(shutdown);
+        let server = axum::serve(listener, http::router(state.clone(), state.settings.role))
+            .with_graceful_shutdown(shutdown);
         let served = server.await;
         stop.cancel();
         for task in tasks {

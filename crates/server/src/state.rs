@@ -7,7 +7,7 @@ use db::Db;
 use eventbus::EventBus;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::Settings;
+use crate::{config::Settings, http::auth::Tokens};
 
 /// Handles to the adapters picked by the configuration; cheap to clone.
 #[derive(Clone)]
@@ -17,4 +17,5 @@ pub struct AppState {
     pub cache: Cache,
     pub bus: EventBus,
     pub metrics: PrometheusHandle,
+    pub tokens: Arc<Tokens>,
 }

@@ -12,11 +12,15 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::state::AppState;
+use crate::{config::Role, state::AppState};
 
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
+pub mod points;
+pub mod users;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,17 +29,53 @@ pub mod metrics;
         description = "E-commerce backend for flash-sale traffic. Errors are application/problem+json."
     ),
     components(schemas(error::Problem)),
-    tags((name = "operations", description = "Health, metrics and documentation"))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, metrics and documentation"),
+        (name = "users", description = "Accounts and tokens"),
+        (name = "points", description = "Point balances")
+    )
 )]
 struct ApiDoc;
 
-/// The router: operations endpoints (every role), docs, and the middleware every route gets.
-pub fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Declares the `bearer` security scheme the user routes require.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+    }
+}
+
+/// The router: operations endpoints and docs for every role, the API for `api` and `all`, and
+/// the middleware every route gets.
+pub fn router(state: AppState, role: Role) -> Router {
+    let mut routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
-        .routes(routes!(metrics::scrape))
-        .split_for_parts();
+        .routes(routes!(metrics::scrape));
+    if role != Role::Worker {
+        routes = routes
+            .routes(routes!(users::sign_up))
+            .routes(routes!(users::token))
+            .routes(routes!(users::get_user))
+            .routes(routes!(points::get_balance))
+            .routes(routes!(points::charge))
+            .routes(routes!(points::history));
+    }
+    let (router, openapi) = routes.split_for_parts();
 
     router
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))

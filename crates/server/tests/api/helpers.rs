@@ -17,6 +17,13 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+/// A user of the app and their bearer token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub token: String,
+}
+
 /// Which adapter set an app runs on.
 #[derive(Debug, Clone, Copy)]
 pub enum Deployment {
@@ -110,6 +117,93 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// A request with `token` as its bearer token (if any).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn sign_up(&self, name: &str, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/users",
+            &serde_json::json!({ "name": name, "email": email, "password": password }),
+        )
+        .await
+    }
+
+    pub async fn token(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/auth/token",
+            &serde_json::json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// A new user, signed up and holding a token.
+    pub async fn new_user(&self) -> TestUser {
+        let email = format!("u{}@example.com", unique());
+        let response = self.sign_up("tester", &email, "pass-word").await;
+        assert_eq!(response.status(), 201);
+        let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        self.logged_in(id, &email, "pass-word").await
+    }
+
+    /// A new admin (created as `stampede admin create` does), holding a token.
+    pub async fn new_admin(&self) -> TestUser {
+        let email = format!("a{}@example.com", unique());
+        let id = match points::users::create_admin(&self.state.db, &email, "admin-pass", "admin")
+            .await
+            .unwrap()
+        {
+            points::users::AdminCreated::Created { id } => id,
+            other => panic!("{other:?}"),
+        };
+        self.logged_in(id, &email, "admin-pass").await
+    }
+
+    async fn logged_in(&self, id: i64, email: &str, password: &str) -> TestUser {
+        let response = self.token(email, password).await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        TestUser {
+            id,
+            token: body["accessToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// `POST /api/users/{user}/points/charge` as `as_user`, with an optional Idempotency-Key.
+    pub async fn charge(
+        &self,
+        as_user: &TestUser,
+        user: &str,
+        body: serde_json::Value,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/users/{user}/points/charge"),
+                Some(&as_user.token),
+            )
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("request sent")
     }
 
     /// Waits until every event written so far is published and consumed by every consumer

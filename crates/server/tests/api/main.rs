@@ -5,3 +5,5 @@ mod events;
 mod health;
 mod helpers;
 mod operations;
+mod points;
+mod users;

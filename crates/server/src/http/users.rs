@@ -1,0 +1,137 @@
+//! Users and auth: sign-up, tokens, profile.
+
+use axum::{extract::State, http::StatusCode};
+use points::users::{self, UserError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    auth::Caller,
+    error::{ApiError, AppJson, AppPath, Problem},
+};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignUp {
+    /// 2–20 characters.
+    pub name: String,
+    pub email: String,
+    /// 5–30 characters.
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserBody {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+impl From<users::User> for UserBody {
+    fn from(user: users::User) -> Self {
+        Self {
+            id: user.id,
+            name: user.name,
+            email: user.email,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::Invalid { field, reason } => ApiError::invalid(field, reason),
+            UserError::EmailTaken => ApiError::new(
+                StatusCode::CONFLICT,
+                "EMAIL_TAKEN",
+                "an account with this email exists",
+            ),
+            UserError::Unknown(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Creates an account.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = SignUp, responses(
+    (status = 201, body = UserBody),
+    (status = 409, description = "`EMAIL_TAKEN`", body = Problem),
+    (status = 422, description = "name 2–20, password 5–30 characters, an email", body = Problem)))]
+pub async fn sign_up(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<SignUp>,
+) -> Result<(StatusCode, AppJson<UserBody>), ApiError> {
+    let user = users::sign_up(&state.db, &body.name, &body.email, &body.password).await?;
+    Ok((StatusCode::CREATED, AppJson(user.into())))
+}
+
+/// Exchanges credentials for a bearer token.
+#[utoipa::path(post, path = "/api/auth/token", tag = "users", request_body = Credentials,
+    responses((status = 200, body = Token),
+        (status = 401, description = "`INVALID_CREDENTIALS`", body = Problem)))]
+pub async fn token(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<Credentials>,
+) -> Result<AppJson<Token>, ApiError> {
+    let user = users::authenticate(&state.db, &body.email, &body.password)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "wrong email or password",
+            )
+        })?;
+    let (access_token, expires_in) = state
+        .tokens
+        .issue(user.id, user.is_admin)
+        .map_err(ApiError::internal)?;
+    Ok(AppJson(Token {
+        access_token,
+        token_type: "Bearer",
+        expires_in,
+    }))
+}
+
+/// A user's profile (`me` for the caller).
+#[utoipa::path(get, path = "/api/users/{userId}", tag = "users",
+    params(("userId" = String, Path, description = "a user id or `me`")),
+    security(("bearer" = [])),
+    responses((status = 200, body = UserBody), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    AppPath(user): AppPath<String>,
+) -> Result<AppJson<UserBody>, ApiError> {
+    Ok(AppJson(existing_user(&state, &caller, &user).await?.into()))
+}
+
+/// The user named by a `{userId}` segment, if the caller may see them and they exist.
+pub async fn existing_user(
+    state: &AppState,
+    caller: &Caller,
+    segment: &str,
+) -> Result<users::User, ApiError> {
+    let id = caller.user(segment)?;
+    users::find(&state.db, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("no such user"))
+}
