@@ -10,7 +10,7 @@ use super::{
     auth::Caller,
     error::{ApiError, AppJson, AppPath, Problem},
     idempotency::{self, IdempotencyKey, Stored},
-    users::existing_user,
+    users::existing_user_id,
 };
 use crate::state::AppState;
 
@@ -70,14 +70,11 @@ pub async fn get_balance(
     caller: Caller,
     AppPath(user): AppPath<String>,
 ) -> Result<AppJson<PointBody>, ApiError> {
-    let user = existing_user(&state, &caller, &user).await?;
-    let point = balance::balance(&state.db, user.id)
+    let user_id = existing_user_id(&state, &caller, &user).await?;
+    let point = balance::balance(&state.db, user_id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(AppJson(PointBody {
-        user_id: user.id,
-        point,
-    }))
+    Ok(AppJson(PointBody { user_id, point }))
 }
 
 /// Charges points; honours `Idempotency-Key`.
@@ -95,11 +92,11 @@ pub async fn charge(
     AppPath(user): AppPath<String>,
     AppJson(body): AppJson<Charge>,
 ) -> Result<Response, ApiError> {
-    let user = existing_user(&state, &caller, &user).await?;
+    let user_id = existing_user_id(&state, &caller, &user).await?;
     if !(balance::MIN_CHARGE..=balance::MAX_CHARGE).contains(&body.amount) {
         return Err(PointsError::InvalidChargeAmount.into());
     }
-    let request = (user.id, &body);
+    let request = (user_id, &body);
     idempotency::once(
         &state.db,
         &key,
@@ -108,14 +105,8 @@ pub async fn charge(
         &request,
         |tx| {
             Box::pin(async move {
-                let point = balance::charge(tx, user.id, body.amount).await?;
-                Stored::new(
-                    StatusCode::OK,
-                    PointBody {
-                        user_id: user.id,
-                        point,
-                    },
-                )
+                let point = balance::charge(tx, user_id, body.amount).await?;
+                Stored::new(StatusCode::OK, PointBody { user_id, point })
             })
         },
     )
@@ -132,8 +123,8 @@ pub async fn history(
     caller: Caller,
     AppPath(user): AppPath<String>,
 ) -> Result<AppJson<Vec<HistoryBody>>, ApiError> {
-    let user = existing_user(&state, &caller, &user).await?;
-    let entries = balance::history(&state.db, user.id)
+    let user_id = existing_user_id(&state, &caller, &user).await?;
+    let entries = balance::history(&state.db, user_id)
         .await
         .map_err(ApiError::internal)?;
     Ok(AppJson(

@@ -123,6 +123,21 @@ pub async fn get_user(
     Ok(AppJson(existing_user(&state, &caller, &user).await?.into()))
 }
 
+/// The id of the user named by a `{userId}` segment, if the caller may act on them and they
+/// exist. The caller's own id needs no lookup: tokens are issued to existing accounts only,
+/// and accounts are never deleted.
+pub async fn existing_user_id(
+    state: &AppState,
+    caller: &Caller,
+    segment: &str,
+) -> Result<i64, ApiError> {
+    let id = caller.user(segment)?;
+    if id == caller.user_id {
+        return Ok(id);
+    }
+    Ok(existing_user(state, caller, segment).await?.id)
+}
+
 /// The user named by a `{userId}` segment, if the caller may see them and they exist.
 pub async fn existing_user(
     state: &AppState,
