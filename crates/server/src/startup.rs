@@ -27,13 +27,7 @@ impl Application {
     /// Connects the database (applying migrations), the cache and the bus named by `settings`,
     /// and binds the listener. Fails with a message naming the part that could not start.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::connect(
-            &settings.database_url(),
-            settings.database_schema.as_deref(),
-        )
-        .await
-        .context("database")?;
-        db.migrate().await.context("applying database migrations")?;
+        let db = connect_database(&settings).await?;
         let cache = Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
             .await
             .context("cache")?;
