@@ -99,9 +99,8 @@ impl KafkaBus {
     /// outbox for the next round, so per-key order holds; re-sent rows are deduplicated by
     /// the consumers.
     pub(crate) async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, String, String, Json<Envelope>)> = on_db!(db, c => sqlx::query_as(
-            "SELECT seq, topic, event_key, envelope FROM outbox WHERE published_at IS NULL \
-             ORDER BY seq LIMIT $1",
+        let rows: Vec<(i64, Json<Envelope>)> = on_db!(db, c => sqlx::query_as(
+            "SELECT seq, envelope FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(batch)
         .fetch_all(c)
@@ -109,13 +108,35 @@ impl KafkaBus {
         if rows.is_empty() {
             return Ok(0);
         }
-        let prepared: Vec<(String, &str, Vec<u8>)> = rows
+        let envelopes: Vec<&Envelope> = rows.iter().map(|(_, Json(e))| e).collect();
+        let results = self.send_all(&envelopes).await?;
+        let acknowledged = results.iter().take_while(|r| r.is_ok()).count();
+        let seqs: Vec<i64> = rows[..acknowledged].iter().map(|r| r.0).collect();
+        if !seqs.is_empty() {
+            mark_published(db, &seqs).await?;
+        }
+        for (_, Json(event)) in &rows[..acknowledged] {
+            counter!("stampede_events_published_total", "topic" => event.topic().to_owned())
+                .increment(1);
+        }
+        if let Some(Err((error, _))) = results.get(acknowledged) {
+            anyhow::bail!("publishing to Kafka failed: {error}");
+        }
+        Ok(acknowledged)
+    }
+
+    /// Sends `events` in order and waits for every acknowledgement; one result per event.
+    async fn send_all(
+        &self,
+        events: &[&Envelope],
+    ) -> anyhow::Result<Vec<rdkafka::producer::future_producer::OwnedDeliveryResult>> {
+        let prepared: Vec<(String, &str, Vec<u8>)> = events
             .iter()
-            .map(|(_, topic, key, Json(envelope))| {
+            .map(|e| {
                 Ok((
-                    self.topic(topic),
-                    key.as_str(),
-                    serde_json::to_vec(envelope)?,
+                    self.topic(e.topic()),
+                    e.key.as_str(),
+                    serde_json::to_vec(e)?,
                 ))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -125,19 +146,20 @@ impl KafkaBus {
                 Timeout::After(NETWORK_TIMEOUT),
             )
         });
-        let results = futures::future::join_all(sends).await;
-        let acknowledged = results.iter().take_while(|r| r.is_ok()).count();
-        let seqs: Vec<i64> = rows[..acknowledged].iter().map(|r| r.0).collect();
-        if !seqs.is_empty() {
-            mark_published(db, &seqs).await?;
+        Ok(futures::future::join_all(sends).await)
+    }
+
+    /// Publishes `events` directly (no outbox) and waits until Kafka has acknowledged all.
+    pub(crate) async fn publish(&self, events: &[Envelope]) -> anyhow::Result<()> {
+        let refs: Vec<&Envelope> = events.iter().collect();
+        for (event, result) in events.iter().zip(self.send_all(&refs).await?) {
+            if let Err((error, _)) = result {
+                anyhow::bail!("publishing {} to Kafka failed: {error}", event.id);
+            }
+            counter!("stampede_events_published_total", "topic" => event.topic().to_owned())
+                .increment(1);
         }
-        for (_, topic, _, _) in &rows[..acknowledged] {
-            counter!("stampede_events_published_total", "topic" => topic.clone()).increment(1);
-        }
-        if let Some(Err((error, _))) = results.get(acknowledged) {
-            anyhow::bail!("publishing to Kafka failed: {error}");
-        }
-        Ok(acknowledged)
+        Ok(())
     }
 
     /// Events of `group` published but not yet committed by it, over `topics`.
@@ -231,7 +253,9 @@ impl KafkaBus {
                 message = consumer.recv() => message,
                 () = shutdown.cancelled() => break,
             };
-            let mut partitions: BTreeMap<(String, i32), Vec<Delivery>> = BTreeMap::new();
+            // Per partition: the events to apply, and the last offset received (which may be a
+            // message that is not an event, skipped but committed past once the rest is done).
+            let mut partitions: BTreeMap<(String, i32), (Vec<Delivery>, i64)> = BTreeMap::new();
             let mut received = 0;
             let mut next = Some(first);
             while let Some(message) = next.take() {
@@ -239,17 +263,16 @@ impl KafkaBus {
                     Ok(message) => {
                         received += 1;
                         let key = (message.topic().to_owned(), message.partition());
+                        let (deliveries, last_seen) = partitions.entry(key).or_default();
+                        *last_seen = message.offset();
                         match message.payload().map(serde_json::from_slice::<Envelope>) {
-                            Some(Ok(envelope)) => {
-                                partitions.entry(key).or_default().push(Delivery {
-                                    envelope,
-                                    position: message.offset(),
-                                })
-                            }
+                            Some(Ok(envelope)) => deliveries.push(Delivery {
+                                envelope,
+                                position: message.offset(),
+                            }),
                             _ => {
                                 tracing::error!(consumer = %group, topic = message.topic(), offset = message.offset(), "skipping a message that is not an event envelope");
                                 counter!("stampede_events_failed_total", "consumer" => group.clone(), "topic" => message.topic().to_owned()).increment(1);
-                                partitions.entry(key).or_default();
                             }
                         }
                     }
@@ -260,19 +283,23 @@ impl KafkaBus {
                 }
             }
 
-            let runs = partitions.iter().map(|((topic, partition), deliveries)| {
-                let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
-                async move {
-                    let done = if deliveries.is_empty() {
-                        Ok(None)
-                    } else {
-                        run_batch(db, handler, &AfterCommit, policy, deliveries, shutdown).await
-                    };
-                    (topic, *partition, deliveries, done)
-                }
-            });
+            let runs = partitions
+                .iter()
+                .map(|((topic, partition), (deliveries, last_seen))| {
+                    let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
+                    async move {
+                        let done = if deliveries.is_empty() {
+                            Ok(None)
+                        } else {
+                            run_batch(db, handler, &AfterCommit, policy, deliveries, shutdown).await
+                        };
+                        (topic, *partition, deliveries, *last_seen, done)
+                    }
+                });
             let mut commits = TopicPartitionList::new();
-            for (topic, partition, deliveries, done) in futures::future::join_all(runs).await {
+            for (topic, partition, deliveries, last_seen, done) in
+                futures::future::join_all(runs).await
+            {
                 let last = deliveries.last().map(|d| d.position);
                 let done = match done {
                     Ok(done) => done,
@@ -281,7 +308,8 @@ impl KafkaBus {
                         None
                     }
                 };
-                if let Some(position) = done.or(last.filter(|_| deliveries.is_empty())) {
+                let committed = if done == last { Some(last_seen) } else { done };
+                if let Some(position) = committed {
                     commits.add_partition_offset(topic, partition, Offset::Offset(position + 1))?;
                 }
                 let first_undone = match (done, deliveries.first()) {

@@ -18,6 +18,7 @@ use std::{
 use anyhow::Context as _;
 use chrono::Utc;
 use db::{exec, sqlx, Db};
+use events::Envelope;
 use tokio::{
     sync::{watch, Notify},
     task::JoinHandle,
@@ -225,6 +226,24 @@ impl EventBus {
                     }
                 })]
             }
+        }
+    }
+
+    /// Publishes `events` now, outside any business transaction, and returns once the bus has
+    /// them: acknowledged by Kafka (`acks=all`, no SQL), or committed to the db:// log. For
+    /// hot paths whose only effect is the event (coupon issue requests); everything that changes
+    /// state goes through the [`Outbox`] instead. Per-key order holds among events published
+    /// this way by one process.
+    pub async fn publish_now(&self, events: &[Envelope]) -> anyhow::Result<()> {
+        match &self.inner.transport {
+            Transport::Db => {
+                let mut tx = self.inner.db.begin().await?;
+                self.inner.outbox.append(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(kafka) => kafka.publish(events).await,
         }
     }
 

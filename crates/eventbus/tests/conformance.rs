@@ -429,6 +429,26 @@ async fn published_events_and_dedupe_records_past_retention_are_pruned(mut f: Fi
     shutdown.cancel();
 }
 
+async fn events_published_directly_are_consumed_like_outbox_ones(f: Fixture) {
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    bus.spawn_consumer(Arc::new(Recorder::new("direct", "w1")), &shutdown);
+    for chunk in 0..5 {
+        let batch: Vec<_> = (0..20)
+            .map(|i| chunk * 20 + i)
+            .map(|n| event(&format!("k{}", n % 3), n))
+            .collect();
+        bus.publish_now(&batch).await.unwrap();
+    }
+    bus.wait_idle(IDLE).await.unwrap();
+    let effects = f.effects("direct").await;
+    assert_each_once(&effects, 100);
+    for (key, ns) in by_key(&effects) {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key} out of order");
+    }
+    shutdown.cancel();
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite_db_bus {
@@ -464,4 +484,39 @@ conformance!(
     two_consumer_groups_each_see_every_event,
     two_workers_of_one_group_split_the_work_with_no_double_effect,
     published_events_and_dedupe_records_past_retention_are_pruned,
+    events_published_directly_are_consumed_like_outbox_ones,
 );
+
+/// A message that is not an event (from some other producer) is skipped and committed past,
+/// even when it is the last one of its partition.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumers_skip_and_commit_past_a_message_that_is_not_an_event() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(f) = Fixture::kafka().await else {
+        return;
+    };
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    bus.spawn_consumer(Arc::new(Recorder::new("strict", "w1")), &shutdown);
+    bus.publish_now(&[event("same-key", 1)]).await.unwrap();
+    let brokers = f.bus_url.trim_start_matches("kafka://");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topic = format!("{}{TOPIC}", f.settings.topic_prefix);
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key("same-key")
+                .payload("not an envelope"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    bus.wait_idle(IDLE).await.unwrap();
+    assert_eq!(by_key(&f.effects("strict").await)["same-key"], vec![1]);
+    shutdown.cancel();
+}
