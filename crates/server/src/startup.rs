@@ -80,6 +80,7 @@ impl Application {
                 tasks.extend(state.bus.spawn_consumer(handler, &stop));
             }
         }
+        tasks.push(tokio::spawn(housekeeping(state.db.clone(), stop.clone())));
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
         let server = axum::serve(listener, http::router(state.clone(), state.settings.role))
@@ -92,6 +93,23 @@ impl Application {
         state.db.close().await;
         tracing::info!("stopped");
         served.context("serving HTTP")
+    }
+}
+
+/// Hourly clean-up of what the HTTP layer keeps: idempotency keys past their retention.
+async fn housekeeping(db: Db, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            () = stop.cancelled() => return,
+        }
+        match http::idempotency::prune(&db, http::idempotency::RETENTION).await {
+            Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "pruning idempotency keys failed"
+            ),
+        }
     }
 }
 

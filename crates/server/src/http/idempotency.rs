@@ -155,6 +155,22 @@ async fn replay(
     }
 }
 
+/// How long keys are remembered: the contract promises at least 24 hours.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+
+/// Forgets keys older than `older_than`; returns how many.
+pub async fn prune(db: &Db, older_than: std::time::Duration) -> anyhow::Result<u64> {
+    let before = Utc::now() - older_than;
+    let mut tx = db.begin().await?;
+    let deleted = exec!(
+        tx,
+        "DELETE FROM idempotency_keys WHERE created_at < $1",
+        before
+    )?;
+    tx.commit().await?;
+    Ok(deleted)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
