@@ -85,8 +85,13 @@ pub(crate) async fn run_worker(
     shutdown: CancellationToken,
 ) {
     let group = handler.group().to_owned();
-    if let Err(error) = register(&db, &group, &handler.topics(), settings.partitions).await {
-        tracing::error!(consumer = %group, error = format!("{error:#}"), "cannot register consumer offsets");
+    // A worker only looks at registered partitions, so it must not start without its rows.
+    while let Err(error) = register(&db, &group, &handler.topics(), settings.partitions).await {
+        tracing::error!(consumer = %group, error = format!("{error:#}"), "cannot register consumer offsets; retrying");
+        tokio::select! {
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
     let mut rotation = 0usize;
     while !shutdown.is_cancelled() {
