@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use server::{Application, Settings};
+use server::{Application, Settings, SharedServices};
 
 const CLIENTS: usize = 64;
 
@@ -134,20 +134,10 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10);
     let dir = tempfile::tempdir()?;
     run("embedded", settings(dir.path()), seconds).await?;
-    let var = |name: &str| std::env::var(name).ok();
-    if let (Some(database), Some(cache), Some(bus)) = (
-        var("STAMPEDE_TEST_DATABASE_URL"),
-        var("STAMPEDE_TEST_CACHE_URL"),
-        var("STAMPEDE_TEST_BUS_URL"),
-    ) {
-        let id = uuid::Uuid::now_v7().simple().to_string();
+    if let Some(services) = SharedServices::from_test_env() {
         let mut settings = settings(dir.path());
-        settings.database_url = Some(database.into());
-        settings.database_schema = Some(format!("bench_{id}"));
-        settings.cache_url = cache.into();
-        settings.cache_prefix = format!("bench{id}:");
-        settings.bus_url = bus;
-        settings.topic_prefix = format!("bench{id}-");
+        let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
+        settings.use_shared_services(&services, &namespace);
         run("production", settings, seconds).await?;
     }
     Ok(())

@@ -105,6 +105,18 @@ impl Settings {
         }
     }
 
+    /// Points these settings at `services` under `namespace` (letters, digits, `_`): its
+    /// PostgreSQL schema, Redis key prefix and Kafka topic prefix, so that test runs and
+    /// benchmarks share one set of services without seeing each other's data.
+    pub fn use_shared_services(&mut self, services: &SharedServices, namespace: &str) {
+        self.database_url = Some(services.database.clone().into());
+        self.database_schema = Some(namespace.to_owned());
+        self.cache_url = services.cache.clone().into();
+        self.cache_prefix = format!("{namespace}:");
+        self.bus_url = services.bus.clone();
+        self.topic_prefix = format!("{namespace}-");
+    }
+
     pub fn bus_settings(&self) -> eventbus::BusSettings {
         eventbus::BusSettings {
             partitions: self.bus_partitions.max(1),
@@ -131,6 +143,27 @@ impl Settings {
             scheme(&self.bus_url),
             self.role
         )
+    }
+}
+
+/// PostgreSQL, Redis and Kafka URLs shared by test runs and benchmarks.
+#[derive(Debug, Clone)]
+pub struct SharedServices {
+    pub database: String,
+    pub cache: String,
+    pub bus: String,
+}
+
+impl SharedServices {
+    /// From `STAMPEDE_TEST_DATABASE_URL`, `STAMPEDE_TEST_CACHE_URL` and
+    /// `STAMPEDE_TEST_BUS_URL`; `None` unless all three are set.
+    pub fn from_test_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok();
+        Some(Self {
+            database: var("STAMPEDE_TEST_DATABASE_URL")?,
+            cache: var("STAMPEDE_TEST_CACHE_URL")?,
+            bus: var("STAMPEDE_TEST_BUS_URL")?,
+        })
     }
 }
 

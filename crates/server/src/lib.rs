@@ -6,6 +6,6 @@ pub mod startup;
 pub mod state;
 pub mod telemetry;
 
-pub use config::{Role, Settings};
+pub use config::{Role, Settings, SharedServices};
 pub use startup::Application;
 pub use state::AppState;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use server::{AppState, Application, Settings};
+use server::{AppState, Application, Settings, SharedServices};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A running application and a client for it.
@@ -57,22 +57,12 @@ async fn spawn(deployment: Deployment) -> Option<TestApp> {
     settings.data_dir = dir.path().to_owned();
     settings.bus_poll_interval_ms = 100;
     if let Deployment::Production = deployment {
-        let var = |name: &str| std::env::var(name).ok();
-        let (Some(database), Some(cache), Some(bus)) = (
-            var("STAMPEDE_TEST_DATABASE_URL"),
-            var("STAMPEDE_TEST_CACHE_URL"),
-            var("STAMPEDE_TEST_BUS_URL"),
-        ) else {
+        let Some(services) = SharedServices::from_test_env() else {
             eprintln!("skipped: STAMPEDE_TEST_{{DATABASE,CACHE,BUS}}_URL are not all set");
             return None;
         };
-        let id = unique();
-        settings.database_url = Some(database.into());
-        settings.database_schema = Some(format!("t_{id}"));
-        settings.cache_url = cache.into();
-        settings.cache_prefix = format!("t{id}:");
-        settings.bus_url = bus;
-        settings.topic_prefix = format!("t{id}-");
+        // `t_` schemas are what .ci/run drops before a run.
+        settings.use_shared_services(&services, &format!("t_{}", unique()));
         settings.bus_partitions = 4;
     }
     let app = Application::build(settings)
