@@ -1,2 +1,92 @@
-//! The coupons context: coupon definitions, first-come issuance and user coupons.
-//! Lands with the coupon issue; the crate exists so the workspace shows every context.
+//! The coupons context: coupon definitions, first-come issuance and the coupons users hold.
+//!
+//! Issuance follows `DESIGN.md` §2. A request passes the [`gate`] (one atomic round trip to
+//! the cache: one request per user per coupon, a fast `SOLD_OUT`), is published as
+//! `coupon-issued` and answered 202 with a task id. The stock consumer
+//! ([`issue::take_stock`]) takes a unit of the cached stock, once per task; the store consumer
+//! ([`issue::store`]) writes the user coupon and the task's result and wakes the task's
+//! listeners.
+//!
+//! The database is the truth: a conditional `UPDATE` on `issued_quantity` and a unique
+//! `(coupon_id, user_id)` make over-issue and double issue impossible whatever the cache holds,
+//! and the cache's state is rebuilt from the database whenever it is missing.
+
+use std::sync::Arc;
+
+use cache::Cache;
+use db::Db;
+use eventbus::{EventBus, Handler};
+
+pub mod definition;
+pub mod gate;
+pub mod issue;
+pub mod wallet;
+
+#[cfg(test)]
+mod tests;
+
+pub use definition::{Coupon, DiscountType, NewCoupon};
+pub use issue::{FailReason, Task, TaskStatus};
+pub use wallet::{CouponUseError, Discount, UserCoupon, UserCouponStatus};
+
+/// Why a coupon operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CouponError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
+    #[error("no such coupon")]
+    NotFound,
+    #[error("this user already asked for this coupon")]
+    AlreadyRequested,
+    #[error("the coupon is sold out")]
+    SoldOut,
+    #[error("the coupon has expired")]
+    Expired,
+    /// The request could not be handed to the bus; nothing was kept, the client may retry.
+    #[error("the request could not be accepted right now")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for CouponError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unknown(e.into())
+    }
+}
+
+/// The coupons context of one process: its database, gate and bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Coupons {
+    db: Db,
+    cache: Cache,
+    gate: gate::Gate,
+    bus: EventBus,
+}
+
+impl Coupons {
+    /// The gate lives in `cache` (Redis, or this process's memory).
+    pub fn new(db: Db, cache: Cache, bus: EventBus) -> Self {
+        Self {
+            gate: gate::Gate::new(&cache),
+            db,
+            cache,
+            bus,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The consumers of the issuance flow: stock, then store.
+    pub fn handlers(&self) -> Vec<Arc<dyn Handler>> {
+        vec![
+            Arc::new(issue::take_stock::TakeStock::new(self.clone())),
+            Arc::new(issue::store::StoreResult::new(self.clone())),
+        ]
+    }
+}

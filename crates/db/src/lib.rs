@@ -89,11 +89,13 @@ pub enum TxInner {
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// A write transaction. Work registered with [`Tx::after_commit`] runs only once the commit
-/// has succeeded (this is how the outbox wakes its relay without a fixed polling delay).
+/// A write transaction. Work registered with [`Tx::after_commit`] or [`Tx::on_commit`] runs
+/// only once the commit has succeeded (this is how the outbox wakes its relay without a fixed
+/// polling delay, and how results reach their listeners only once they are stored).
 pub struct Tx {
     pub inner: TxInner,
     after_commit: Vec<Arc<Notify>>,
+    on_commit: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Tx {
@@ -111,6 +113,23 @@ impl Tx {
         }
     }
 
+    /// Runs `hook` after a successful commit. Register it once the statements it reports on
+    /// have succeeded; it must not block (spawn a task for I/O).
+    pub fn on_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.on_commit.push(Box::new(hook));
+    }
+
+    /// A mark for [`Self::discard_hooks_since`]: take it when setting a savepoint.
+    pub fn hooks_mark(&self) -> usize {
+        self.on_commit.len()
+    }
+
+    /// Forgets the [`Self::on_commit`] hooks registered since `mark` (after rolling back to the
+    /// savepoint the mark was taken at, their work is gone).
+    pub fn discard_hooks_since(&mut self, mark: usize) {
+        self.on_commit.truncate(mark);
+    }
+
     pub async fn commit(self) -> sqlx::Result<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,
@@ -118,6 +137,9 @@ impl Tx {
         }
         for notify in self.after_commit {
             notify.notify_one();
+        }
+        for hook in self.on_commit {
+            hook();
         }
         Ok(())
     }
@@ -223,6 +245,7 @@ impl Db {
         Ok(Tx {
             inner,
             after_commit: Vec::new(),
+            on_commit: Vec::new(),
         })
     }
 

@@ -32,6 +32,10 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// Chaos for tests: every event is handed to its handler twice, and the first run's
+    /// database work is rolled back, as if the process had died before committing. Effects a
+    /// handler makes outside the transaction (Redis) must be idempotent to survive it.
+    pub redeliver: bool,
 }
 
 impl Default for RetryPolicy {
@@ -40,6 +44,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            redeliver: false,
         }
     }
 }
@@ -73,8 +78,18 @@ pub(crate) enum Outcome {
 pub(crate) async fn apply(
     tx: &mut Tx,
     handler: &dyn Handler,
+    policy: &RetryPolicy,
     event: &Envelope,
 ) -> anyhow::Result<Outcome> {
+    let hooks = tx.hooks_mark();
+    if policy.redeliver {
+        tx.execute_raw("SAVEPOINT stampede_crash").await?;
+        let _ = handler.handle(tx, event).await;
+        tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_crash")
+            .await?;
+        tx.execute_raw("RELEASE SAVEPOINT stampede_crash").await?;
+        tx.discard_hooks_since(hooks);
+    }
     tx.execute_raw("SAVEPOINT stampede_event").await?;
     let inserted = exec!(
         tx,
@@ -99,6 +114,7 @@ pub(crate) async fn apply(
             tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_event")
                 .await?;
             tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
+            tx.discard_hooks_since(hooks);
             counter!("stampede_events_failed_total", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned()).increment(1);
             tracing::warn!(consumer = handler.group(), event_id = %event.id, correlation_id = %event.correlation_id, error = format!("{error:#}"), "event handler failed");
             Err(error)
@@ -190,7 +206,7 @@ pub(crate) async fn run_batch(
             failed = Some((*delivery, prior, None));
             break;
         }
-        match apply(&mut tx, handler, &delivery.envelope).await {
+        match apply(&mut tx, handler, policy, &delivery.envelope).await {
             Ok(_) => last_done = Some(delivery.position),
             Err(error) => {
                 let error = format!("{error:#}");
@@ -241,7 +257,7 @@ pub(crate) async fn run_batch(
             tx.commit().await?;
             return Ok(Some(delivery.position));
         }
-        match apply(&mut tx, handler, &delivery.envelope).await {
+        match apply(&mut tx, handler, policy, &delivery.envelope).await {
             Ok(_) => {
                 checkpoint.advance(&mut tx, delivery.position).await?;
                 tx.commit().await?;
@@ -283,6 +299,7 @@ mod tests {
             max_attempts: 10,
             first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
+            redeliver: false,
         };
         let waits: Vec<_> = (1..=5).map(|n| policy.backoff(n).as_millis()).collect();
         assert_eq!(waits, vec![10, 20, 40, 50, 50]);

@@ -89,6 +89,7 @@ impl Fixture {
                 max_attempts: 3,
                 first_backoff: Duration::from_millis(1),
                 max_backoff: Duration::from_millis(5),
+                ..RetryPolicy::default()
             },
             ..BusSettings::default()
         };

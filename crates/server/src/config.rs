@@ -48,6 +48,9 @@ pub struct Settings {
     pub consumer_max_attempts: u32,
     /// Fallback polling interval of the relay and db:// consumers, in milliseconds.
     pub bus_poll_interval_ms: u64,
+    /// Chaos testing only: consumers run every event twice, rolling the first run back as a
+    /// crash would (`STAMPEDE_BUS_REDELIVER=true`).
+    pub bus_redeliver: bool,
     pub jwt_secret: Option<SecretString>,
     /// Lifetime of access tokens, in seconds.
     pub token_ttl_secs: u64,
@@ -67,6 +70,7 @@ topic_prefix = ""
 consumer_workers = 2
 consumer_max_attempts = 5
 bus_poll_interval_ms = 500
+bus_redeliver = false
 payment_window_secs = 600
 token_ttl_secs = 3600
 "#;
@@ -125,6 +129,7 @@ impl Settings {
             workers: self.consumer_workers.max(1),
             retry: eventbus::RetryPolicy {
                 max_attempts: self.consumer_max_attempts.max(1),
+                redeliver: self.bus_redeliver,
                 ..eventbus::RetryPolicy::default()
             },
             kafka_replication: self.kafka_replication.max(1),

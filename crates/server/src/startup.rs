@@ -34,7 +34,13 @@ impl Application {
         let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
             .await
             .context("event bus")?;
+        anyhow::ensure!(
+            settings.role == Role::All || cache.kind() != "memory",
+            "--role api and --role worker share coupon gates and task results through the cache: \
+             set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
+        );
         let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
+        let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone());
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -48,6 +54,7 @@ impl Application {
                 bus,
                 metrics: http::metrics::recorder(),
                 tokens,
+                coupons,
             },
         })
     }
@@ -126,6 +133,6 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
 }
 
 /// The event consumers of a worker. Each context adds its handlers here as it lands.
-fn consumers(_state: &AppState) -> Vec<Arc<dyn Handler>> {
-    Vec::new()
+fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
+    state.coupons.handlers()
 }

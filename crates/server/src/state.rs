@@ -18,4 +18,5 @@ pub struct AppState {
     pub bus: EventBus,
     pub metrics: PrometheusHandle,
     pub tokens: Arc<Tokens>,
+    pub coupons: coupons::Coupons,
 }

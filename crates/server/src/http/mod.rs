@@ -15,6 +15,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{config::Role, state::AppState};
 
 pub mod auth;
+pub mod coupon_tasks;
+pub mod coupons;
 pub mod error;
 pub mod health;
 pub mod idempotency;
@@ -33,7 +35,8 @@ pub mod users;
     tags(
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "users", description = "Accounts and tokens"),
-        (name = "points", description = "Point balances")
+        (name = "points", description = "Point balances"),
+        (name = "coupons", description = "First-come coupons and their issue tasks")
     )
 )]
 struct ApiDoc;
@@ -73,7 +76,13 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(users::get_user))
             .routes(routes!(points::get_balance))
             .routes(routes!(points::charge))
-            .routes(routes!(points::history));
+            .routes(routes!(points::history))
+            .routes(routes!(coupons::create))
+            .routes(routes!(coupons::get_coupon))
+            .routes(routes!(coupons::issue))
+            .routes(routes!(coupons::user_coupons))
+            .routes(routes!(coupon_tasks::get_task))
+            .routes(routes!(coupon_tasks::task_events));
     }
     let (router, openapi) = routes.split_for_parts();
 

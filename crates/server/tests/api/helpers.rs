@@ -38,6 +38,15 @@ pub async fn spawn_app() -> TestApp {
         .expect("the embedded deployment needs nothing")
 }
 
+/// The shared services of the production deployment, when the test environment names them.
+pub fn shared_services() -> Option<SharedServices> {
+    let services = SharedServices::from_test_env();
+    if services.is_none() {
+        eprintln!("skipped: STAMPEDE_TEST_{{DATABASE,CACHE,BUS}}_URL are not all set");
+    }
+    services
+}
+
 /// The application on PostgreSQL, Redis and Kafka, from `STAMPEDE_TEST_DATABASE_URL`,
 /// `STAMPEDE_TEST_CACHE_URL` and `STAMPEDE_TEST_BUS_URL`; `None` (the test is skipped) when
 /// they are not set. When they are set, a service that is down fails the test.
@@ -45,11 +54,20 @@ pub async fn spawn_production_app() -> Option<TestApp> {
     spawn(Deployment::Production).await
 }
 
-fn unique() -> String {
+pub fn unique() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
 async fn spawn(deployment: Deployment) -> Option<TestApp> {
+    spawn_with(deployment, |_| {}).await
+}
+
+/// The application on `deployment`, with `configure` applied last (to share a namespace with
+/// another instance, or to turn on chaos settings). `None` when production is not configured.
+pub async fn spawn_with(
+    deployment: Deployment,
+    configure: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
@@ -57,14 +75,12 @@ async fn spawn(deployment: Deployment) -> Option<TestApp> {
     settings.data_dir = dir.path().to_owned();
     settings.bus_poll_interval_ms = 100;
     if let Deployment::Production = deployment {
-        let Some(services) = SharedServices::from_test_env() else {
-            eprintln!("skipped: STAMPEDE_TEST_{{DATABASE,CACHE,BUS}}_URL are not all set");
-            return None;
-        };
+        let services = shared_services()?;
         // `t_` schemas are what .ci/run drops before a run.
         settings.use_shared_services(&services, &format!("t_{}", unique()));
         settings.bus_partitions = 4;
     }
+    configure(&mut settings);
     let app = Application::build(settings)
         .await
         .unwrap_or_else(|e| panic!("{deployment:?} app failed to start: {e:#}"));
@@ -150,6 +166,11 @@ impl TestApp {
             .as_i64()
             .unwrap();
         self.logged_in(id, &email, "pass-word").await
+    }
+
+    /// A bearer token for `user_id` (no account needed: the routes trust the token).
+    pub fn token_for(&self, user_id: i64) -> String {
+        self.state.tokens.issue(user_id, false).unwrap().0
     }
 
     /// A new admin (created as `stampede admin create` does), holding a token.

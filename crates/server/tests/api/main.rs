@@ -1,6 +1,7 @@
 //! Integration tests that drive the real application over HTTP.
 
 mod cli;
+mod coupons;
 mod events;
 mod health;
 mod helpers;

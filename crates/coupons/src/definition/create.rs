@@ -1,0 +1,70 @@
+//! Creating a coupon.
+
+use chrono::Utc;
+use db::{on_tx, sqlx};
+
+use super::{Coupon, DiscountType, NewCoupon};
+use crate::{CouponError, Coupons};
+
+/// Checks `coupon` against the contract's limits.
+pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
+    let invalid = |field, message| Err(CouponError::Invalid { field, message });
+    let name_length = coupon.name.trim().chars().count();
+    if !(5..=20).contains(&name_length) {
+        return invalid("name", "must be 5 to 20 characters");
+    }
+    match coupon.discount_type {
+        DiscountType::Percent if !(1..=100).contains(&coupon.discount_value) => {
+            return invalid("discountValue", "a PERCENT discount is 1 to 100");
+        }
+        DiscountType::Fixed if coupon.discount_value < 1 => {
+            return invalid("discountValue", "a FIXED discount is at least 1 KRW");
+        }
+        _ => {}
+    }
+    if coupon.total_quantity < 0 {
+        return invalid("totalQuantity", "must be at least 0");
+    }
+    if coupon.expires_at <= Utc::now() {
+        return invalid("expiresAt", "must be in the future");
+    }
+    Ok(())
+}
+
+/// Stores a new coupon and opens its gate, so the first issue request needs no database read.
+pub async fn create(coupons: &Coupons, new: NewCoupon) -> Result<Coupon, CouponError> {
+    validate(&new)?;
+    let name = new.name.trim().to_owned();
+    let mut tx = coupons.db.begin().await?;
+    let id: i64 = on_tx!(tx, c => sqlx::query_scalar(
+        "INSERT INTO coupons (name, discount_type, discount_value, total_quantity, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    )
+    .bind(&name)
+    .bind(new.discount_type.as_str())
+    .bind(new.discount_value)
+    .bind(new.total_quantity)
+    .bind(new.expires_at)
+    .bind(Utc::now())
+    .fetch_one(c)
+    .await)?;
+    tx.commit().await?;
+    let coupon = Coupon {
+        id,
+        name,
+        discount_type: new.discount_type,
+        discount_value: new.discount_value,
+        total_quantity: new.total_quantity,
+        remaining_quantity: new.total_quantity,
+        expires_at: new.expires_at,
+    };
+    if let Err(error) = crate::gate::rebuild(coupons, id).await {
+        // The first request loads it instead.
+        tracing::warn!(
+            coupon_id = id,
+            error = format!("{error:#}"),
+            "opening the coupon's gate failed"
+        );
+    }
+    Ok(coupon)
+}

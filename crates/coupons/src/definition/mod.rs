@@ -1,0 +1,69 @@
+//! Coupon definitions: what a coupon takes off, how many exist and until when.
+
+mod create;
+mod find;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// How a coupon's discount is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DiscountType {
+    /// `discountValue` KRW off.
+    Fixed,
+    /// `discountValue` percent off, rounded down.
+    Percent,
+}
+
+impl DiscountType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DiscountType::Fixed => "FIXED",
+            DiscountType::Percent => "PERCENT",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "FIXED" => Ok(DiscountType::Fixed),
+            "PERCENT" => Ok(DiscountType::Percent),
+            other => anyhow::bail!("unknown discount type {other:?}"),
+        }
+    }
+}
+
+/// A coupon as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Coupon {
+    pub id: i64,
+    pub name: String,
+    pub discount_type: DiscountType,
+    pub discount_value: i64,
+    pub total_quantity: i64,
+    /// Units not yet issued (stored user coupons count as issued).
+    pub remaining_quantity: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an admin asks for.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewCoupon {
+    /// 5 to 20 characters.
+    pub name: String,
+    pub discount_type: DiscountType,
+    /// KRW (`FIXED`, at least 1) or percent (`PERCENT`, 1 to 100).
+    pub discount_value: i64,
+    /// At least 0.
+    pub total_quantity: i64,
+    /// In the future.
+    pub expires_at: DateTime<Utc>,
+}
+
+pub use create::create;
+pub use find::find;
+
+pub(crate) use find::CouponRow;

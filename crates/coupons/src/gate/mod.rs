@@ -1,0 +1,152 @@
+//! The issuance gate: coupon state kept in the cache so that the issue path and the stock
+//! consumer each need one atomic round trip and no SQL.
+//!
+//! Per coupon the gate holds its expiry, its remaining stock, the users who asked for it, and
+//! the stock outcome of every task (so a redelivered task never takes a second unit). Redis
+//! runs each operation as one Lua script ([`redis`](self::redis)); the embedded default runs
+//! the same logic under a lock ([`memory`](self::memory)). When a coupon's state is missing
+//! (a new process, Redis restarted or flushed) the caller gets `Unknown` and [`rebuild`]s it
+//! from the database before going on.
+//!
+//! The gate is a fast filter, not the truth: after a rebuild it may admit more than the
+//! database will issue, never fewer, and the store consumer's guarded `UPDATE` decides.
+
+mod memory;
+mod rebuild;
+mod redis;
+
+use cache::Cache;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use rebuild::rebuild;
+
+/// The gate's answer to an issue request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    AlreadyRequested,
+    SoldOut,
+    Expired,
+    /// The coupon's state is not in the cache: rebuild it, then ask again.
+    Unknown,
+}
+
+/// The stock consumer's outcome for one task; the same for every delivery of the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    Taken,
+    SoldOut,
+    /// The coupon's state is not in the cache: rebuild it, then ask again.
+    Unknown,
+}
+
+/// An accepted task that has no result yet, as the gate keeps it for status reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingTask {
+    pub coupon_id: i64,
+    pub user_id: i64,
+}
+
+/// A coupon's gate state, as rebuilt from the database.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub coupon_id: i64,
+    pub expires_at_ms: i64,
+    pub stock: i64,
+    /// Users who already asked (they get `AlreadyRequested`).
+    pub users: Vec<i64>,
+    /// When the cache may forget the coupon (well after it expired).
+    pub keep_until_ms: i64,
+}
+
+/// How long a pending task is remembered for status reads: far longer than any task stays
+/// pending; its result is then in the database.
+pub(crate) const PENDING_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// The gate over Redis or this process's memory. Cheap to clone.
+#[derive(Clone)]
+pub enum Gate {
+    Memory(memory::MemoryGate),
+    Redis(cache::RedisCache),
+}
+
+impl Gate {
+    pub fn new(cache: &Cache) -> Self {
+        match cache {
+            Cache::Memory(m) => Gate::Memory(memory::MemoryGate::new(m.clone())),
+            Cache::Redis(r) => Gate::Redis(r.clone()),
+        }
+    }
+
+    /// Admits `user` to `coupon` (at most once per user, only while stock is left and the
+    /// coupon is valid at `now_ms`), remembering `task` as pending; one atomic step.
+    pub async fn admit(
+        &self,
+        task: Uuid,
+        pending: PendingTask,
+        now_ms: i64,
+    ) -> anyhow::Result<Admission> {
+        match self {
+            Gate::Memory(m) => Ok(m.admit(task, pending, now_ms)),
+            Gate::Redis(r) => redis::admit(r, task, pending, now_ms).await,
+        }
+    }
+
+    /// Undoes [`Self::admit`] when the request could not be published.
+    pub async fn undo(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<()> {
+        match self {
+            Gate::Memory(m) => {
+                m.undo(task, pending);
+                Ok(())
+            }
+            Gate::Redis(r) => redis::undo(r, task, pending).await,
+        }
+    }
+
+    /// Takes one unit of `coupon`'s stock for `task`, once: a repeated call returns the first
+    /// call's outcome and takes nothing.
+    pub async fn take(&self, coupon: i64, task: Uuid) -> anyhow::Result<Take> {
+        match self {
+            Gate::Memory(m) => Ok(m.take(coupon, task)),
+            Gate::Redis(r) => redis::take(r, coupon, task).await,
+        }
+    }
+
+    /// The pending record of `task`, if the gate still has it.
+    pub async fn pending(&self, task: Uuid) -> anyhow::Result<Option<PendingTask>> {
+        match self {
+            Gate::Memory(m) => Ok(m.pending(task)),
+            Gate::Redis(r) => redis::pending(r, task).await,
+        }
+    }
+
+    /// Installs `snapshot` unless the coupon's state is already there (another instance or
+    /// task got there first; theirs stays).
+    pub async fn load(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        match self {
+            Gate::Memory(m) => {
+                m.load(snapshot);
+                Ok(())
+            }
+            Gate::Redis(r) => redis::load(r, snapshot).await,
+        }
+    }
+}
+
+fn coupon_key(coupon: i64) -> String {
+    format!("coupon:{coupon}")
+}
+
+fn users_key(coupon: i64) -> String {
+    format!("coupon:{coupon}:users")
+}
+
+fn takes_key(coupon: i64) -> String {
+    format!("coupon:{coupon}:takes")
+}
+
+fn pending_key(task: Uuid) -> String {
+    format!("coupon-task:{task}")
+}

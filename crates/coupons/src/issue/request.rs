@@ -1,0 +1,87 @@
+//! An issue request: the gate, then `coupon-issued` on the bus, then 202. No SQL unless the
+//! coupon's gate state has to be rebuilt.
+
+use chrono::Utc;
+use events::Envelope;
+use metrics::counter;
+use uuid::Uuid;
+
+use super::{CouponIssued, Task, TaskStatus};
+use crate::{
+    gate::{self, Admission, PendingTask},
+    CouponError, Coupons,
+};
+
+/// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
+/// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
+/// the bus cannot take the event the gate's mark is undone and the answer is `Unavailable`, so
+/// an accepted request is never lost and a refused one leaves no trace.
+#[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
+pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
+    let task_id = Uuid::new_v4();
+    let pending = PendingTask {
+        coupon_id: coupon,
+        user_id: user,
+    };
+    if let Err(refused) = admit(coupons, task_id, pending).await {
+        count(refused_label(&refused));
+        return Err(refused);
+    }
+
+    let event = CouponIssued {
+        task_id,
+        coupon_id: coupon,
+        user_id: user,
+    };
+    let envelope = Envelope::new(&event, task_id.to_string());
+    if let Err(error) = coupons.bus.publish_now(&[envelope]).await {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "publishing coupon-issued failed; undoing the gate mark"
+        );
+        count("unavailable");
+        if let Err(undo) = coupons.gate.undo(task_id, pending).await {
+            tracing::error!(error = format!("{undo:#}"), "undoing the gate mark failed");
+        }
+        return Err(CouponError::Unavailable(error));
+    }
+    count("accepted");
+    Ok(Task {
+        task_id,
+        coupon_id: coupon,
+        user_id: user,
+        status: TaskStatus::Pending,
+        reason: None,
+        user_coupon_id: None,
+    })
+}
+
+/// Passes the gate, rebuilding the coupon's state first if the cache has lost it.
+async fn admit(coupons: &Coupons, task: Uuid, pending: PendingTask) -> Result<(), CouponError> {
+    for _ in 0..3 {
+        let now_ms = Utc::now().timestamp_millis();
+        match coupons.gate.admit(task, pending, now_ms).await? {
+            Admission::Admitted => return Ok(()),
+            Admission::AlreadyRequested => return Err(CouponError::AlreadyRequested),
+            Admission::SoldOut => return Err(CouponError::SoldOut),
+            Admission::Expired => return Err(CouponError::Expired),
+            Admission::Unknown => gate::rebuild(coupons, pending.coupon_id).await?,
+        }
+    }
+    Err(anyhow::anyhow!("the coupon's gate state vanished right after each rebuild").into())
+}
+
+/// Counts an issue request by its outcome (`stampede_coupon_issue_requests_total`).
+fn count(outcome: &'static str) {
+    counter!("stampede_coupon_issue_requests_total", "outcome" => outcome).increment(1);
+}
+
+fn refused_label(refused: &CouponError) -> &'static str {
+    match refused {
+        CouponError::AlreadyRequested => "already_requested",
+        CouponError::SoldOut => "sold_out",
+        CouponError::Expired => "expired",
+        CouponError::NotFound => "not_found",
+        _ => "error",
+    }
+}

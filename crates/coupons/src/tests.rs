@@ -1,0 +1,287 @@
+//! The context's use cases on the embedded adapters, and on PostgreSQL and Redis when
+//! `STAMPEDE_TEST_DATABASE_URL` / `STAMPEDE_TEST_CACHE_URL` are set (each run in a schema and
+//! key prefix of its own).
+
+use chrono::{Duration, Utc};
+use db::Db;
+use eventbus::{BusSettings, EventBus};
+use events::Envelope;
+use uuid::Uuid;
+
+use super::*;
+use crate::{
+    gate::{Admission, Gate, PendingTask, Snapshot, Take},
+    issue::{store::StoreResult, CouponIssuedSuccess},
+};
+
+fn unique() -> String {
+    Uuid::now_v7().simple().to_string()
+}
+
+struct Fixture {
+    coupons: Coupons,
+    _dir: tempfile::TempDir,
+}
+
+/// The context on SQLite and memory (`production = false`) or PostgreSQL and Redis; `None`
+/// when the production services are not configured.
+async fn fixture(production: bool) -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cache) = if production {
+        let (Ok(db_url), Ok(cache_url)) = (
+            std::env::var("STAMPEDE_TEST_DATABASE_URL"),
+            std::env::var("STAMPEDE_TEST_CACHE_URL"),
+        ) else {
+            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / STAMPEDE_TEST_CACHE_URL not set");
+            return None;
+        };
+        let namespace = format!("t_{}", unique());
+        let db = Db::connect(&db_url, Some(&namespace)).await.unwrap();
+        let cache = cache::Cache::connect(&cache_url, &format!("{namespace}:"))
+            .await
+            .unwrap();
+        (db, cache)
+    } else {
+        let url = format!("sqlite://{}/c.db", dir.path().display());
+        let db = Db::connect(&url, None).await.unwrap();
+        (db, cache::Cache::connect("memory://", "").await.unwrap())
+    };
+    db.migrate().await.unwrap();
+    let bus = EventBus::connect("db://", db.clone(), BusSettings::default())
+        .await
+        .unwrap();
+    Some(Fixture {
+        coupons: Coupons::new(db, cache, bus),
+        _dir: dir,
+    })
+}
+
+async fn new_coupon(coupons: &Coupons, quantity: i64) -> Coupon {
+    definition::create(
+        coupons,
+        NewCoupon {
+            name: "spring sale".into(),
+            discount_type: DiscountType::Fixed,
+            discount_value: 3_000,
+            total_quantity: quantity,
+            expires_at: Utc::now() + Duration::hours(1),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task(f: Fixture) {
+    let gate = &f.coupons.gate;
+    let now = Utc::now().timestamp_millis();
+    let pending = |user| PendingTask {
+        coupon_id: 42,
+        user_id: user,
+    };
+    let task = Uuid::new_v4();
+    assert_eq!(
+        gate.admit(task, pending(1), now).await.unwrap(),
+        Admission::Unknown
+    );
+    assert_eq!(gate.take(42, task).await.unwrap(), Take::Unknown);
+    let snapshot = Snapshot {
+        coupon_id: 42,
+        expires_at_ms: now + 60_000,
+        stock: 1,
+        users: vec![9],
+        keep_until_ms: now + 3_600_000,
+    };
+    gate.load(&snapshot).await.unwrap();
+    assert_eq!(
+        gate.admit(Uuid::new_v4(), pending(9), now).await.unwrap(),
+        Admission::AlreadyRequested
+    );
+    assert_eq!(
+        gate.admit(task, pending(1), now).await.unwrap(),
+        Admission::Admitted
+    );
+    assert_eq!(gate.pending(task).await.unwrap(), Some(pending(1)));
+    assert_eq!(
+        gate.admit(Uuid::new_v4(), pending(1), now).await.unwrap(),
+        Admission::AlreadyRequested
+    );
+    let expired = now + 60_000;
+    assert_eq!(
+        gate.admit(Uuid::new_v4(), pending(2), expired)
+            .await
+            .unwrap(),
+        Admission::Expired
+    );
+
+    let other = Uuid::new_v4();
+    assert_eq!(
+        gate.admit(other, pending(2), now).await.unwrap(),
+        Admission::Admitted
+    );
+    gate.undo(other, pending(2)).await.unwrap();
+    assert_eq!(gate.pending(other).await.unwrap(), None);
+
+    assert_eq!(gate.take(42, task).await.unwrap(), Take::Taken);
+    assert_eq!(
+        gate.take(42, task).await.unwrap(),
+        Take::Taken,
+        "same task, same outcome"
+    );
+    let late = Uuid::new_v4();
+    assert_eq!(
+        gate.take(42, late).await.unwrap(),
+        Take::SoldOut,
+        "the one unit went once"
+    );
+    assert_eq!(
+        gate.admit(Uuid::new_v4(), pending(2), now).await.unwrap(),
+        Admission::SoldOut
+    );
+
+    gate.load(&Snapshot {
+        stock: 100,
+        ..snapshot
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        gate.take(42, Uuid::new_v4()).await.unwrap(),
+        Take::SoldOut,
+        "a loaded gate is not overwritten"
+    );
+}
+
+/// Sends a `coupon-issued-success` for `user` through the store consumer; returns the task.
+async fn store_success(coupons: &Coupons, coupon: i64, user: i64, task: Uuid) -> Task {
+    let event = Envelope::new(
+        &CouponIssuedSuccess {
+            task_id: task,
+            coupon_id: coupon,
+            user_id: user,
+        },
+        task.to_string(),
+    );
+    let mut tx = coupons.db.begin().await.unwrap();
+    eventbus::Handler::handle(&StoreResult::new(coupons.clone()), &mut tx, &event)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    issue::find_task(coupons, task).await.unwrap()
+}
+
+async fn the_database_never_issues_more_than_the_total_or_twice_to_a_user(f: Fixture) {
+    let coupons = &f.coupons;
+    let coupon = new_coupon(coupons, 2).await;
+    let first = Uuid::new_v4();
+    let task = store_success(coupons, coupon.id, 1, first).await;
+    assert_eq!(task.status, TaskStatus::Success);
+    assert_eq!(
+        store_success(coupons, coupon.id, 1, first).await,
+        task,
+        "a replay changes nothing"
+    );
+    let twice = store_success(coupons, coupon.id, 1, Uuid::new_v4()).await;
+    assert_eq!(twice.reason, Some(FailReason::AlreadyIssued));
+    assert_eq!(
+        store_success(coupons, coupon.id, 2, Uuid::new_v4())
+            .await
+            .status,
+        TaskStatus::Success
+    );
+    // A gate rebuilt too generously lets a third success through: the database refuses it.
+    let third = store_success(coupons, coupon.id, 3, Uuid::new_v4()).await;
+    assert_eq!(third.reason, Some(FailReason::SoldOut));
+    assert_eq!(
+        definition::find(&coupons.db, coupon.id)
+            .await
+            .unwrap()
+            .remaining_quantity,
+        0
+    );
+    assert_eq!(wallet::list(&coupons.db, 1).await.unwrap().len(), 1);
+}
+
+async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {
+    let coupons = &f.coupons;
+    let coupon = new_coupon(coupons, 5).await;
+    let held = store_success(coupons, coupon.id, 7, Uuid::new_v4()).await;
+    let id = held.user_coupon_id.unwrap();
+    let now = Utc::now();
+    let run = |user: i64, order: i64| {
+        let db = coupons.db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            let used = wallet::use_for_order(&mut tx, id, user, order, now).await;
+            tx.commit().await.unwrap();
+            used
+        }
+    };
+    let restore = |order: i64| {
+        let db = coupons.db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            let restored = wallet::restore_for_order(&mut tx, order).await.unwrap();
+            tx.commit().await.unwrap();
+            restored
+        }
+    };
+    assert!(matches!(run(8, 100).await, Err(CouponUseError::NotOwned)));
+    let discount = run(7, 100).await.unwrap();
+    assert_eq!(
+        (discount.discount_type, discount.discount_value),
+        (DiscountType::Fixed, 3_000)
+    );
+    assert_eq!(
+        run(7, 100).await.unwrap(),
+        discount,
+        "the same order again: the same answer"
+    );
+    assert!(matches!(
+        run(7, 101).await,
+        Err(CouponUseError::AlreadyUsed)
+    ));
+    assert_eq!(
+        wallet::list(&coupons.db, 7).await.unwrap()[0].status,
+        UserCouponStatus::Used
+    );
+    assert!(restore(100).await);
+    assert!(!restore(100).await, "restored once");
+    assert_eq!(run(7, 101).await.unwrap(), discount);
+    assert!(
+        !restore(100).await,
+        "the old order cannot take it back from the new one"
+    );
+    assert!(restore(101).await);
+    let mut tx = coupons.db.begin().await.unwrap();
+    let late = wallet::use_for_order(&mut tx, id, 7, 102, coupon.expires_at).await;
+    assert!(matches!(late, Err(CouponUseError::Expired)));
+    assert!(matches!(
+        wallet::use_for_order(&mut tx, 999_999, 7, 103, now).await,
+        Err(CouponUseError::NotFound)
+    ));
+}
+
+macro_rules! on_both_adapter_sets {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::fixture(false).await.unwrap()).await
+            })*
+        }
+        mod production {
+            $(#[tokio::test]
+            async fn $test() {
+                if let Some(f) = super::fixture(true).await {
+                    super::$test(f).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_adapter_sets!(
+    the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task,
+    the_database_never_issues_more_than_the_total_or_twice_to_a_user,
+    a_coupon_is_used_once_per_order_and_restored_once,
+);
