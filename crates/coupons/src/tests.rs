@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    gate::{Admission, Gate, PendingTask, Snapshot, Take},
+    gate::{Admission, PendingTask, Snapshot, Take},
     issue::{store::StoreResult, CouponIssuedSuccess},
 };
 
