@@ -87,39 +87,42 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
     let snapshot = Snapshot {
         coupon_id: 42,
         expires_at_ms: now + 60_000,
-        stock: 1,
+        stock: 2,
         users: vec![9],
         keep_until_ms: now + 3_600_000,
     };
     gate.load(&snapshot).await.unwrap();
+    let admit = |task, user, at| gate.admit(task, pending(user), at);
     assert_eq!(
-        gate.admit(Uuid::new_v4(), pending(9), now).await.unwrap(),
+        admit(Uuid::new_v4(), 9, now).await.unwrap(),
         Admission::AlreadyRequested
     );
-    assert_eq!(
-        gate.admit(task, pending(1), now).await.unwrap(),
-        Admission::Admitted
-    );
+    assert_eq!(admit(task, 1, now).await.unwrap(), Admission::Admitted);
     assert_eq!(gate.pending(task).await.unwrap(), Some(pending(1)));
     assert_eq!(
-        gate.admit(Uuid::new_v4(), pending(1), now).await.unwrap(),
+        admit(Uuid::new_v4(), 1, now).await.unwrap(),
         Admission::AlreadyRequested
     );
-    let expired = now + 60_000;
     assert_eq!(
-        gate.admit(Uuid::new_v4(), pending(2), expired)
-            .await
-            .unwrap(),
+        admit(Uuid::new_v4(), 2, now + 60_000).await.unwrap(),
         Admission::Expired
     );
 
     let other = Uuid::new_v4();
+    assert_eq!(admit(other, 2, now).await.unwrap(), Admission::Admitted);
     assert_eq!(
-        gate.admit(other, pending(2), now).await.unwrap(),
-        Admission::Admitted
+        admit(Uuid::new_v4(), 3, now).await.unwrap(),
+        Admission::SoldOut,
+        "one request per unit"
     );
     gate.undo(other, pending(2)).await.unwrap();
     assert_eq!(gate.pending(other).await.unwrap(), None);
+    let third = Uuid::new_v4();
+    assert_eq!(
+        admit(third, 3, now).await.unwrap(),
+        Admission::Admitted,
+        "the undone unit is open again"
+    );
 
     assert_eq!(gate.take(42, task).await.unwrap(), Take::Taken);
     assert_eq!(
@@ -127,14 +130,14 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
         Take::Taken,
         "same task, same outcome"
     );
-    let late = Uuid::new_v4();
+    assert_eq!(gate.take(42, third).await.unwrap(), Take::Taken);
     assert_eq!(
-        gate.take(42, late).await.unwrap(),
+        gate.take(42, Uuid::new_v4()).await.unwrap(),
         Take::SoldOut,
-        "the one unit went once"
+        "two units, taken once each"
     );
     assert_eq!(
-        gate.admit(Uuid::new_v4(), pending(2), now).await.unwrap(),
+        admit(Uuid::new_v4(), 4, now).await.unwrap(),
         Admission::SoldOut
     );
 

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 mod consumer;
 pub mod dblog;
 pub mod dead_letters;
+mod group_commit;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod outbox;
@@ -89,6 +90,8 @@ struct Inner {
     transport: Transport,
     /// Consumer groups started in this process, with their topics.
     groups: Mutex<Vec<(String, Vec<String>)>>,
+    /// Shares one transaction among concurrent `publish_now` calls (db:// bus).
+    group_commit: group_commit::GroupCommit,
 }
 
 /// The bus of one process; cheap to clone.
@@ -118,6 +121,7 @@ impl EventBus {
                 log_tick: watch::channel(0).0,
                 transport,
                 groups: Mutex::default(),
+                group_commit: Default::default(),
             }),
         })
     }
@@ -230,17 +234,18 @@ impl EventBus {
     }
 
     /// Publishes `events` now, outside any business transaction, and returns once the bus has
-    /// them: acknowledged by Kafka (`acks=all`, no SQL), or committed to the db:// log. For
+    /// them: acknowledged by Kafka (`acks=all`, no SQL), or committed to the db:// log (concurrent calls share one transaction). For
     /// hot paths whose only effect is the event (coupon issue requests); everything that changes
     /// state goes through the [`Outbox`] instead. Per-key order holds among events published
     /// this way by one process.
     pub async fn publish_now(&self, events: &[Envelope]) -> anyhow::Result<()> {
         match &self.inner.transport {
             Transport::Db => {
-                let mut tx = self.inner.db.begin().await?;
-                self.inner.outbox.append(&mut tx, events).await?;
-                tx.commit().await?;
-                Ok(())
+                let inner = &self.inner;
+                inner
+                    .group_commit
+                    .publish(&inner.db, &inner.outbox, events)
+                    .await
             }
             #[cfg(feature = "kafka")]
             Transport::Kafka(kafka) => kafka.publish(events).await,

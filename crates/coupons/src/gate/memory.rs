@@ -15,6 +15,7 @@ use super::{pending_key, Admission, PendingTask, Snapshot, Take, PENDING_TTL_MS}
 struct CouponState {
     expires_at_ms: i64,
     stock: i64,
+    open: i64,
     users: HashSet<i64>,
     takes: HashMap<Uuid, Take>,
 }
@@ -45,9 +46,10 @@ impl MemoryGate {
         if state.users.contains(&pending.user_id) {
             return Admission::AlreadyRequested;
         }
-        if state.stock <= 0 {
+        if state.open <= 0 || state.stock <= 0 {
             return Admission::SoldOut;
         }
+        state.open -= 1;
         state.users.insert(pending.user_id);
         let json = serde_json::to_string(&pending).expect("a pending task serializes");
         self.cache.set(
@@ -65,7 +67,9 @@ impl MemoryGate {
             .expect("gate lock")
             .get_mut(&pending.coupon_id)
         {
-            state.users.remove(&pending.user_id);
+            if state.users.remove(&pending.user_id) {
+                state.open += 1;
+            }
         }
         self.cache.delete(&pending_key(task));
     }
@@ -101,6 +105,7 @@ impl MemoryGate {
             .or_insert_with(|| CouponState {
                 expires_at_ms: snapshot.expires_at_ms,
                 stock: snapshot.stock,
+                open: snapshot.stock,
                 users: snapshot.users.iter().copied().collect(),
                 takes: HashMap::new(),
             });

@@ -1,8 +1,10 @@
 //! The issuance gate: coupon state kept in the cache so that the issue path and the stock
 //! consumer each need one atomic round trip and no SQL.
 //!
-//! Per coupon the gate holds its expiry, its remaining stock, the users who asked for it, and
-//! the stock outcome of every task (so a redelivered task never takes a second unit). Redis
+//! Per coupon the gate holds its expiry, its remaining stock, how many more requests it may
+//! admit (`open`: one per unit, so the gate answers `SOLD_OUT` as soon as every unit has a
+//! request on its way, without waiting for the stock consumer), the users who asked for it,
+//! and the stock outcome of every task (so a redelivered task never takes a second unit). Redis
 //! runs each operation as one Lua script ([`redis`](self::redis)); the embedded default runs
 //! the same logic under a lock ([`memory`](self::memory)). When a coupon's state is missing
 //! (a new process, Redis restarted or flushed) the caller gets `Unknown` and [`rebuild`]s it
@@ -80,8 +82,8 @@ impl Gate {
         }
     }
 
-    /// Admits `user` to `coupon` (at most once per user, only while stock is left and the
-    /// coupon is valid at `now_ms`), remembering `task` as pending; one atomic step.
+    /// Admits `user` to `coupon` (at most once per user, at most one request per unit, only
+    /// while the coupon is valid at `now_ms`), remembering `task` as pending; one atomic step.
     pub async fn admit(
         &self,
         task: Uuid,
@@ -94,7 +96,8 @@ impl Gate {
         }
     }
 
-    /// Undoes [`Self::admit`] when the request could not be published.
+    /// Undoes [`Self::admit`] when the request could not be published (the unit it held is
+    /// open again).
     pub async fn undo(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<()> {
         match self {
             Gate::Memory(m) => {

@@ -19,7 +19,9 @@ local expires = redis.call('HGET', KEYS[1], 'expiresAt')
 if not expires then return 'UNKNOWN' end
 if tonumber(ARGV[2]) >= tonumber(expires) then return 'EXPIRED' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'ALREADY_REQUESTED' end
-if tonumber(redis.call('HGET', KEYS[1], 'stock')) <= 0 then return 'SOLD_OUT' end
+if tonumber(redis.call('HGET', KEYS[1], 'open')) <= 0
+  or tonumber(redis.call('HGET', KEYS[1], 'stock')) <= 0 then return 'SOLD_OUT' end
+redis.call('HINCRBY', KEYS[1], 'open', -1)
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], redis.call('HGET', KEYS[1], 'keepUntil'))
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
@@ -28,12 +30,14 @@ return 'ADMITTED'
     )
 });
 
-/// KEYS: users, pending task. ARGV: user.
+/// KEYS: coupon, users, pending task. ARGV: user.
 static UNDO: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'open', 1)
+end
+redis.call('DEL', KEYS[3])
 return 1
 ",
     )
@@ -64,7 +68,7 @@ static LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'expiresAt', ARGV[1], 'stock', ARGV[2], 'keepUntil', ARGV[3])
+redis.call('HSET', KEYS[1], 'expiresAt', ARGV[1], 'stock', ARGV[2], 'open', ARGV[2], 'keepUntil', ARGV[3])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('PEXPIREAT', KEYS[2], ARGV[3])
 return 1
@@ -109,7 +113,11 @@ pub(super) async fn undo(
     redis
         .script::<i64>(
             &UNDO,
-            &[&users_key(pending.coupon_id), &pending_key(task)],
+            &[
+                &coupon_key(pending.coupon_id),
+                &users_key(pending.coupon_id),
+                &pending_key(task),
+            ],
             &[pending.user_id.to_string()],
         )
         .await?;
