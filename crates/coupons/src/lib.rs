@@ -11,7 +11,11 @@
 //! `(coupon_id, user_id)` make over-issue and double issue impossible whatever the cache holds,
 //! and the cache's state is rebuilt from the database whenever it is missing.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use cache::Cache;
 use db::Db;
@@ -65,6 +69,9 @@ pub struct Coupons {
     cache: Cache,
     gate: gate::Gate,
     bus: EventBus,
+    /// Coupons the gate recently answered `SOLD_OUT` for, until when this process answers so
+    /// itself (see [`issue::request`]).
+    sold_out: Arc<Mutex<HashMap<i64, Instant>>>,
 }
 
 impl Coupons {
@@ -75,6 +82,7 @@ impl Coupons {
             db,
             cache,
             bus,
+            sold_out: Arc::default(),
         }
     }
 

@@ -240,7 +240,10 @@ impl KafkaBus {
             .set("group.id", format!("{}{group}", self.prefix))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
+            .set(
+                "fetch.wait.max.ms",
+                settings.kafka_fetch_wait.as_millis().to_string(),
+            )
             .set("session.timeout.ms", "10000")
             .create()?;
         let topics: Vec<String> = handler.topics().iter().map(|t| self.topic(t)).collect();

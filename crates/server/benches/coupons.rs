@@ -187,7 +187,7 @@ async fn fire(
             tokio::spawn(async move {
                 let mut buffer = Vec::with_capacity(1024);
                 let mut latencies = Vec::new();
-                let mut statuses = BTreeMap::<u16, usize>::new();
+                let mut statuses = BTreeMap::<u16, Vec<Duration>>::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(request) = requests.get(i) else {
@@ -195,8 +195,9 @@ async fn fire(
                     };
                     let sent = Instant::now();
                     let (status, _) = exchange(&mut stream, &mut buffer, request).await?;
-                    latencies.push(sent.elapsed());
-                    *statuses.entry(status).or_default() += 1;
+                    let took = sent.elapsed();
+                    latencies.push(took);
+                    statuses.entry(status).or_default().push(took);
                 }
                 anyhow::Ok((stream, latencies, statuses))
             })
@@ -204,27 +205,42 @@ async fn fire(
         .collect();
     let mut connections = Vec::new();
     let mut latencies = Vec::new();
-    let mut statuses = BTreeMap::new();
+    let mut statuses = BTreeMap::<u16, Vec<Duration>>::new();
     for worker in workers {
         let (stream, l, s) = worker.await??;
         connections.push(stream);
         latencies.extend(l);
-        for (status, n) in s {
-            *statuses.entry(status).or_default() += n;
+        for (status, l) in s {
+            statuses.entry(status).or_default().extend(l);
         }
     }
     let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
     println!(
-        "{name:<44} {CONNECTIONS} conns: {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} requests, {:.1} s)",
+        "{name:<44} {CONNECTIONS} conns: {:>7.0} req/s  {}  ({} requests, {:.1} s)",
         latencies.len() as f64 / elapsed.as_secs_f64(),
-        at(0.50),
-        at(0.99),
+        percentiles(&mut latencies),
         latencies.len(),
         elapsed.as_secs_f64(),
     );
-    Ok((connections, statuses))
+    let mut counts = BTreeMap::new();
+    for (status, mut latencies) in statuses {
+        counts.insert(status, latencies.len());
+        if status != 200 {
+            println!(
+                "{:<44}   status {status}: {:>6} answers, {}",
+                "",
+                latencies.len(),
+                percentiles(&mut latencies)
+            );
+        }
+    }
+    Ok((connections, counts))
+}
+
+fn percentiles(latencies: &mut [Duration]) -> String {
+    latencies.sort();
+    let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    format!("p50 {:>6.2} ms  p99 {:>6.2} ms", at(0.50), at(0.99))
 }
 
 fn settings(dir: &std::path::Path) -> Settings {

@@ -40,6 +40,8 @@ pub struct Settings {
     /// Partitions per topic (db:// log and Kafka topics created at start).
     pub bus_partitions: u32,
     pub kafka_replication: i32,
+    /// How long a Kafka fetch may wait for data, in milliseconds (broker load vs. latency).
+    pub kafka_fetch_wait_ms: u64,
     /// Prefix of Kafka topic and consumer-group names.
     pub topic_prefix: String,
     /// Consumer workers per group in this process (db:// bus on PostgreSQL).
@@ -66,6 +68,7 @@ cache_prefix = "stampede:"
 bus_url = "db://"
 bus_partitions = 8
 kafka_replication = 1
+kafka_fetch_wait_ms = 50
 topic_prefix = ""
 consumer_workers = 2
 consumer_max_attempts = 5
@@ -133,6 +136,7 @@ impl Settings {
                 ..eventbus::RetryPolicy::default()
             },
             kafka_replication: self.kafka_replication.max(1),
+            kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms.clamp(1, 5_000)),
             ..eventbus::BusSettings::default()
         }
     }

@@ -1,6 +1,8 @@
 //! An issue request: the gate, then `coupon-issued` on the bus, then 202. No SQL unless the
 //! coupon's gate state has to be rebuilt.
 
+use std::time::{Duration, Instant};
+
 use chrono::Utc;
 use events::Envelope;
 use metrics::counter;
@@ -11,6 +13,12 @@ use crate::{
     gate::{self, Admission, PendingTask},
     CouponError, Coupons,
 };
+
+/// How long this process answers `SOLD_OUT` itself after the gate did: most of a flash sale's
+/// traffic arrives after the last unit is gone, and this spares it the cache round trip. A unit
+/// reopened meanwhile (a request that could not be published) is admitted at most this much
+/// later; a duplicate request gets `SOLD_OUT` instead of `ALREADY_REQUESTED` (both 409).
+const SOLD_OUT_MEMORY: Duration = Duration::from_millis(100);
 
 /// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
 /// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
@@ -23,7 +31,19 @@ pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, 
         coupon_id: coupon,
         user_id: user,
     };
+    if recently_sold_out(coupons, coupon) {
+        count("sold_out");
+        return Err(CouponError::SoldOut);
+    }
     if let Err(refused) = admit(coupons, task_id, pending).await {
+        if let CouponError::SoldOut = refused {
+            let until = Instant::now() + SOLD_OUT_MEMORY;
+            coupons
+                .sold_out
+                .lock()
+                .expect("sold-out memory")
+                .insert(coupon, until);
+        }
         count(refused_label(&refused));
         return Err(refused);
     }
@@ -54,6 +74,18 @@ pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, 
         reason: None,
         user_coupon_id: None,
     })
+}
+
+fn recently_sold_out(coupons: &Coupons, coupon: i64) -> bool {
+    let mut sold_out = coupons.sold_out.lock().expect("sold-out memory");
+    match sold_out.get(&coupon) {
+        Some(until) if *until > Instant::now() => true,
+        Some(_) => {
+            sold_out.remove(&coupon);
+            false
+        }
+        None => false,
+    }
 }
 
 /// Passes the gate, rebuilding the coupon's state first if the cache has lost it.
