@@ -180,6 +180,14 @@ async fn a_thousand_users_and_their_duplicates_race_for_a_hundred_coupons(app: T
     assert_eq!(assert_settled(&app, coupon, 100, &rush).await, 100);
     let late = issue(&app, &app.token_for(5_000), coupon).await;
     assert_problem(late, 409, "SOLD_OUT").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for series in [
+        r#"stampede_coupon_issue_requests_total{outcome="accepted"}"#,
+        r#"stampede_coupon_issue_requests_total{outcome="sold_out"}"#,
+        r#"stampede_coupon_tasks_total{status="SUCCESS",reason=""}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in /metrics");
+    }
 }
 
 async fn a_late_subscriber_gets_the_result_at_once_and_a_second_request_is_refused(app: TestApp) {

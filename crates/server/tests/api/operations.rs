@@ -27,7 +27,17 @@ async fn the_openapi_document_and_docs_page_are_served_offline(app: TestApp) {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/health/live", "/health/ready", "/metrics"] {
+    for path in [
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/api/admin/coupons",
+        "/api/coupons/{couponId}",
+        "/api/coupons/{couponId}/issue",
+        "/api/coupon-tasks/{taskId}",
+        "/api/coupon-tasks/{taskId}/events",
+        "/api/users/{userId}/coupons",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
     let page = app.get("/docs/").await;
