@@ -41,6 +41,7 @@ impl Application {
         );
         let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
         let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone());
+        let catalog = catalog::Catalog::new(db.clone(), cache.clone());
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -55,6 +56,7 @@ impl Application {
                 metrics: http::metrics::recorder(),
                 tokens,
                 coupons,
+                catalog,
             },
         })
     }

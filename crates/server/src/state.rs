@@ -19,4 +19,5 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub tokens: Arc<Tokens>,
     pub coupons: coupons::Coupons,
+    pub catalog: catalog::Catalog,
 }

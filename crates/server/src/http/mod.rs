@@ -22,6 +22,7 @@ pub mod health;
 pub mod idempotency;
 pub mod metrics;
 pub mod points;
+pub mod products;
 pub mod users;
 
 #[derive(OpenApi)]
@@ -36,6 +37,7 @@ pub mod users;
         (name = "operations", description = "Health, metrics and documentation"),
         (name = "users", description = "Accounts and tokens"),
         (name = "points", description = "Point balances"),
+        (name = "products", description = "Products, options and live stock"),
         (name = "coupons", description = "First-come coupons and their issue tasks")
     )
 )]
@@ -77,6 +79,10 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(points::get_balance))
             .routes(routes!(points::charge))
             .routes(routes!(points::history))
+            .routes(routes!(products::list))
+            .routes(routes!(products::get_product))
+            .routes(routes!(products::create))
+            .routes(routes!(products::restock))
             .routes(routes!(coupons::create))
             .routes(routes!(coupons::get_coupon))
             .routes(routes!(coupons::issue))

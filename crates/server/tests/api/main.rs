@@ -7,4 +7,5 @@ mod health;
 mod helpers;
 mod operations;
 mod points;
+mod products;
 mod users;

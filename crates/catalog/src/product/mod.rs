@@ -1,0 +1,65 @@
+//! Products and their options.
+
+mod create;
+pub(crate) mod find;
+mod restock;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use create::create;
+pub use find::{find, list, ProductPage};
+pub use restock::restock;
+
+/// An option of a product (a size, a colour) with its price and live stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductOption {
+    pub id: i64,
+    pub name: String,
+    pub price: i64,
+    /// What can still be ordered.
+    pub stock: i64,
+    pub sold_out: bool,
+}
+
+/// A product as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+    pub description: String,
+    /// Every option is sold out.
+    pub sold_out: bool,
+    pub options: Vec<ProductOption>,
+}
+
+/// What an admin asks for.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewProduct {
+    /// 1 to 30 characters.
+    pub name: String,
+    pub category: String,
+    /// 10 to 200 characters.
+    pub description: String,
+    /// At least one.
+    pub options: Vec<NewOption>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewOption {
+    /// 1 to 30 characters.
+    pub name: String,
+    /// At least 0 KRW.
+    pub price: i64,
+    /// At least 0.
+    pub stock: i64,
+}
+
+pub(crate) fn cache_key(id: i64) -> String {
+    format!("product:{id}")
+}

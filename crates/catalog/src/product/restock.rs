@@ -1,0 +1,40 @@
+//! Restocking an option.
+
+use db::{on_tx, sqlx};
+
+use super::ProductOption;
+use crate::{Catalog, CatalogError};
+
+/// Adds `quantity` (1 to 1,000,000) to the stock of option `option_id` in one atomic update;
+/// returns the option.
+pub async fn restock(
+    catalog: &Catalog,
+    option_id: i64,
+    quantity: i64,
+) -> Result<ProductOption, CatalogError> {
+    if !(1..=1_000_000).contains(&quantity) {
+        return Err(CatalogError::Invalid {
+            field: "quantity",
+            message: "must be 1 to 1,000,000",
+        });
+    }
+    let mut tx = catalog.db.begin().await?;
+    let row: Option<(i64, i64, String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+        "UPDATE product_options SET stock = stock + $2 WHERE id = $1 \
+         RETURNING product_id, id, name, price, stock",
+    )
+    .bind(option_id)
+    .bind(quantity)
+    .fetch_optional(c)
+    .await)?;
+    let (product_id, id, name, price, stock) = row.ok_or(CatalogError::NotFound)?;
+    catalog.forget_after_commit(&mut tx, vec![product_id]);
+    tx.commit().await?;
+    Ok(ProductOption {
+        id,
+        name,
+        price,
+        stock,
+        sold_out: stock == 0,
+    })
+}
