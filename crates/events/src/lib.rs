@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod order;
 pub mod topics;
 
 /// A typed event payload. `TYPE` is also the topic the event is published to.

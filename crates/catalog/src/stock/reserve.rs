@@ -13,6 +13,12 @@ pub enum ReserveError {
     OutOfStock(i64),
     #[error("option {0} does not exist")]
     UnknownOption(i64),
+    /// An earlier reserve for this order failed (and took nothing).
+    #[error("an earlier reserve for this order failed")]
+    AlreadyFailed,
+    /// The order's stock was released (it was cancelled or expired) before it was reserved.
+    #[error("the order is closed")]
+    Closed,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }

@@ -27,3 +27,11 @@ CREATE TABLE stock_reservations (
     released_at  TIMESTAMPTZ,
     PRIMARY KEY (order_id, option_id)
 );
+
+-- Where each order's stock stands: the row both reserve and release write first, so they
+-- serialize per order and a release that comes before the reserve (an order cancelled while
+-- PENDING) makes the reserve refuse instead of leaking stock.
+CREATE TABLE order_stock (
+    order_id  BIGINT PRIMARY KEY,
+    state     TEXT NOT NULL CHECK (state IN ('RESERVED', 'FAILED', 'RELEASED'))
+);

@@ -1,0 +1,149 @@
+//! The order saga's events (`DESIGN.md` §2). Every one is keyed by order id, except
+//! `product-sold` (keyed by product id, for the ranking).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{topics, Event};
+
+/// A line as ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    pub product_option_id: i64,
+    pub quantity: i64,
+}
+
+/// A line with its stock reserved, and what pricing and display need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservedLine {
+    pub product_option_id: i64,
+    pub product_id: i64,
+    pub product_name: String,
+    pub option_name: String,
+    pub unit_price: i64,
+    pub quantity: i64,
+}
+
+/// `FIXED` (KRW off) or `PERCENT` (percent off, rounded down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponDiscount {
+    /// `FIXED` or `PERCENT`.
+    pub discount_type: String,
+    pub discount_value: i64,
+}
+
+/// `order-created`: a `PENDING` order was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCreated {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub items: Vec<OrderLine>,
+    pub user_coupon_id: Option<i64>,
+}
+
+/// `stock-decreased`: catalog reserved every line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockDecreased {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub items: Vec<ReservedLine>,
+    pub user_coupon_id: Option<i64>,
+}
+
+/// `stock-decrease-failed`: nothing was reserved. `reason`: `OUT_OF_STOCK`, `CANCELLED` (the
+/// order was cancelled or expired before its stock was reserved) or `INTERNAL`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockDecreaseFailed {
+    pub order_id: i64,
+    pub reason: String,
+    pub product_option_id: Option<i64>,
+}
+
+/// `coupon-used`: the order's coupon is used (or it has none: `discount` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponUsed {
+    pub order_id: i64,
+    pub items: Vec<ReservedLine>,
+    pub user_coupon_id: Option<i64>,
+    pub discount: Option<CouponDiscount>,
+}
+
+/// `coupon-use-failed`: the coupon is not the user's, already used, expired or unknown
+/// (`reason` `COUPON_INVALID`), or the order was cancelled meanwhile (`CANCELLED`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponUseFailed {
+    pub order_id: i64,
+    pub reason: String,
+    pub detail: String,
+}
+
+/// `order-expired`: not paid before its deadline; release stock, restore the coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderExpired {
+    pub order_id: i64,
+}
+
+/// `order-cancelled`: cancelled by its user; release stock, restore the coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelled {
+    pub order_id: i64,
+}
+
+/// `order-paid`: points taken, the order is `PAID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPaid {
+    pub order_id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// `product-sold`: units of a product in a paid order (one event per item).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSold {
+    pub order_id: i64,
+    pub product_id: i64,
+    pub quantity: i64,
+    pub sold_at: DateTime<Utc>,
+}
+
+macro_rules! keyed_by_order {
+    ($($event:ty => $topic:expr),* $(,)?) => {$(
+        impl Event for $event {
+            const TYPE: &'static str = $topic;
+            fn key(&self) -> String {
+                self.order_id.to_string()
+            }
+        }
+    )*};
+}
+
+keyed_by_order!(
+    OrderCreated => topics::ORDER_CREATED,
+    StockDecreased => topics::STOCK_DECREASED,
+    StockDecreaseFailed => topics::STOCK_DECREASE_FAILED,
+    CouponUsed => topics::COUPON_USED,
+    CouponUseFailed => topics::COUPON_USE_FAILED,
+    OrderExpired => topics::ORDER_EXPIRED,
+    OrderCancelled => topics::ORDER_CANCELLED,
+    OrderPaid => topics::ORDER_PAID,
+);
+
+impl Event for ProductSold {
+    const TYPE: &'static str = topics::PRODUCT_SOLD;
+    fn key(&self) -> String {
+        self.product_id.to_string()
+    }
+}
