@@ -14,6 +14,7 @@ use cache::Cache;
 use db::{Db, Tx};
 
 pub mod product;
+pub mod saga;
 pub mod stock;
 
 #[cfg(test)]

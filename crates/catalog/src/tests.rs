@@ -180,7 +180,7 @@ async fn an_order_reserves_all_its_lines_or_none_and_releases_them_once(f: Fixtu
     let failed = reserve(catalog, 1, vec![(a, 2), (b, 2)]).await;
     assert!(matches!(failed, Err(ReserveError::OutOfStock(o)) if o == b));
     assert!(matches!(
-        reserve(catalog, 1, vec![(999_999, 1)]).await,
+        reserve(catalog, 5, vec![(999_999, 1)]).await,
         Err(ReserveError::UnknownOption(999_999))
     ));
     let stocks = |p: Product| p.options.iter().map(|o| o.stock).collect::<Vec<_>>();
@@ -223,6 +223,23 @@ async fn an_order_reserves_all_its_lines_or_none_and_releases_them_once(f: Fixtu
         cache_catches_up(catalog, product.id).await.options[1].stock,
         1
     );
+    assert!(matches!(
+        reserve(catalog, 2, vec![(a, 1)]).await,
+        Err(ReserveError::Closed)
+    ));
+    assert_eq!(release(catalog, 4).await, 0);
+    assert!(
+        matches!(
+            reserve(catalog, 4, vec![(a, 1)]).await,
+            Err(ReserveError::Closed)
+        ),
+        "an order released before its reserve never takes stock"
+    );
+    assert!(matches!(
+        reserve(catalog, 1, vec![(a, 1)]).await,
+        Err(ReserveError::AlreadyFailed)
+    ));
+    assert_eq!(stocks(stored(catalog, product.id).await), vec![5, 1]);
 }
 
 macro_rules! on_both_adapter_sets {
@@ -249,3 +266,95 @@ on_both_adapter_sets!(
     two_hundred_orders_for_fifty_units_reserve_exactly_fifty,
     an_order_reserves_all_its_lines_or_none_and_releases_them_once,
 );
+
+mod saga {
+    use super::{fixture, new_product, stored, Fixture};
+    use eventbus::{BusSettings, EventBus, Handler};
+    use events::{
+        order::{OrderCancelled, OrderCreated, OrderLine, StockDecreaseFailed, StockDecreased},
+        Envelope, Event,
+    };
+
+    use super::*;
+
+    /// Runs `event` through `handler` in a committed transaction; returns what it wrote to the
+    /// outbox.
+    async fn handle(catalog: &Catalog, handler: &dyn Handler, event: Envelope) -> Vec<Envelope> {
+        let mut tx = catalog.db.begin().await.unwrap();
+        handler.handle(&mut tx, &event).await.unwrap();
+        tx.commit().await.unwrap();
+        let rows: Vec<sqlx::types::Json<Envelope>> =
+            db::on_db!(&catalog.db, c => sqlx::query_scalar(
+            "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
+        )
+        .bind(&event.key)
+        .fetch_all(c)
+        .await)
+            .unwrap();
+        rows.into_iter()
+            .map(|j| j.0)
+            .filter(|e| e.causation_id == Some(event.id))
+            .collect()
+    }
+
+    fn created(order: i64, option: i64, quantity: i64) -> Envelope {
+        let event = OrderCreated {
+            order_id: order,
+            user_id: 7,
+            items: vec![OrderLine {
+                product_option_id: option,
+                quantity,
+            }],
+            user_coupon_id: Some(3),
+        };
+        Envelope::new(&event, order.to_string())
+    }
+
+    async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first(
+        f: Fixture,
+    ) {
+        let catalog = &f.catalog;
+        let bus = EventBus::connect("db://", catalog.db.clone(), BusSettings::default())
+            .await
+            .unwrap();
+        let handlers = crate::saga::handlers(catalog, &bus);
+        let (reserve, release) = (handlers[0].as_ref(), handlers[1].as_ref());
+        let product = new_product(catalog, &[5]).await;
+        let option = product.options[0].id;
+        let stock = || async { stored(catalog, product.id).await.options[0].stock };
+
+        let out = handle(catalog, reserve, created(1, option, 2)).await;
+        assert_eq!(out[0].event_type, StockDecreased::TYPE);
+        let decreased: StockDecreased = out[0].decode().unwrap();
+        assert_eq!(
+            (decreased.items[0].unit_price, decreased.items[0].quantity),
+            (89_000, 2)
+        );
+        assert_eq!(decreased.user_coupon_id, Some(3));
+        assert_eq!(stock().await, 3);
+
+        let too_many = handle(catalog, reserve, created(2, option, 4)).await;
+        let failed: StockDecreaseFailed = too_many[0].decode().unwrap();
+        assert_eq!(
+            (failed.reason.as_str(), failed.product_option_id),
+            ("OUT_OF_STOCK", Some(option))
+        );
+
+        let cancel = |order| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
+        handle(catalog, release, cancel(3)).await;
+        let late = handle(catalog, reserve, created(3, option, 1)).await;
+        assert_eq!(
+            late[0].decode::<StockDecreaseFailed>().unwrap().reason,
+            "CANCELLED"
+        );
+        assert_eq!(stock().await, 3, "a cancelled order never takes stock");
+
+        handle(catalog, release, cancel(1)).await;
+        handle(catalog, release, cancel(1)).await;
+        assert_eq!(stock().await, 5, "released once");
+    }
+
+    on_both_adapter_sets!(
+        orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first
+    );
+}

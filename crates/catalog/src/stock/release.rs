@@ -13,7 +13,8 @@ use crate::Catalog;
 pub async fn release(catalog: &Catalog, tx: &mut Tx, order_id: i64) -> sqlx::Result<i64> {
     exec!(
         tx,
-        "INSERT INTO order_stock (order_id, state) VALUES ($1, 'RELEASED')          ON CONFLICT (order_id) DO UPDATE SET state = 'RELEASED'",
+        "INSERT INTO order_stock (order_id, state) VALUES ($1, 'RELEASED') \
+         ON CONFLICT (order_id) DO UPDATE SET state = 'RELEASED'",
         order_id
     )?;
     let claimed: Vec<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(

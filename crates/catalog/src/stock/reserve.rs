@@ -32,29 +32,47 @@ impl From<sqlx::Error> for ReserveError {
 /// Reserves every line of `order_id` in `tx`, all or nothing: each line is one conditional
 /// `UPDATE … WHERE stock >= quantity`, and the first that fails undoes the others (savepoint).
 /// Options are locked in id order, so concurrent orders cannot deadlock. Idempotent per
-/// order: reserving again returns what the order already holds and takes nothing.
+/// order: reserving again returns what the order already holds (or `AlreadyFailed`) and takes
+/// nothing; after [`release`](super::release) it is refused with `Closed`.
 pub async fn reserve(
     catalog: &Catalog,
     tx: &mut Tx,
     order_id: i64,
     lines: &[Line],
 ) -> Result<Vec<Reserved>, ReserveError> {
-    let held = reserved(tx, order_id).await?;
-    if !held.is_empty() {
-        return Ok(held);
+    let started = exec!(
+        tx,
+        "INSERT INTO order_stock (order_id, state) VALUES ($1, 'RESERVED') ON CONFLICT DO NOTHING",
+        order_id
+    )?;
+    if started == 0 {
+        let state: String = on_tx!(tx, c => sqlx::query_scalar(
+            "SELECT state FROM order_stock WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_one(c)
+        .await)?;
+        return match state.as_str() {
+            "RESERVED" => Ok(reserved(tx, order_id).await?),
+            "FAILED" => Err(ReserveError::AlreadyFailed),
+            _ => Err(ReserveError::Closed),
+        };
     }
     let mut lines = lines.to_vec();
     lines.sort_by_key(|l| l.product_option_id);
     tx.execute_raw("SAVEPOINT catalog_reserve").await?;
-    match take(tx, order_id, &lines).await {
-        Ok(()) => tx.execute_raw("RELEASE SAVEPOINT catalog_reserve").await?,
-        Err(error) => {
-            tx.execute_raw("ROLLBACK TO SAVEPOINT catalog_reserve")
-                .await?;
-            tx.execute_raw("RELEASE SAVEPOINT catalog_reserve").await?;
-            return Err(error);
-        }
+    if let Err(error) = take(tx, order_id, &lines).await {
+        tx.execute_raw("ROLLBACK TO SAVEPOINT catalog_reserve")
+            .await?;
+        tx.execute_raw("RELEASE SAVEPOINT catalog_reserve").await?;
+        exec!(
+            tx,
+            "UPDATE order_stock SET state = 'FAILED' WHERE order_id = $1",
+            order_id
+        )?;
+        return Err(error);
     }
+    tx.execute_raw("RELEASE SAVEPOINT catalog_reserve").await?;
     let reserved = reserved(tx, order_id).await?;
     let mut products: Vec<i64> = reserved.iter().map(|r| r.product_id).collect();
     products.sort_unstable();
