@@ -97,4 +97,12 @@ impl Coupons {
             Arc::new(issue::store::StoreResult::new(self.clone())),
         ]
     }
+
+    /// The consumers of the order saga: use, and restore, an order's coupon.
+    pub fn saga_handlers(&self) -> Vec<Arc<dyn Handler>> {
+        vec![
+            Arc::new(wallet::saga::UseCoupon::new(self.clone())),
+            Arc::new(wallet::saga::RestoreCoupon),
+        ]
+    }
 }

@@ -264,6 +264,92 @@ async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {
     ));
 }
 
+/// Runs `event` through `handler` in a committed transaction; returns the events it wrote.
+async fn handle(
+    coupons: &Coupons,
+    handler: &dyn eventbus::Handler,
+    event: Envelope,
+) -> Vec<Envelope> {
+    let mut tx = coupons.db.begin().await.unwrap();
+    handler.handle(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows: Vec<sqlx::types::Json<Envelope>> = db::on_db!(&coupons.db, c => sqlx::query_scalar(
+        "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
+    )
+    .bind(&event.key)
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    rows.into_iter()
+        .map(|j| j.0)
+        .filter(|e| e.causation_id == Some(event.id))
+        .collect()
+}
+
+async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first(f: Fixture) {
+    use events::order::{CouponUseFailed, CouponUsed, OrderCancelled, StockDecreased};
+    let coupons = &f.coupons;
+    let handlers = coupons.saga_handlers();
+    let (use_coupon, restore) = (handlers[0].as_ref(), handlers[1].as_ref());
+    let coupon = new_coupon(coupons, 5).await;
+    let held = store_success(coupons, coupon.id, 7, Uuid::new_v4())
+        .await
+        .user_coupon_id;
+    let decreased = |order: i64, user_coupon_id: Option<i64>| {
+        let event = StockDecreased {
+            order_id: order,
+            user_id: 7,
+            items: Vec::new(),
+            user_coupon_id,
+        };
+        Envelope::new(&event, order.to_string())
+    };
+    let cancelled =
+        |order: i64| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
+
+    let used: CouponUsed = handle(coupons, use_coupon, decreased(100, held)).await[0]
+        .decode()
+        .unwrap();
+    let discount = used.discount.expect("a discount");
+    assert_eq!(
+        (discount.discount_type.as_str(), discount.discount_value),
+        ("FIXED", 3_000)
+    );
+    let again: CouponUsed = handle(coupons, use_coupon, decreased(100, held)).await[0]
+        .decode()
+        .unwrap();
+    assert_eq!(
+        again.discount,
+        Some(discount),
+        "the same order again: the same answer"
+    );
+    let other: CouponUseFailed = handle(coupons, use_coupon, decreased(101, held)).await[0]
+        .decode()
+        .unwrap();
+    assert_eq!(other.reason, "COUPON_INVALID");
+    let plain: CouponUsed = handle(coupons, use_coupon, decreased(102, None)).await[0]
+        .decode()
+        .unwrap();
+    assert_eq!(plain.discount, None);
+
+    handle(coupons, restore, cancelled(103)).await;
+    let late: CouponUseFailed = handle(coupons, use_coupon, decreased(103, held)).await[0]
+        .decode()
+        .unwrap();
+    assert_eq!(late.reason, "CANCELLED");
+
+    assert_eq!(
+        wallet::list(&coupons.db, 7).await.unwrap()[0].status,
+        UserCouponStatus::Used
+    );
+    handle(coupons, restore, cancelled(100)).await;
+    handle(coupons, restore, cancelled(100)).await;
+    assert_eq!(
+        wallet::list(&coupons.db, 7).await.unwrap()[0].status,
+        UserCouponStatus::Available
+    );
+}
+
 macro_rules! on_both_adapter_sets {
     ($($test:ident),* $(,)?) => {
         mod embedded {
@@ -287,4 +373,5 @@ on_both_adapter_sets!(
     the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task,
     the_database_never_issues_more_than_the_total_or_twice_to_a_user,
     a_coupon_is_used_once_per_order_and_restored_once,
+    the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first,
 );

@@ -18,7 +18,7 @@ pub enum DiscountType {
 }
 
 impl DiscountType {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             DiscountType::Fixed => "FIXED",
             DiscountType::Percent => "PERCENT",

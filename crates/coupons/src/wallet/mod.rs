@@ -3,6 +3,7 @@
 
 mod list;
 mod restore_for_order;
+pub mod saga;
 mod use_for_order;
 
 use chrono::{DateTime, Utc};
