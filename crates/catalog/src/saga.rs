@@ -9,14 +9,14 @@ use db::Tx;
 use eventbus::{EventBus, Handler};
 use events::{
     order::{
-        CouponUseFailed, OrderCancelled, OrderCreated, OrderExpired, ReservedLine,
-        StockDecreaseFailed, StockDecreased,
+        CouponUseFailed, OrderCancelled, OrderCreated, OrderExpired, StockDecreaseFailed,
+        StockDecreased,
     },
     topics, Envelope,
 };
 
 use crate::{
-    stock::{self, Line, ReserveError},
+    stock::{self, ReserveError},
     Catalog,
 };
 
@@ -51,14 +51,6 @@ impl Handler for ReserveStock {
 
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderCreated = event.decode()?;
-        let lines: Vec<Line> = order
-            .items
-            .iter()
-            .map(|l| Line {
-                product_option_id: l.product_option_id,
-                quantity: l.quantity,
-            })
-            .collect();
         let failed = |reason: &str, option: Option<i64>| {
             Envelope::caused_by(
                 &StockDecreaseFailed {
@@ -69,23 +61,13 @@ impl Handler for ReserveStock {
                 event,
             )
         };
-        let outcome = match stock::reserve(&self.catalog, tx, order.order_id, &lines).await {
+        let outcome = match stock::reserve(&self.catalog, tx, order.order_id, &order.items).await {
             Ok(reserved) => Envelope::caused_by(
                 &StockDecreased {
                     order_id: order.order_id,
                     user_id: order.user_id,
                     user_coupon_id: order.user_coupon_id,
-                    items: reserved
-                        .into_iter()
-                        .map(|r| ReservedLine {
-                            product_option_id: r.product_option_id,
-                            product_id: r.product_id,
-                            product_name: r.product_name,
-                            option_name: r.option_name,
-                            unit_price: r.unit_price,
-                            quantity: r.quantity,
-                        })
-                        .collect(),
+                    items: reserved,
                 },
                 event,
             ),
