@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use events::Envelope;
 use metrics::counter;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{CouponIssued, Task, TaskStatus};
@@ -24,17 +25,27 @@ const SOLD_OUT_MEMORY: Duration = Duration::from_millis(100);
 /// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
 /// the bus cannot take the event the gate's mark is undone and the answer is `Unavailable`, so
 /// an accepted request is never lost and a refused one leaves no trace.
+///
+/// The gate step and the publish run in a task of their own, so a client that hangs up midway
+/// cannot leave a unit admitted but never published.
 #[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
 pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
+    if recently_sold_out(coupons, coupon) {
+        count("sold_out");
+        return Err(CouponError::SoldOut);
+    }
+    let coupons = coupons.clone();
+    tokio::spawn(async move { admit_and_publish(&coupons, coupon, user).await }.in_current_span())
+        .await
+        .map_err(|e| CouponError::Unknown(e.into()))?
+}
+
+async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
     let task_id = Uuid::new_v4();
     let pending = PendingTask {
         coupon_id: coupon,
         user_id: user,
     };
-    if recently_sold_out(coupons, coupon) {
-        count("sold_out");
-        return Err(CouponError::SoldOut);
-    }
     if let Err(refused) = admit(coupons, task_id, pending).await {
         if let CouponError::SoldOut = refused {
             let until = Instant::now() + SOLD_OUT_MEMORY;
