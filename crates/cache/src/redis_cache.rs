@@ -9,6 +9,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::hub::Hub;
 
+/// How long a command may take before it counts as failed.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A Redis connection (multiplexed, reconnecting) plus a pub/sub listener that feeds the local
 /// hub. Every key and channel is prefixed. Cheap to clone.
 #[derive(Clone)]
@@ -25,8 +28,12 @@ impl RedisCache {
     /// them, so a new local subscriber is effective at once).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url).context("parsing the Redis URL")?;
+        // redis-rs gives up on a response after 500 ms by default. A slow answer is not a
+        // failed command (a gate script may have run), so wait much longer before calling it one.
+        let config =
+            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let conn = client
-            .get_connection_manager()
+            .get_connection_manager_with_config(config)
             .await
             .context("connecting to Redis")?;
         let hub = Hub::default();

@@ -46,7 +46,20 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
         coupon_id: coupon,
         user_id: user,
     };
-    if let Err(refused) = admit(coupons, task_id, pending).await {
+    let admitted = admit(coupons, task_id, pending).await;
+    if let Err(CouponError::Unknown(error)) = admitted {
+        // The gate's answer is unknown (it may have admitted): undo, so nothing stays held.
+        tracing::error!(
+            error = format!("{error:#}"),
+            "the coupon gate did not answer; undoing"
+        );
+        count("unavailable");
+        if let Err(undo) = coupons.gate.undo(task_id, pending).await {
+            tracing::error!(error = format!("{undo:#}"), "undoing the gate mark failed");
+        }
+        return Err(CouponError::Unavailable(error));
+    }
+    if let Err(refused) = admitted {
         if let CouponError::SoldOut = refused {
             let until = Instant::now() + SOLD_OUT_MEMORY;
             coupons
