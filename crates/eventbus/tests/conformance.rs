@@ -450,6 +450,22 @@ async fn events_published_directly_are_consumed_like_outbox_ones(f: Fixture) {
     shutdown.cancel();
 }
 
+async fn concurrent_direct_publishers_each_land_once(f: Fixture) {
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    bus.spawn_consumer(Arc::new(Recorder::new("concurrent", "w1")), &shutdown);
+    let publishers = (0..200).map(|n| {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.publish_now(&[event(&format!("k{}", n % 7), n)]).await })
+    });
+    for published in futures::future::join_all(publishers).await {
+        published.unwrap().unwrap();
+    }
+    bus.wait_idle(IDLE).await.unwrap();
+    assert_each_once(&f.effects("concurrent").await, 200);
+    shutdown.cancel();
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite_db_bus {
@@ -486,6 +502,7 @@ conformance!(
     two_workers_of_one_group_split_the_work_with_no_double_effect,
     published_events_and_dedupe_records_past_retention_are_pruned,
     events_published_directly_are_consumed_like_outbox_ones,
+    concurrent_direct_publishers_each_land_once,
 );
 
 /// A message that is not an event (from some other producer) is skipped and committed past,
