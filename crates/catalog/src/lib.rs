@@ -62,27 +62,29 @@ impl Catalog {
         &self.db
     }
 
-    /// Drops the cached products `ids` once `tx` commits; again a moment later, in case a
-    /// reader that loaded the old row stored it in between.
+    /// Drops the cached products `ids` when `tx` commits (the commit returns once they are
+    /// gone), and again a moment later, in case a reader that loaded the old row stored it in
+    /// between.
     fn forget_after_commit(&self, tx: &mut Tx, ids: Vec<i64>) {
         let cache = self.cache.clone();
-        tx.on_commit(move || {
+        tx.on_commit(async move {
+            forget(&cache, &ids).await;
             tokio::spawn(async move {
-                for round in 0..2 {
-                    if round == 1 {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    for id in &ids {
-                        if let Err(error) = cache.delete(&product::cache_key(*id)).await {
-                            tracing::warn!(
-                                product_id = id,
-                                error = format!("{error:#}"),
-                                "dropping a cached product failed"
-                            );
-                        }
-                    }
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                forget(&cache, &ids).await;
             });
         });
+    }
+}
+
+async fn forget(cache: &Cache, ids: &[i64]) {
+    for id in ids {
+        if let Err(error) = cache.delete(&product::cache_key(*id)).await {
+            tracing::warn!(
+                product_id = id,
+                error = format!("{error:#}"),
+                "dropping a cached product failed"
+            );
+        }
     }
 }

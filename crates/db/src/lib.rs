@@ -5,7 +5,9 @@
 //! databases accept, and run through [`on_db!`] / [`on_tx!`], which expand the query for each
 //! backend so the compiler checks the binds and row types against both drivers.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{future::Future, str::FromStr, sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
 
 use anyhow::Context as _;
 use sqlx::{
@@ -91,11 +93,12 @@ pub enum TxInner {
 
 /// A write transaction. Work registered with [`Tx::after_commit`] or [`Tx::on_commit`] runs
 /// only once the commit has succeeded (this is how the outbox wakes its relay without a fixed
-/// polling delay, and how results reach their listeners only once they are stored).
+/// polling delay, how results reach their listeners only once they are stored, and how caches
+/// drop what the transaction changed).
 pub struct Tx {
     pub inner: TxInner,
     after_commit: Vec<Arc<Notify>>,
-    on_commit: Vec<Box<dyn FnOnce() + Send>>,
+    on_commit: Vec<BoxFuture<'static, ()>>,
 }
 
 impl Tx {
@@ -113,10 +116,11 @@ impl Tx {
         }
     }
 
-    /// Runs `hook` after a successful commit. Register it once the statements it reports on
-    /// have succeeded; it must not block (spawn a task for I/O).
-    pub fn on_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
-        self.on_commit.push(Box::new(hook));
+    /// Runs `hook` after a successful commit: [`Self::commit`] returns once every hook has
+    /// finished (they run concurrently), so the caller sees their effects. Register it once the
+    /// statements it reports on have succeeded; it should handle its own errors.
+    pub fn on_commit(&mut self, hook: impl Future<Output = ()> + Send + 'static) {
+        self.on_commit.push(Box::pin(hook));
     }
 
     /// A mark for [`Self::discard_hooks_since`]: take it when setting a savepoint.
@@ -138,9 +142,7 @@ impl Tx {
         for notify in self.after_commit {
             notify.notify_one();
         }
-        for hook in self.on_commit {
-            hook();
-        }
+        futures::future::join_all(self.on_commit).await;
         Ok(())
     }
 
@@ -295,7 +297,29 @@ mod tests {
         exec!(tx, "INSERT INTO t (b, a) VALUES ($2, $1)", 7_i64, "x").unwrap();
         let woke = Arc::new(Notify::new());
         tx.after_commit(&woke);
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hook = |ran: &Arc<std::sync::atomic::AtomicUsize>| {
+            let ran = ran.clone();
+            async move {
+                tokio::task::yield_now().await;
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
+        tx.on_commit(hook(&ran));
+        let mark = tx.hooks_mark();
+        tx.on_commit(hook(&ran));
+        tx.discard_hooks_since(mark);
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "not before the commit"
+        );
         tx.commit().await.unwrap();
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the kept hook has finished when commit returns; the discarded one never runs"
+        );
         tokio::time::timeout(Duration::from_secs(1), woke.notified())
             .await
             .expect("commit wakes the hook");

@@ -81,14 +81,12 @@ impl Handler for StoreResult {
             Ok(_) => ("SUCCESS", ""),
             Err(reason) => ("FAILED", reason.as_str()),
         };
-        tx.on_commit(move || {
+        tx.on_commit(async move {
             counter!("stampede_coupon_tasks_total", "status" => status, "reason" => reason)
                 .increment(1);
-            tokio::spawn(async move {
-                if let Err(error) = cache.publish(&task_channel(task_id), "").await {
-                    tracing::warn!(%task_id, error = format!("{error:#}"), "announcing a coupon result failed; listeners re-read it");
-                }
-            });
+            if let Err(error) = cache.publish(&task_channel(task_id), "").await {
+                tracing::warn!(%task_id, error = format!("{error:#}"), "announcing a coupon result failed; listeners re-read it");
+            }
         });
         Ok(())
     }
