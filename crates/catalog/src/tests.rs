@@ -1,44 +1,26 @@
 //! The catalog's use cases on SQLite and memory, and on PostgreSQL and Redis when
 //! `STAMPEDE_TEST_DATABASE_URL` / `STAMPEDE_TEST_CACHE_URL` are set.
 
-use db::Db;
+use events::{
+    order::{OrderCancelled, OrderCreated, StockDecreaseFailed, StockDecreased},
+    Envelope, Event,
+};
 use futures::future::join_all;
+use testkit::handle;
 
 use super::*;
 use crate::stock::{Line, ReserveError};
 
 struct Fixture {
     catalog: Catalog,
-    _dir: tempfile::TempDir,
+    context: testkit::Context,
 }
 
 async fn fixture(production: bool) -> Option<Fixture> {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, cache) = if production {
-        let (Ok(db_url), Ok(cache_url)) = (
-            std::env::var("STAMPEDE_TEST_DATABASE_URL"),
-            std::env::var("STAMPEDE_TEST_CACHE_URL"),
-        ) else {
-            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / STAMPEDE_TEST_CACHE_URL not set");
-            return None;
-        };
-        let namespace = format!("t_{}", uuid::Uuid::now_v7().simple());
-        let db = Db::connect(&db_url, Some(&namespace)).await.unwrap();
-        let cache = Cache::connect(&cache_url, &format!("{namespace}:"))
-            .await
-            .unwrap();
-        (db, cache)
-    } else {
-        let url = format!("sqlite://{}/c.db", dir.path().display());
-        (
-            Db::connect(&url, None).await.unwrap(),
-            Cache::connect("memory://", "").await.unwrap(),
-        )
-    };
-    db.migrate().await.unwrap();
+    let context = testkit::context(production).await?;
     Some(Fixture {
-        catalog: Catalog::new(db, cache),
-        _dir: dir,
+        catalog: Catalog::new(context.db.clone(), context.cache.clone()),
+        context,
     })
 }
 
@@ -232,119 +214,62 @@ async fn an_order_reserves_all_its_lines_or_none_and_releases_them_once(f: Fixtu
     assert_eq!(stocks(stored(catalog, product.id).await), vec![5, 1]);
 }
 
-macro_rules! on_both_adapter_sets {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test(super::fixture(false).await.unwrap()).await
-            })*
-        }
-        mod production {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                if let Some(f) = super::fixture(true).await {
-                    super::$test(f).await
-                }
-            })*
-        }
+fn created(order: i64, option: i64, quantity: i64) -> Envelope {
+    let event = OrderCreated {
+        order_id: order,
+        user_id: 7,
+        items: vec![Line {
+            product_option_id: option,
+            quantity,
+        }],
+        user_coupon_id: Some(3),
     };
+    Envelope::new(&event, order.to_string())
 }
 
-on_both_adapter_sets!(
+async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first(f: Fixture) {
+    let catalog = &f.catalog;
+    let handlers = saga::handlers(catalog, &f.context.bus);
+    let (reserve, release) = (handlers[0].as_ref(), handlers[1].as_ref());
+    let product = new_product(catalog, &[5]).await;
+    let option = product.options[0].id;
+    let stock = || async { stored(catalog, product.id).await.options[0].stock };
+
+    let out = handle(&catalog.db, reserve, created(1, option, 2)).await;
+    assert_eq!(out[0].event_type, StockDecreased::TYPE);
+    let decreased: StockDecreased = out[0].decode().unwrap();
+    assert_eq!(
+        (decreased.items[0].unit_price, decreased.items[0].quantity),
+        (89_000, 2)
+    );
+    assert_eq!(decreased.user_coupon_id, Some(3));
+    assert_eq!(stock().await, 3);
+
+    let too_many = handle(&catalog.db, reserve, created(2, option, 4)).await;
+    let failed: StockDecreaseFailed = too_many[0].decode().unwrap();
+    assert_eq!(
+        (failed.reason.as_str(), failed.product_option_id),
+        ("OUT_OF_STOCK", Some(option))
+    );
+
+    let cancel = |order| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
+    handle(&catalog.db, release, cancel(3)).await;
+    let late = handle(&catalog.db, reserve, created(3, option, 1)).await;
+    assert_eq!(
+        late[0].decode::<StockDecreaseFailed>().unwrap().reason,
+        "CANCELLED"
+    );
+    assert_eq!(stock().await, 3, "a cancelled order never takes stock");
+
+    handle(&catalog.db, release, cancel(1)).await;
+    handle(&catalog.db, release, cancel(1)).await;
+    assert_eq!(stock().await, 5, "released once");
+}
+
+testkit::on_both_adapter_sets!(
+    fixture;
     products_are_created_listed_restocked_and_cached_correctly,
     two_hundred_orders_for_fifty_units_reserve_exactly_fifty,
     an_order_reserves_all_its_lines_or_none_and_releases_them_once,
+    orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first,
 );
-
-mod saga {
-    use super::{fixture, new_product, stored, Fixture};
-    use eventbus::{BusSettings, EventBus, Handler};
-    use events::{
-        order::{OrderCancelled, OrderCreated, OrderLine, StockDecreaseFailed, StockDecreased},
-        Envelope, Event,
-    };
-
-    use super::*;
-
-    /// Runs `event` through `handler` in a committed transaction; returns what it wrote to the
-    /// outbox.
-    async fn handle(catalog: &Catalog, handler: &dyn Handler, event: Envelope) -> Vec<Envelope> {
-        let mut tx = catalog.db.begin().await.unwrap();
-        handler.handle(&mut tx, &event).await.unwrap();
-        tx.commit().await.unwrap();
-        let rows: Vec<sqlx::types::Json<Envelope>> =
-            db::on_db!(&catalog.db, c => sqlx::query_scalar(
-            "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
-        )
-        .bind(&event.key)
-        .fetch_all(c)
-        .await)
-            .unwrap();
-        rows.into_iter()
-            .map(|j| j.0)
-            .filter(|e| e.causation_id == Some(event.id))
-            .collect()
-    }
-
-    fn created(order: i64, option: i64, quantity: i64) -> Envelope {
-        let event = OrderCreated {
-            order_id: order,
-            user_id: 7,
-            items: vec![OrderLine {
-                product_option_id: option,
-                quantity,
-            }],
-            user_coupon_id: Some(3),
-        };
-        Envelope::new(&event, order.to_string())
-    }
-
-    async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first(
-        f: Fixture,
-    ) {
-        let catalog = &f.catalog;
-        let bus = EventBus::connect("db://", catalog.db.clone(), BusSettings::default())
-            .await
-            .unwrap();
-        let handlers = crate::saga::handlers(catalog, &bus);
-        let (reserve, release) = (handlers[0].as_ref(), handlers[1].as_ref());
-        let product = new_product(catalog, &[5]).await;
-        let option = product.options[0].id;
-        let stock = || async { stored(catalog, product.id).await.options[0].stock };
-
-        let out = handle(catalog, reserve, created(1, option, 2)).await;
-        assert_eq!(out[0].event_type, StockDecreased::TYPE);
-        let decreased: StockDecreased = out[0].decode().unwrap();
-        assert_eq!(
-            (decreased.items[0].unit_price, decreased.items[0].quantity),
-            (89_000, 2)
-        );
-        assert_eq!(decreased.user_coupon_id, Some(3));
-        assert_eq!(stock().await, 3);
-
-        let too_many = handle(catalog, reserve, created(2, option, 4)).await;
-        let failed: StockDecreaseFailed = too_many[0].decode().unwrap();
-        assert_eq!(
-            (failed.reason.as_str(), failed.product_option_id),
-            ("OUT_OF_STOCK", Some(option))
-        );
-
-        let cancel = |order| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
-        handle(catalog, release, cancel(3)).await;
-        let late = handle(catalog, reserve, created(3, option, 1)).await;
-        assert_eq!(
-            late[0].decode::<StockDecreaseFailed>().unwrap().reason,
-            "CANCELLED"
-        );
-        assert_eq!(stock().await, 3, "a cancelled order never takes stock");
-
-        handle(catalog, release, cancel(1)).await;
-        handle(catalog, release, cancel(1)).await;
-        assert_eq!(stock().await, 5, "released once");
-    }
-
-    on_both_adapter_sets!(
-        orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first
-    );
-}

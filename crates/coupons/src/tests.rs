@@ -3,9 +3,8 @@
 //! key prefix of its own).
 
 use chrono::{Duration, Utc};
-use db::Db;
-use eventbus::{BusSettings, EventBus};
 use events::Envelope;
+use testkit::handle;
 use uuid::Uuid;
 
 use super::*;
@@ -14,45 +13,20 @@ use crate::{
     issue::{store::StoreResult, CouponIssuedSuccess},
 };
 
-fn unique() -> String {
-    Uuid::now_v7().simple().to_string()
-}
-
 struct Fixture {
     coupons: Coupons,
-    _dir: tempfile::TempDir,
+    _context: testkit::Context,
 }
 
-/// The context on SQLite and memory (`production = false`) or PostgreSQL and Redis; `None`
-/// when the production services are not configured.
 async fn fixture(production: bool) -> Option<Fixture> {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, cache) = if production {
-        let (Ok(db_url), Ok(cache_url)) = (
-            std::env::var("STAMPEDE_TEST_DATABASE_URL"),
-            std::env::var("STAMPEDE_TEST_CACHE_URL"),
-        ) else {
-            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / STAMPEDE_TEST_CACHE_URL not set");
-            return None;
-        };
-        let namespace = format!("t_{}", unique());
-        let db = Db::connect(&db_url, Some(&namespace)).await.unwrap();
-        let cache = cache::Cache::connect(&cache_url, &format!("{namespace}:"))
-            .await
-            .unwrap();
-        (db, cache)
-    } else {
-        let url = format!("sqlite://{}/c.db", dir.path().display());
-        let db = Db::connect(&url, None).await.unwrap();
-        (db, cache::Cache::connect("memory://", "").await.unwrap())
-    };
-    db.migrate().await.unwrap();
-    let bus = EventBus::connect("db://", db.clone(), BusSettings::default())
-        .await
-        .unwrap();
+    let context = testkit::context(production).await?;
     Some(Fixture {
-        coupons: Coupons::new(db, cache, bus),
-        _dir: dir,
+        coupons: Coupons::new(
+            context.db.clone(),
+            context.cache.clone(),
+            context.bus.clone(),
+        ),
+        _context: context,
     })
 }
 
@@ -164,11 +138,7 @@ async fn store_success(coupons: &Coupons, coupon: i64, user: i64, task: Uuid) ->
         },
         task.to_string(),
     );
-    let mut tx = coupons.db.begin().await.unwrap();
-    eventbus::Handler::handle(&StoreResult::new(coupons.clone()), &mut tx, &event)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    handle(&coupons.db, &StoreResult::new(coupons.clone()), event).await;
     issue::find_task(coupons, task).await.unwrap()
 }
 
@@ -264,28 +234,6 @@ async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {
     ));
 }
 
-/// Runs `event` through `handler` in a committed transaction; returns the events it wrote.
-async fn handle(
-    coupons: &Coupons,
-    handler: &dyn eventbus::Handler,
-    event: Envelope,
-) -> Vec<Envelope> {
-    let mut tx = coupons.db.begin().await.unwrap();
-    handler.handle(&mut tx, &event).await.unwrap();
-    tx.commit().await.unwrap();
-    let rows: Vec<sqlx::types::Json<Envelope>> = db::on_db!(&coupons.db, c => sqlx::query_scalar(
-        "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
-    )
-    .bind(&event.key)
-    .fetch_all(c)
-    .await)
-    .unwrap();
-    rows.into_iter()
-        .map(|j| j.0)
-        .filter(|e| e.causation_id == Some(event.id))
-        .collect()
-}
-
 async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first(f: Fixture) {
     use events::order::{CouponUseFailed, CouponUsed, OrderCancelled, StockDecreased};
     let coupons = &f.coupons;
@@ -307,7 +255,7 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
     let cancelled =
         |order: i64| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
 
-    let used: CouponUsed = handle(coupons, use_coupon, decreased(100, held)).await[0]
+    let used: CouponUsed = handle(&coupons.db, use_coupon, decreased(100, held)).await[0]
         .decode()
         .unwrap();
     let discount = used.discount.expect("a discount");
@@ -315,7 +263,7 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
         (discount.discount_type.as_str(), discount.discount_value),
         ("FIXED", 3_000)
     );
-    let again: CouponUsed = handle(coupons, use_coupon, decreased(100, held)).await[0]
+    let again: CouponUsed = handle(&coupons.db, use_coupon, decreased(100, held)).await[0]
         .decode()
         .unwrap();
     assert_eq!(
@@ -323,17 +271,17 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
         Some(discount),
         "the same order again: the same answer"
     );
-    let other: CouponUseFailed = handle(coupons, use_coupon, decreased(101, held)).await[0]
+    let other: CouponUseFailed = handle(&coupons.db, use_coupon, decreased(101, held)).await[0]
         .decode()
         .unwrap();
     assert_eq!(other.reason, "COUPON_INVALID");
-    let plain: CouponUsed = handle(coupons, use_coupon, decreased(102, None)).await[0]
+    let plain: CouponUsed = handle(&coupons.db, use_coupon, decreased(102, None)).await[0]
         .decode()
         .unwrap();
     assert_eq!(plain.discount, None);
 
-    handle(coupons, restore, cancelled(103)).await;
-    let late: CouponUseFailed = handle(coupons, use_coupon, decreased(103, held)).await[0]
+    handle(&coupons.db, restore, cancelled(103)).await;
+    let late: CouponUseFailed = handle(&coupons.db, use_coupon, decreased(103, held)).await[0]
         .decode()
         .unwrap();
     assert_eq!(late.reason, "CANCELLED");
@@ -342,34 +290,16 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
         wallet::list(&coupons.db, 7).await.unwrap()[0].status,
         UserCouponStatus::Used
     );
-    handle(coupons, restore, cancelled(100)).await;
-    handle(coupons, restore, cancelled(100)).await;
+    handle(&coupons.db, restore, cancelled(100)).await;
+    handle(&coupons.db, restore, cancelled(100)).await;
     assert_eq!(
         wallet::list(&coupons.db, 7).await.unwrap()[0].status,
         UserCouponStatus::Available
     );
 }
 
-macro_rules! on_both_adapter_sets {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test]
-            async fn $test() {
-                super::$test(super::fixture(false).await.unwrap()).await
-            })*
-        }
-        mod production {
-            $(#[tokio::test]
-            async fn $test() {
-                if let Some(f) = super::fixture(true).await {
-                    super::$test(f).await
-                }
-            })*
-        }
-    };
-}
-
-on_both_adapter_sets!(
+testkit::on_both_adapter_sets!(
+    fixture;
     the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task,
     the_database_never_issues_more_than_the_total_or_twice_to_a_user,
     a_coupon_is_used_once_per_order_and_restored_once,

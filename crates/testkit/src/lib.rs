@@ -1,0 +1,96 @@
+//! Test support for the context crates (a dev-dependency only).
+//!
+//! [`context`] gives a test its own database, cache and db:// bus: SQLite and memory, or —
+//! when `STAMPEDE_TEST_DATABASE_URL` and `STAMPEDE_TEST_CACHE_URL` are set — a PostgreSQL
+//! schema and Redis key prefix of its own. [`on_both_adapter_sets!`] declares each test on both.
+
+use cache::Cache;
+use db::{sqlx, Db};
+use eventbus::{BusSettings, EventBus, Handler};
+use events::Envelope;
+
+/// One test's adapters, migrated.
+pub struct Context {
+    pub db: Db,
+    pub cache: Cache,
+    pub bus: EventBus,
+    _dir: tempfile::TempDir,
+}
+
+/// The embedded adapters (`production = false`), or PostgreSQL and Redis; `None` (the test is
+/// skipped) when production is asked for and not configured.
+pub async fn context(production: bool) -> Option<Context> {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cache) = if production {
+        let (Ok(db_url), Ok(cache_url)) = (
+            std::env::var("STAMPEDE_TEST_DATABASE_URL"),
+            std::env::var("STAMPEDE_TEST_CACHE_URL"),
+        ) else {
+            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / STAMPEDE_TEST_CACHE_URL not set");
+            return None;
+        };
+        // `t_` schemas are what .ci/run drops before a run.
+        let namespace = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let db = Db::connect(&db_url, Some(&namespace)).await.unwrap();
+        let cache = Cache::connect(&cache_url, &format!("{namespace}:"))
+            .await
+            .unwrap();
+        (db, cache)
+    } else {
+        let url = format!("sqlite://{}/test.db", dir.path().display());
+        let db = Db::connect(&url, None).await.unwrap();
+        (db, Cache::connect("memory://", "").await.unwrap())
+    };
+    db.migrate().await.unwrap();
+    let bus = EventBus::connect("db://", db.clone(), BusSettings::default())
+        .await
+        .unwrap();
+    Some(Context {
+        db,
+        cache,
+        bus,
+        _dir: dir,
+    })
+}
+
+/// Runs `event` through `handler` in a transaction that commits; returns the events the
+/// handler wrote to the outbox in reply.
+pub async fn handle(db: &Db, handler: &dyn Handler, event: Envelope) -> Vec<Envelope> {
+    let mut tx = db.begin().await.unwrap();
+    handler.handle(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows: Vec<sqlx::types::Json<Envelope>> = db::on_db!(db, c => sqlx::query_scalar(
+        "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
+    )
+    .bind(&event.key)
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    rows.into_iter()
+        .map(|row| row.0)
+        .filter(|reply| reply.causation_id == Some(event.id))
+        .collect()
+}
+
+/// Declares each test twice, on the embedded adapters and on PostgreSQL + Redis (skipped when
+/// not configured). `$fixture` is an `async fn(production: bool) -> Option<F>` in the calling
+/// module; the tests take an `F`.
+#[macro_export]
+macro_rules! on_both_adapter_sets {
+    ($fixture:ident; $($test:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test(super::$fixture(false).await.unwrap()).await
+            })*
+        }
+        mod production {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(fixture) = super::$fixture(true).await {
+                    super::$test(fixture).await
+                }
+            })*
+        }
+    };
+}
