@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{path_id, ApiError};
 use crate::{config::Settings, state::AppState};
 
 /// Signs and checks access tokens (HS256).
@@ -117,11 +117,7 @@ impl Caller {
         let user_id = if segment == "me" {
             self.user_id
         } else {
-            segment
-                .parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| ApiError::not_found("no such user"))?
+            path_id(segment, "user")?
         };
         if user_id == self.user_id || self.is_admin {
             Ok(user_id)

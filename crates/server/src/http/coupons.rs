@@ -5,7 +5,7 @@ use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 
 use super::{
     auth::Caller,
-    error::{ApiError, AppJson, AppPath, Problem},
+    error::{path_id, ApiError, AppJson, AppPath, Problem},
     users::existing_user_id,
 };
 use crate::state::AppState;
@@ -41,15 +41,6 @@ impl From<CouponError> for ApiError {
     }
 }
 
-/// A positive integer id from a path segment; 404 otherwise.
-fn coupon_id(segment: &str) -> Result<i64, ApiError> {
-    segment
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| CouponError::NotFound.into())
-}
-
 /// Creates a coupon (admins).
 #[utoipa::path(post, path = "/api/admin/coupons", tag = "coupons", request_body = NewCoupon,
     security(("bearer" = [])),
@@ -74,7 +65,7 @@ pub async fn get_coupon(
     State(state): State<AppState>,
     AppPath(coupon): AppPath<String>,
 ) -> Result<AppJson<Coupon>, ApiError> {
-    let coupon = coupons::definition::find(state.coupons.db(), coupon_id(&coupon)?).await?;
+    let coupon = coupons::definition::find(state.coupons.db(), path_id(&coupon, "coupon")?).await?;
     Ok(AppJson(coupon))
 }
 
@@ -93,7 +84,8 @@ pub async fn issue(
     caller: Caller,
     AppPath(coupon): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let task = coupons::issue::request(&state.coupons, coupon_id(&coupon)?, caller.user_id).await?;
+    let task = coupons::issue::request(&state.coupons, path_id(&coupon, "coupon")?, caller.user_id)
+        .await?;
     Ok((StatusCode::ACCEPTED, AppJson(task)))
 }
 

@@ -154,6 +154,16 @@ pub struct AppPath<T>(pub T);
 pub struct AppQuery<T>(pub T);
 
 /// Unknown route: 404 `NOT_FOUND`.
+/// The id in a path segment: a positive integer, else 404 `NOT_FOUND` ("no such `what`"),
+/// since no resource has that id.
+pub fn path_id(segment: &str, what: &str) -> Result<i64, ApiError> {
+    segment
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::not_found(format!("no such {what}")))
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
 }

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{
     auth::Caller,
-    error::{ApiError, AppJson, AppPath, AppQuery, Problem},
+    error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
 };
 use crate::state::AppState;
 
@@ -19,14 +19,6 @@ impl From<CatalogError> for ApiError {
             CatalogError::Unknown(e) => ApiError::internal(e),
         }
     }
-}
-
-fn positive_id(segment: &str) -> Result<i64, ApiError> {
-    segment
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| CatalogError::NotFound.into())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -69,7 +61,7 @@ pub async fn get_product(
     State(state): State<AppState>,
     AppPath(product): AppPath<String>,
 ) -> Result<AppJson<Product>, ApiError> {
-    let product = catalog::product::find(&state.catalog, positive_id(&product)?).await?;
+    let product = catalog::product::find(&state.catalog, path_id(&product, "product")?).await?;
     Ok(AppJson(product))
 }
 
@@ -102,6 +94,7 @@ pub async fn restock(
 ) -> Result<AppJson<ProductOption>, ApiError> {
     caller.require_admin()?;
     let option =
-        catalog::product::restock(&state.catalog, positive_id(&option)?, body.quantity).await?;
+        catalog::product::restock(&state.catalog, path_id(&option, "option")?, body.quantity)
+            .await?;
     Ok(AppJson(option))
 }

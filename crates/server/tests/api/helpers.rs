@@ -274,3 +274,13 @@ pub async fn assert_problem(
     assert_eq!(body["status"], status);
     body
 }
+
+/// Asserts `response` is 422 `VALIDATION_FAILED` and that its detail starts with `field`.
+pub async fn assert_invalid(response: reqwest::Response, field: &str) {
+    let body = assert_problem(response, 422, "VALIDATION_FAILED").await;
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(field),
+        "expected {field} to be named: {body}"
+    );
+}
