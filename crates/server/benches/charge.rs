@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use server::{Application, Settings, SharedServices};
+use server::{Application, Settings};
+
+mod support;
 
 const CLIENTS: usize = 64;
 
@@ -119,26 +121,12 @@ async fn fire(
     Ok(())
 }
 
-fn settings(dir: &std::path::Path) -> Settings {
-    let mut settings = Settings::defaults();
-    settings.bind = "127.0.0.1:0".parse().expect("address");
-    settings.data_dir = dir.to_owned();
-    settings
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds = std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let seconds = support::env_number("BENCH_SECS", 10) as u64;
     let dir = tempfile::tempdir()?;
-    run("embedded", settings(dir.path()), seconds).await?;
-    if let Some(services) = SharedServices::from_test_env() {
-        let mut settings = settings(dir.path());
-        let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        settings.use_shared_services(&services, &namespace);
-        run("production", settings, seconds).await?;
+    for (name, settings) in support::deployments(dir.path()) {
+        run(name, settings, seconds).await?;
     }
     Ok(())
 }

@@ -25,20 +25,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use server::{Application, Settings, SharedServices};
+use server::{Application, Settings};
+
+mod support;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
 
 const CONNECTIONS: usize = 1_000;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn run(name: &str, settings: Settings, users: usize, stock: usize) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
@@ -243,24 +238,13 @@ fn percentiles(latencies: &mut [Duration]) -> String {
     format!("p50 {:>6.2} ms  p99 {:>6.2} ms", at(0.50), at(0.99))
 }
 
-fn settings(dir: &std::path::Path) -> Settings {
-    let mut settings = Settings::defaults();
-    settings.bind = "127.0.0.1:0".parse().expect("address");
-    settings.data_dir = dir.to_owned();
-    settings
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let users = env("BENCH_USERS", 100_000);
-    let stock = env("BENCH_STOCK", 10_000);
+    let users = support::env_number("BENCH_USERS", 100_000);
+    let stock = support::env_number("BENCH_STOCK", 10_000);
     let dir = tempfile::tempdir()?;
-    run("embedded", settings(dir.path()), users, stock).await?;
-    if let Some(services) = SharedServices::from_test_env() {
-        let mut settings = settings(dir.path());
-        let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        settings.use_shared_services(&services, &namespace);
-        run("production", settings, users, stock).await?;
+    for (name, settings) in support::deployments(dir.path()) {
+        run(name, settings, users, stock).await?;
     }
     Ok(())
 }

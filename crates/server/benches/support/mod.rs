@@ -1,0 +1,30 @@
+//! What the server benches share: the deployments they measure.
+
+use server::{Settings, SharedServices};
+
+/// The deployments to measure, by name: the embedded default always, production (in a
+/// namespace of its own) when the `STAMPEDE_TEST_*` URLs are set. Files go under `dir`.
+pub fn deployments(dir: &std::path::Path) -> Vec<(&'static str, Settings)> {
+    let settings = || {
+        let mut settings = Settings::defaults();
+        settings.bind = "127.0.0.1:0".parse().expect("address");
+        settings.data_dir = dir.to_owned();
+        settings
+    };
+    let mut deployments = vec![("embedded", settings())];
+    if let Some(services) = SharedServices::from_test_env() {
+        let mut production = settings();
+        let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
+        production.use_shared_services(&services, &namespace);
+        deployments.push(("production", production));
+    }
+    deployments
+}
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
