@@ -3,7 +3,7 @@
 use chrono::Utc;
 use db::{on_tx, sqlx};
 
-use super::{find, NewProduct, Product};
+use super::{NewProduct, Product, ProductOption};
 use crate::{Catalog, CatalogError};
 
 fn validate(product: &NewProduct) -> Result<(), CatalogError> {
@@ -35,7 +35,8 @@ fn validate(product: &NewProduct) -> Result<(), CatalogError> {
     Ok(())
 }
 
-/// Stores a product and its options; returns it as clients see it.
+/// Stores a product and its options; returns it as clients see it (as stored, without reading
+/// it back).
 pub async fn create(catalog: &Catalog, new: NewProduct) -> Result<Product, CatalogError> {
     validate(&new)?;
     let mut tx = catalog.db.begin().await?;
@@ -48,16 +49,33 @@ pub async fn create(catalog: &Catalog, new: NewProduct) -> Result<Product, Catal
     .bind(Utc::now())
     .fetch_one(c)
     .await)?;
+    let mut options = Vec::with_capacity(new.options.len());
     for option in &new.options {
-        db::exec!(
-            tx,
-            "INSERT INTO product_options (product_id, name, price, stock) VALUES ($1, $2, $3, $4)",
-            id,
-            option.name.trim(),
-            option.price,
-            option.stock
-        )?;
+        let name = option.name.trim();
+        let option_id: i64 = on_tx!(tx, c => sqlx::query_scalar(
+            "INSERT INTO product_options (product_id, name, price, stock) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(option.price)
+        .bind(option.stock)
+        .fetch_one(c)
+        .await)?;
+        options.push(ProductOption {
+            id: option_id,
+            name: name.to_owned(),
+            price: option.price,
+            stock: option.stock,
+            sold_out: option.stock == 0,
+        });
     }
     tx.commit().await?;
-    find(catalog, id).await
+    Ok(Product {
+        id,
+        name: new.name.trim().to_owned(),
+        category: new.category.trim().to_owned(),
+        description: new.description.trim().to_owned(),
+        sold_out: options.iter().all(|o| o.sold_out),
+        options,
+    })
 }

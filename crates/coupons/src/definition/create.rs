@@ -4,7 +4,7 @@ use chrono::Utc;
 use db::{on_tx, sqlx};
 
 use super::{Coupon, DiscountType, NewCoupon};
-use crate::{CouponError, Coupons};
+use crate::{gate::Snapshot, CouponError, Coupons};
 
 /// Checks `coupon` against the contract's limits.
 pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
@@ -58,8 +58,10 @@ pub async fn create(coupons: &Coupons, new: NewCoupon) -> Result<Coupon, CouponE
         remaining_quantity: new.total_quantity,
         expires_at: new.expires_at,
     };
-    if let Err(error) = crate::gate::rebuild(coupons, id).await {
-        // The first request loads it instead.
+    // A new coupon's gate state is known: no need to read it back from the database.
+    let snapshot = Snapshot::of(id, coupon.expires_at, coupon.total_quantity, Vec::new());
+    if let Err(error) = coupons.gate.load(&snapshot).await {
+        // The first request rebuilds it instead.
         tracing::warn!(
             coupon_id = id,
             error = format!("{error:#}"),

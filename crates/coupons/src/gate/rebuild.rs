@@ -1,6 +1,6 @@
 //! Rebuilding a coupon's gate state from the database.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use db::{on_db, sqlx};
 
 use super::Snapshot;
@@ -26,15 +26,12 @@ pub async fn rebuild(coupons: &Coupons, coupon: i64) -> Result<(), CouponError> 
     .bind(coupon)
     .fetch_all(c)
     .await)?;
-    let expires_at_ms = row.expires_at.timestamp_millis();
-    let snapshot = Snapshot {
-        coupon_id: coupon,
-        expires_at_ms,
-        stock: row.total_quantity - row.issued_quantity,
-        keep_until_ms: (expires_at_ms + KEEP_AFTER_EXPIRY_MS)
-            .max(Utc::now().timestamp_millis() + 24 * 3600 * 1000),
+    let snapshot = Snapshot::of(
+        coupon,
+        row.expires_at,
+        row.total_quantity - row.issued_quantity,
         users,
-    };
+    );
     tracing::info!(
         stock = snapshot.stock,
         users = snapshot.users.len(),
@@ -42,4 +39,19 @@ pub async fn rebuild(coupons: &Coupons, coupon: i64) -> Result<(), CouponError> 
     );
     coupons.gate.load(&snapshot).await?;
     Ok(())
+}
+
+impl Snapshot {
+    /// The gate state of `coupon`, kept by the cache until well after it expires.
+    pub fn of(coupon: i64, expires_at: DateTime<Utc>, stock: i64, users: Vec<i64>) -> Self {
+        let expires_at_ms = expires_at.timestamp_millis();
+        Snapshot {
+            coupon_id: coupon,
+            expires_at_ms,
+            stock,
+            keep_until_ms: (expires_at_ms + KEEP_AFTER_EXPIRY_MS)
+                .max(Utc::now().timestamp_millis() + 24 * 3600 * 1000),
+            users,
+        }
+    }
 }
