@@ -41,17 +41,15 @@ impl GroupCommit {
         }
         let waiters = std::mem::take(&mut *self.queue.lock().expect("group commit queue"));
         if !waiters.is_empty() {
-            let batch: Vec<Envelope> = waiters
-                .iter()
-                .flat_map(|(events, _)| events.iter().cloned())
-                .collect();
+            let (events, senders): (Vec<Vec<Envelope>>, Vec<_>) = waiters.into_iter().unzip();
+            let batch: Vec<Envelope> = events.into_iter().flatten().collect();
             // Spawned, so that a caller that goes away mid-commit leaves no one unanswered.
             let (db, outbox) = (db.clone(), outbox.clone());
             let written = tokio::spawn(async move {
                 let result = write(&db, &outbox, &batch)
                     .await
                     .map_err(|e| format!("{e:#}"));
-                for (_, done) in waiters {
+                for done in senders {
                     let _ = done.send(result.clone());
                 }
             });
