@@ -17,6 +17,16 @@ pub struct ProductPage {
     pub total: i64,
 }
 
+/// An option as an order line names and prices it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionSummary {
+    pub id: i64,
+    pub product_id: i64,
+    pub product_name: String,
+    pub option_name: String,
+    pub price: i64,
+}
+
 type ProductRow = (i64, String, String, String);
 type OptionRow = (i64, i64, String, i64, i64);
 
@@ -114,5 +124,31 @@ pub(crate) async fn load(db: &Db, ids: &[i64]) -> Result<Vec<Product>, CatalogEr
                 options,
             }
         })
+        .collect())
+}
+
+/// The options `ids` that exist, with their product's name, in one query.
+pub async fn options(db: &Db, ids: &[i64]) -> Result<Vec<OptionSummary>, CatalogError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let rows: Vec<(i64, i64, String, String, i64)> = on_db!(db, c => sqlx::query_as(&format!(
+        "SELECT o.id, o.product_id, p.name, o.name, o.price FROM product_options o \
+         JOIN products p ON p.id = o.product_id WHERE o.id IN ({list}) ORDER BY o.id"
+    ))
+    .fetch_all(c)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, product_id, product_name, option_name, price)| OptionSummary {
+                id,
+                product_id,
+                product_name,
+                option_name,
+                price,
+            },
+        )
         .collect())
 }

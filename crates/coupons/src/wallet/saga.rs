@@ -86,11 +86,22 @@ async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOu
         .bind(order.order_id)
         .fetch_one(c)
         .await)?;
-        if state == "RESTORED" {
-            return Ok(Err((
-                "CANCELLED",
-                "the order was closed before its coupon was used".into(),
-            )));
+        match state.as_str() {
+            "RESTORED" => {
+                return Ok(Err((
+                    "CANCELLED",
+                    "the order was closed before its coupon was used".into(),
+                )))
+            }
+            // Refused once, refused for good: the catalog may already have released the
+            // order's stock on the first refusal.
+            "FAILED" => {
+                return Ok(Err((
+                    "COUPON_INVALID",
+                    "the coupon was refused for this order".into(),
+                )))
+            }
+            _ => {}
         }
     }
     let Some(user_coupon) = order.user_coupon_id else {

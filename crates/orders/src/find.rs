@@ -1,0 +1,177 @@
+//! Reading orders: one, a user's, and the changes an order SSE stream replays.
+
+use chrono::{DateTime, Utc};
+use db::{on_db, on_tx, sqlx, Db, Tx};
+
+use crate::{Order, OrderError, OrderItem, OrderStatus};
+
+const ORDER_COLUMNS: &str = "id, user_id, status, user_coupon_id, original_amount, \
+    discount_amount, total_amount, failure_reason, payment_deadline, created_at, updated_at";
+
+type OrderRow = (
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+type ItemRow = (i64, i64, String, String, i64, i64);
+
+/// The order `id`.
+pub async fn find(db: &Db, id: i64) -> Result<Order, OrderError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row: Option<OrderRow> =
+        on_db!(db, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
+    let row = row.ok_or(OrderError::NotFound)?;
+    let items: Vec<ItemRow> =
+        on_db!(db, c => sqlx::query_as(ITEMS_OF_ONE).bind(id).fetch_all(c).await)?;
+    Ok(assemble(row, items)?)
+}
+
+/// The order `id` as `tx` sees it.
+pub(crate) async fn find_in(tx: &mut Tx, id: i64) -> Result<Order, OrderError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row: Option<OrderRow> =
+        on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
+    let row = row.ok_or(OrderError::NotFound)?;
+    let items: Vec<ItemRow> =
+        on_tx!(tx, c => sqlx::query_as(ITEMS_OF_ONE).bind(id).fetch_all(c).await)?;
+    Ok(assemble(row, items)?)
+}
+
+const ITEMS_OF_ONE: &str = "SELECT order_id, product_option_id, product_name, option_name, \
+    unit_price, quantity FROM order_items WHERE order_id = $1 ORDER BY product_option_id";
+
+/// Page `page` (from 0) of `size` orders of `user_id`, newest first, in two queries.
+pub async fn for_user(
+    db: &Db,
+    user_id: i64,
+    page: i64,
+    size: i64,
+) -> Result<Vec<Order>, OrderError> {
+    if page < 0 {
+        return Err(OrderError::Invalid {
+            field: "page",
+            message: "must be at least 0",
+        });
+    }
+    if !(1..=100).contains(&size) {
+        return Err(OrderError::Invalid {
+            field: "size",
+            message: "must be 1 to 100",
+        });
+    }
+    let sql = format!(
+        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+    );
+    let rows: Vec<OrderRow> = on_db!(db, c => sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(size)
+        .bind(page.saturating_mul(size))
+        .fetch_all(c)
+        .await)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = rows
+        .iter()
+        .map(|r| r.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let items: Vec<ItemRow> = on_db!(db, c => sqlx::query_as(&format!(
+        "SELECT order_id, product_option_id, product_name, option_name, unit_price, quantity \
+         FROM order_items WHERE order_id IN ({list}) ORDER BY product_option_id"
+    ))
+    .fetch_all(c)
+    .await)?;
+    rows.into_iter()
+        .map(|row| {
+            let id = row.0;
+            let mine = items.iter().filter(|i| i.0 == id).cloned().collect();
+            Ok(assemble(row, mine)?)
+        })
+        .collect()
+}
+
+/// One stored status change of an order: its version (the SSE event id) and the order as it
+/// was then, as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub version: i64,
+    pub order: String,
+}
+
+/// The changes of order `id` after `version`, oldest first; with `None`, only the latest.
+pub async fn changes(db: &Db, id: i64, after: Option<i64>) -> Result<Vec<Change>, OrderError> {
+    let rows: Vec<(i64, String)> = match after {
+        Some(version) => on_db!(db, c => sqlx::query_as(
+            "SELECT CAST(version AS BIGINT), body FROM order_changes \
+             WHERE order_id = $1 AND version > $2 ORDER BY version",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_all(c)
+        .await)?,
+        None => on_db!(db, c => sqlx::query_as(
+            "SELECT CAST(version AS BIGINT), body FROM order_changes \
+             WHERE order_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_all(c)
+        .await)?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(version, order)| Change { version, order })
+        .collect())
+}
+
+fn assemble(row: OrderRow, items: Vec<ItemRow>) -> anyhow::Result<Order> {
+    let (
+        id,
+        user_id,
+        status,
+        user_coupon_id,
+        original_amount,
+        discount_amount,
+        total_amount,
+        failure_reason,
+        payment_deadline,
+        created_at,
+        updated_at,
+    ) = row;
+    Ok(Order {
+        id,
+        user_id,
+        status: OrderStatus::parse(&status)?,
+        items: items
+            .into_iter()
+            .map(
+                |(_, product_option_id, product_name, option_name, unit_price, quantity)| {
+                    OrderItem {
+                        product_option_id,
+                        product_name,
+                        option_name,
+                        unit_price,
+                        quantity,
+                    }
+                },
+            )
+            .collect(),
+        user_coupon_id,
+        original_amount,
+        discount_amount,
+        total_amount,
+        failure_reason,
+        payment_deadline,
+        created_at,
+        updated_at,
+    })
+}
