@@ -77,6 +77,9 @@ async fn expire(orders: &Orders, tx: &mut Tx, id: i64) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// id, placed at, stock reserved at, re-drives so far
+type StuckRow = (i64, DateTime<Utc>, Option<DateTime<Utc>>, i64);
+
 /// Reports the sagas `PENDING` longer than `stuck_after` (gauge `stampede_sagas_stuck`, a
 /// warning each time one is re-driven) and re-publishes `order-created` for each, at most
 /// [`MAX_REDRIVES`] times, spaced `stuck_after` apart. That is safe: every step is idempotent
@@ -85,7 +88,7 @@ async fn expire(orders: &Orders, tx: &mut Tx, id: i64) -> anyhow::Result<bool> {
 /// Returns how many it re-drove.
 pub async fn redrive_stuck(orders: &Orders, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let stuck_after = orders.settings.stuck_after;
-    let stuck: Vec<(i64, DateTime<Utc>, Option<DateTime<Utc>>, i64)> = on_db!(&orders.db, c => sqlx::query_as(
+    let stuck: Vec<StuckRow> = on_db!(&orders.db, c => sqlx::query_as(
         "SELECT id, created_at, stock_reserved_at, CAST(redrives AS BIGINT) FROM orders \
          WHERE status = 'PENDING' AND created_at < $1 ORDER BY created_at LIMIT $2",
     )

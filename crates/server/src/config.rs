@@ -56,7 +56,13 @@ pub struct Settings {
     pub jwt_secret: Option<SecretString>,
     /// Lifetime of access tokens, in seconds.
     pub token_ttl_secs: u64,
+    /// How long a priced order stays payable (also how long a saga may stay `PENDING` before
+    /// its order expires), in seconds.
     pub payment_window_secs: u64,
+    /// A saga `PENDING` this long is reported stuck and re-driven, in seconds.
+    pub saga_stuck_secs: u64,
+    /// How often the order sweeper looks for expired orders and stuck sagas, in milliseconds.
+    pub order_sweep_ms: u64,
 }
 
 const DEFAULTS: &str = r#"
@@ -75,6 +81,8 @@ consumer_max_attempts = 5
 bus_poll_interval_ms = 500
 bus_redeliver = false
 payment_window_secs = 600
+saga_stuck_secs = 30
+order_sweep_ms = 1000
 token_ttl_secs = 3600
 "#;
 
@@ -122,6 +130,14 @@ impl Settings {
         self.cache_prefix = format!("{namespace}:");
         self.bus_url = services.bus.clone();
         self.topic_prefix = format!("{namespace}-");
+    }
+
+    pub fn order_settings(&self) -> orders::OrderSettings {
+        orders::OrderSettings {
+            payment_window: Duration::from_secs(self.payment_window_secs.max(1)),
+            stuck_after: Duration::from_secs(self.saga_stuck_secs.max(1)),
+            sweep_every: Duration::from_millis(self.order_sweep_ms.max(10)),
+        }
     }
 
     pub fn bus_settings(&self) -> eventbus::BusSettings {

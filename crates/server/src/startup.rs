@@ -42,6 +42,12 @@ impl Application {
         let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
         let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone());
         let catalog = catalog::Catalog::new(db.clone(), cache.clone());
+        let orders = orders::Orders::new(
+            db.clone(),
+            cache.clone(),
+            bus.clone(),
+            settings.order_settings(),
+        );
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -57,6 +63,7 @@ impl Application {
                 tokens,
                 coupons,
                 catalog,
+                orders,
             },
         })
     }
@@ -88,6 +95,10 @@ impl Application {
             for handler in consumers(&state) {
                 tasks.extend(state.bus.spawn_consumer(handler, &stop));
             }
+            tasks.push(tokio::spawn(orders::sweeper::run(
+                state.orders.clone(),
+                stop.clone(),
+            )));
         }
         tasks.push(tokio::spawn(housekeeping(state.db.clone(), stop.clone())));
         let address = listener.local_addr()?;
@@ -134,7 +145,11 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// The event consumers of a worker. Each context adds its handlers here as it lands.
+/// The event consumers of a worker: the coupon issuance flow and every step of the order saga.
 fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
-    state.coupons.handlers()
+    let mut handlers = state.coupons.handlers();
+    handlers.extend(catalog::saga::handlers(&state.catalog, &state.bus));
+    handlers.extend(state.coupons.saga_handlers());
+    handlers.extend(state.orders.handlers());
+    handlers
 }

@@ -20,4 +20,5 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub coupons: coupons::Coupons,
     pub catalog: catalog::Catalog,
+    pub orders: orders::Orders,
 }

@@ -168,6 +168,36 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The caller of a stream route: the bearer token, or else the `access_token` query parameter,
+/// since a browser's `EventSource` cannot send headers.
+pub struct StreamCaller(pub Caller);
+
+impl FromRequestParts<AppState> for StreamCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            let query =
+                axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                    &parts.uri,
+                );
+            if let Some(token) = query.ok().and_then(|q| q.0.get("access_token").cloned()) {
+                return state.tokens.verify(&token).map(Self).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "UNAUTHORIZED",
+                        "a valid bearer token is required",
+                    )
+                });
+            }
+        }
+        Caller::from_request_parts(parts, state).await.map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use axum::{
     extract::FromRequestParts,
-    http::{request::Parts, HeaderValue, StatusCode},
+    http::{header::LOCATION, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use chrono::Utc;
@@ -46,6 +46,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 pub struct Stored {
     pub status: StatusCode,
     pub body: serde_json::Value,
+    /// The `Location` header, for a response that created something.
+    pub location: Option<String>,
 }
 
 impl Stored {
@@ -53,11 +55,20 @@ impl Stored {
         Ok(Self {
             status,
             body: serde_json::to_value(body).map_err(ApiError::internal)?,
+            location: None,
         })
+    }
+
+    pub fn located(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
     }
 
     fn into_response(self, replayed: bool) -> Response {
         let mut response = (self.status, axum::Json(self.body)).into_response();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+            response.headers_mut().insert(LOCATION, location);
+        }
         if replayed {
             response
                 .headers_mut()
@@ -105,13 +116,14 @@ pub async fn once<R: Serialize>(
     if let Some(key) = claimed {
         exec!(
             tx,
-            "UPDATE idempotency_keys SET status = $4, body = $5 \
+            "UPDATE idempotency_keys SET status = $4, body = $5, location = $6 \
              WHERE scope = $1 AND user_id = $2 AND idem_key = $3",
             scope,
             caller,
             key,
             i32::from(stored.status.as_u16()),
-            stored.body.to_string()
+            stored.body.to_string(),
+            stored.location.as_deref()
         )
         .map_err(ApiError::internal)?;
     }
@@ -126,8 +138,9 @@ async fn replay(
     key: &str,
     hash: &str,
 ) -> Result<Response, ApiError> {
-    let row: (String, Option<i32>, Option<String>) = on_tx!(tx, c => sqlx::query_as(
-        "SELECT request_hash, status, body FROM idempotency_keys \
+    let row: (String, Option<i32>, Option<String>, Option<String>) =
+        on_tx!(tx, c => sqlx::query_as(
+        "SELECT request_hash, status, body, location FROM idempotency_keys \
          WHERE scope = $1 AND user_id = $2 AND idem_key = $3",
     )
     .bind(scope)
@@ -135,16 +148,17 @@ async fn replay(
     .bind(key)
     .fetch_one(c)
     .await)
-    .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?;
     match row {
-        (stored_hash, _, _) if stored_hash != hash => Err(ApiError::new(
+        (stored_hash, _, _, _) if stored_hash != hash => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IDEMPOTENCY_KEY_REUSED",
             "this Idempotency-Key was used with another request",
         )),
-        (_, Some(status), Some(body)) => Ok(Stored {
+        (_, Some(status), Some(body), location) => Ok(Stored {
             status: StatusCode::from_u16(status as u16).map_err(ApiError::internal)?,
             body: serde_json::from_str(&body).map_err(ApiError::internal)?,
+            location,
         }
         .into_response(true)),
         _ => Err(ApiError::new(

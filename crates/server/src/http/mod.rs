@@ -21,6 +21,7 @@ pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
+pub mod orders;
 pub mod points;
 pub mod products;
 pub mod users;
@@ -38,6 +39,7 @@ pub mod users;
         (name = "users", description = "Accounts and tokens"),
         (name = "points", description = "Point balances"),
         (name = "products", description = "Products, options and live stock"),
+        (name = "orders", description = "Orders, their saga, payment and status stream"),
         (name = "coupons", description = "First-come coupons and their issue tasks")
     )
 )]
@@ -88,7 +90,13 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(coupons::issue))
             .routes(routes!(coupons::user_coupons))
             .routes(routes!(coupon_tasks::get_task))
-            .routes(routes!(coupon_tasks::task_events));
+            .routes(routes!(coupon_tasks::task_events))
+            .routes(routes!(orders::place))
+            .routes(routes!(orders::get_order))
+            .routes(routes!(orders::order_events))
+            .routes(routes!(orders::user_orders))
+            .routes(routes!(orders::pay))
+            .routes(routes!(orders::cancel));
     }
     let (router, openapi) = routes.split_for_parts();
 

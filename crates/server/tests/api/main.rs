@@ -6,6 +6,7 @@ mod events;
 mod health;
 mod helpers;
 mod operations;
+mod orders;
 mod points;
 mod products;
 mod users;

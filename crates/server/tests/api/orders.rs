@@ -1,0 +1,615 @@
+//! The order saga over HTTP: place, the saga's outcome, payment, cancel, expiry, the status
+//! stream, and the invariants under concurrency and redelivery.
+
+use std::{collections::HashMap, time::Duration};
+
+use chrono::Utc;
+use futures::{stream, StreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_invalid, assert_problem, spawn_with, Deployment, TestApp, TestUser};
+
+/// A product whose options have these `(price, stock)`; returns its id and the options' ids.
+pub async fn product(app: &TestApp, admin: &TestUser, options: &[(i64, i64)]) -> (i64, Vec<i64>) {
+    let options: Vec<Value> = options
+        .iter()
+        .enumerate()
+        .map(|(i, (price, stock))| json!({ "name": format!("size {i}"), "price": price, "stock": stock }))
+        .collect();
+    let response = app
+        .request(Method::POST, "/api/admin/products", Some(&admin.token))
+        .json(&json!({
+            "name": "Trail runner",
+            "category": "shoes",
+            "description": "grippy trail running shoes",
+            "options": options,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let ids = body["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    (body["id"].as_i64().unwrap(), ids)
+}
+
+/// A coupon of `kind` and `value` issued to `user`; returns its user coupon id.
+async fn coupon_for(
+    app: &TestApp,
+    admin: &TestUser,
+    user: &TestUser,
+    kind: &str,
+    value: i64,
+) -> i64 {
+    let response = app
+        .request(Method::POST, "/api/admin/coupons", Some(&admin.token))
+        .json(&json!({
+            "name": "order coupon",
+            "discountType": kind,
+            "discountValue": value,
+            "totalQuantity": 10,
+            "expiresAt": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let coupon = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let issued = app
+        .request(
+            Method::POST,
+            &format!("/api/coupons/{coupon}/issue"),
+            Some(&user.token),
+        )
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 202);
+    app.drain_events().await;
+    let held = user_coupons(app, user).await;
+    let held = held
+        .iter()
+        .find(|c| c["couponId"] == coupon)
+        .expect("the coupon was issued");
+    held["userCouponId"].as_i64().unwrap()
+}
+
+async fn user_coupons(app: &TestApp, user: &TestUser) -> Vec<Value> {
+    get(app, "/api/users/me/coupons", &user.token)
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn coupon_status(app: &TestApp, user: &TestUser, user_coupon: i64) -> String {
+    let held = user_coupons(app, user).await;
+    let held = held
+        .iter()
+        .find(|c| c["userCouponId"] == user_coupon)
+        .unwrap();
+    held["status"].as_str().unwrap().to_owned()
+}
+
+async fn get(app: &TestApp, path: &str, token: &str) -> Value {
+    let response = app
+        .request(Method::GET, path, Some(token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+async fn place(app: &TestApp, token: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .request(Method::POST, "/api/orders", Some(token))
+        .json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+/// Places `body` and expects 202 `PENDING`; returns the order id.
+async fn placed(app: &TestApp, user: &TestUser, body: &Value) -> i64 {
+    let response = place(app, &user.token, body, None).await;
+    assert_eq!(response.status(), 202);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "PENDING");
+    order["id"].as_i64().unwrap()
+}
+
+async fn order(app: &TestApp, user: &TestUser, id: i64) -> Value {
+    get(app, &format!("/api/orders/{id}"), &user.token).await
+}
+
+async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
+    app.request(Method::POST, path, Some(&user.token))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn stock(app: &TestApp, product: i64) -> Vec<i64> {
+    let body: Value = app
+        .get(&format!("/api/products/{product}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["stock"].as_i64().unwrap())
+        .collect()
+}
+
+async fn charge(app: &TestApp, user: &TestUser, amount: i64) {
+    let response = app
+        .charge(user, "me", json!({ "amount": amount }), None)
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+/// Reads `/api/orders/{id}/events` to its end; returns the `(id, order)` of each `status` event.
+async fn status_events(
+    app: &TestApp,
+    user: &TestUser,
+    id: i64,
+    last: Option<i64>,
+) -> Vec<(i64, Value)> {
+    let mut request = app.request(
+        Method::GET,
+        &format!("/api/orders/{id}/events"),
+        Some(&user.token),
+    );
+    if let Some(last) = last {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|block| block.contains("event: status"))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(str::trim))
+                    .unwrap()
+                    .to_owned()
+            };
+            (
+                field("id:").parse().unwrap(),
+                serde_json::from_str(&field("data:")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (product_id, options) = product(&app, &admin, &[(12_000, 5), (8_000, 5)]).await;
+    let coupon = coupon_for(&app, &admin, &user, "PERCENT", 15).await;
+
+    let body = json!({
+        "items": [
+            { "productOptionId": options[0], "quantity": 2 },
+            { "productOptionId": options[1], "quantity": 1 }
+        ],
+        "userCouponId": coupon
+    });
+    let response = place(&app, &user.token, &body, None).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.drain_events().await;
+
+    let priced = order(&app, &user, id).await;
+    assert_eq!(priced["status"], "AWAITING_PAYMENT", "{priced}");
+    // 32,000 − floor(4,800)
+    assert_eq!(
+        (
+            &priced["originalAmount"],
+            &priced["discountAmount"],
+            &priced["totalAmount"]
+        ),
+        (&json!(32_000), &json!(4_800), &json!(27_200))
+    );
+    assert_eq!(priced["items"][0]["productName"], "Trail runner");
+    assert_eq!(priced["items"][0]["unitPrice"], 12_000);
+    assert!(priced["paymentDeadline"].is_string());
+    assert_eq!(stock(&app, product_id).await, [3, 4]);
+    assert_eq!(coupon_status(&app, &user, coupon).await, "USED");
+
+    charge(&app, &user, 20_000).await;
+    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_problem(payment, 409, "INSUFFICIENT_POINTS").await;
+    assert_eq!(order(&app, &user, id).await["status"], "AWAITING_PAYMENT");
+    charge(&app, &user, 10_000).await;
+    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_eq!(payment.status(), 200);
+    let payment: Value = payment.json().await.unwrap();
+    assert_eq!(
+        (&payment["orderId"], &payment["amount"], &payment["status"]),
+        (&json!(id), &json!(27_200), &json!("PAID"))
+    );
+    let points = get(&app, "/api/users/me/points", &user.token).await;
+    assert_eq!(points["point"], 30_000 - 27_200);
+    let again = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_problem(again, 409, "ORDER_NOT_PAYABLE").await;
+    let cancel = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+    assert_problem(cancel, 409, "ORDER_NOT_CANCELLABLE").await;
+    app.drain_events().await;
+
+    // The stream: the current status first and done; after `Last-Event-ID`, the later ones.
+    let current = status_events(&app, &user, id, None).await;
+    assert_eq!(current.len(), 1);
+    assert_eq!(
+        (current[0].0, current[0].1["status"].as_str()),
+        (3, Some("PAID"))
+    );
+    let later = status_events(&app, &user, id, Some(1)).await;
+    let statuses: Vec<(i64, &str)> = later
+        .iter()
+        .map(|(v, o)| (*v, o["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [(2, "AWAITING_PAYMENT"), (3, "PAID")]);
+    assert!(status_events(&app, &user, id, Some(3)).await.is_empty());
+
+    let mine = get(&app, "/api/users/me/orders", &user.token).await;
+    assert_eq!(mine[0]["id"], id);
+    assert_eq!(mine[0]["status"], "PAID");
+}
+
+async fn a_stream_follows_a_pending_order_to_its_outcome(app: TestApp) {
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = product(&app, &admin, &[(1_000, 1)]).await;
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+    let id = placed(&app, &user, &body).await;
+    // Opened at once, the stream usually starts at PENDING; it ends after the cancel.
+    let follow = status_events(&app, &user, id, None);
+    let cancel = async {
+        app.drain_events().await;
+        let response = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+        assert_eq!(response.status(), 200);
+        let cancelled: Value = response.json().await.unwrap();
+        assert_eq!(cancelled["status"], "CANCELLED");
+    };
+    let (events, ()) = tokio::join!(follow, cancel);
+    let last = events.last().unwrap();
+    assert_eq!(last.1["status"], "CANCELLED", "{events:?}");
+    assert!(events.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
+    let admin = app.new_admin().await;
+    let (product_id, options) = product(&app, &admin, &[(1_000, 50)]).await;
+    let users: Vec<TestUser> = (0..10)
+        .map(|i| TestUser {
+            id: 9_000 + i,
+            token: app.token_for(9_000 + i),
+        })
+        .collect();
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+    let ids: Vec<(usize, i64)> = stream::iter(0..200)
+        .map(|i| {
+            let which = i % users.len();
+            let (app, body, user) = (&app, &body, &users[which]);
+            async move { (which, placed(app, user, body).await) }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    app.drain_events().await;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for (user, id) in ids {
+        let order = order(&app, &users[user], id).await;
+        let outcome = format!(
+            "{} {}",
+            order["status"].as_str().unwrap(),
+            order["failureReason"].as_str().unwrap_or("")
+        );
+        *outcomes.entry(outcome.trim().to_owned()).or_default() += 1;
+    }
+    assert_eq!(
+        outcomes,
+        HashMap::from([
+            ("AWAITING_PAYMENT".to_owned(), 50),
+            ("FAILED OUT_OF_STOCK".to_owned(), 150)
+        ])
+    );
+    assert_eq!(stock(&app, product_id).await, [0]);
+}
+
+async fn a_refused_coupon_fails_the_order_and_releases_its_stock(app: TestApp) {
+    let admin = app.new_admin().await;
+    let (owner, thief) = (app.new_user().await, app.new_user().await);
+    let (product_id, options) = product(&app, &admin, &[(5_000, 3)]).await;
+    let coupon = coupon_for(&app, &admin, &owner, "FIXED", 1_000).await;
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 2 }], "userCouponId": coupon });
+    let id = placed(&app, &thief, &body).await;
+    app.drain_events().await;
+    let failed = order(&app, &thief, id).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["failureReason"].as_str()),
+        (Some("FAILED"), Some("COUPON_INVALID"))
+    );
+    assert_eq!(stock(&app, product_id).await, [3]);
+    assert_eq!(coupon_status(&app, &owner, coupon).await, "AVAILABLE");
+    // An order for more than there is fails without touching the coupon.
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 4 }], "userCouponId": coupon });
+    let id = placed(&app, &owner, &body).await;
+    app.drain_events().await;
+    let failed = order(&app, &owner, id).await;
+    assert_eq!(failed["failureReason"], "OUT_OF_STOCK");
+    assert_eq!(coupon_status(&app, &owner, coupon).await, "AVAILABLE");
+    assert_eq!(stock(&app, product_id).await, [3]);
+}
+
+async fn cancelling_gives_back_stock_and_coupon(app: TestApp) {
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (product_id, options) = product(&app, &admin, &[(5_000, 3)]).await;
+    let coupon = coupon_for(&app, &admin, &user, "FIXED", 7_000).await;
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }], "userCouponId": coupon });
+    let id = placed(&app, &user, &body).await;
+    app.drain_events().await;
+    let priced = order(&app, &user, id).await;
+    // A discount larger than the order leaves nothing to pay.
+    assert_eq!(
+        (&priced["discountAmount"], &priced["totalAmount"]),
+        (&json!(7_000), &json!(0))
+    );
+    assert_eq!(stock(&app, product_id).await, [2]);
+
+    let cancelled = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+    assert_eq!(cancelled.status(), 200);
+    app.drain_events().await;
+    assert_eq!(stock(&app, product_id).await, [3]);
+    assert_eq!(coupon_status(&app, &user, coupon).await, "AVAILABLE");
+    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_problem(payment, 409, "ORDER_NOT_PAYABLE").await;
+
+    // The restored coupon serves the next order.
+    let id = placed(&app, &user, &body).await;
+    app.drain_events().await;
+    assert_eq!(order(&app, &user, id).await["status"], "AWAITING_PAYMENT");
+    let paid = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_eq!(paid.status(), 200, "a zero total is paid with no points");
+}
+
+async fn bad_orders_get_clear_problems_and_a_key_replays(app: TestApp) {
+    let admin = app.new_admin().await;
+    let (user, other) = (app.new_user().await, app.new_user().await);
+    let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
+    let line = |quantity: i64| json!({ "productOptionId": options[0], "quantity": quantity });
+    for (body, field) in [
+        (json!({ "items": [] }), "items"),
+        (
+            json!({ "items": (0..51).map(|i| json!({ "productOptionId": i + 1, "quantity": 1 })).collect::<Vec<_>>() }),
+            "items",
+        ),
+        (json!({ "items": [line(0)] }), "items.quantity"),
+        (json!({ "items": [line(1001)] }), "items.quantity"),
+        (json!({ "items": [line(1), line(2)] }), "items"),
+    ] {
+        assert_invalid(place(&app, &user.token, &body, None).await, field).await;
+    }
+    let malformed = place(&app, &user.token, &json!({ "items": "many" }), None).await;
+    assert_problem(malformed, 400, "VALIDATION_FAILED").await;
+    let unknown = json!({ "items": [{ "productOptionId": options[0] + 1000, "quantity": 1 }] });
+    assert_problem(
+        place(&app, &user.token, &unknown, None).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let anonymous = app
+        .request(Method::POST, "/api/orders", None)
+        .json(&json!({ "items": [line(1)] }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(anonymous, 401, "UNAUTHORIZED").await;
+
+    let body = json!({ "items": [line(1)] });
+    let first = place(&app, &user.token, &body, Some("order-1")).await;
+    assert_eq!(first.status(), 202);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(location, format!("/api/orders/{}", first["id"]));
+    let replay = place(&app, &user.token, &body, Some("order-1")).await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["location"].to_str().unwrap(), location);
+    assert_eq!(replay.json::<Value>().await.unwrap(), first);
+    let reused = place(
+        &app,
+        &user.token,
+        &json!({ "items": [line(2)] }),
+        Some("order-1"),
+    )
+    .await;
+    assert_problem(reused, 422, "IDEMPOTENCY_KEY_REUSED").await;
+    let mine = get(&app, "/api/users/me/orders", &user.token).await;
+    assert_eq!(
+        mine.as_array().unwrap().len(),
+        1,
+        "the replay placed nothing"
+    );
+
+    let id = first["id"].as_i64().unwrap();
+    let theirs = app
+        .request(
+            Method::GET,
+            &format!("/api/orders/{id}"),
+            Some(&other.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(theirs, 403, "FORBIDDEN").await;
+    let missing = app
+        .request(Method::GET, "/api/orders/999999", Some(&user.token))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(missing, 404, "NOT_FOUND").await;
+    let stream = app
+        .request(
+            Method::GET,
+            &format!("/api/orders/{id}/events?access_token={}", other.token),
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(stream, 403, "FORBIDDEN").await;
+}
+
+crate::on_both_deployments!(
+    an_order_runs_the_saga_to_paid_and_streams_each_status,
+    a_stream_follows_a_pending_order_to_its_outcome,
+    two_hundred_orders_race_for_fifty_units,
+    a_refused_coupon_fails_the_order_and_releases_its_stock,
+    cancelling_gives_back_stock_and_coupon,
+    bad_orders_get_clear_problems_and_a_key_replays,
+);
+
+/// Unpaid orders expire after the (here one-second) window and give back stock and coupon.
+async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Deployment) {
+    let Some(app) = spawn_with(deployment, |s| {
+        s.payment_window_secs = 1;
+        s.order_sweep_ms = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (product_id, options) = product(&app, &admin, &[(2_000, 4)]).await;
+    let coupon = coupon_for(&app, &admin, &user, "FIXED", 500).await;
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 3 }], "userCouponId": coupon });
+    let id = placed(&app, &user, &body).await;
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = order(&app, &user, id).await["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if status == "EXPIRED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "EXPIRED");
+    app.drain_events().await;
+    assert_eq!(stock(&app, product_id).await, [4]);
+    assert_eq!(coupon_status(&app, &user, coupon).await, "AVAILABLE");
+    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_problem(payment, 409, "ORDER_NOT_PAYABLE").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon_embedded() {
+    an_unpaid_order_expires_and_gives_back_stock_and_coupon(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon_production() {
+    an_unpaid_order_expires_and_gives_back_stock_and_coupon(Deployment::Production).await;
+}
+
+/// With every event handled twice (the first run rolled back as by a crash), a batch of orders
+/// with coupons, payments and cancels ends exactly as it would once.
+async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: Deployment) {
+    let Some(app) = spawn_with(deployment, |s| s.bus_redeliver = true).await else {
+        return;
+    };
+    let admin = app.new_admin().await;
+    let (product_id, options) = product(&app, &admin, &[(1_000, 20)]).await;
+    let mut users = Vec::new();
+    for _ in 0..6 {
+        let user = app.new_user().await;
+        let coupon = coupon_for(&app, &admin, &user, "FIXED", 300).await;
+        charge(&app, &user, 10_000).await;
+        users.push((user, coupon));
+    }
+    // 6 users × 5 orders of 1 unit, each user's first order with its coupon, for 20 units.
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for (user, coupon) in &users {
+            let mut body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+            if round == 0 {
+                body["userCouponId"] = json!(coupon);
+            }
+            ids.push((user, placed(&app, user, &body).await));
+        }
+    }
+    app.drain_events().await;
+    let mut awaiting = Vec::new();
+    for (user, id) in &ids {
+        match order(&app, user, *id).await["status"].as_str().unwrap() {
+            "AWAITING_PAYMENT" => awaiting.push((*user, *id)),
+            "FAILED" => {}
+            other => panic!("order {id} is {other}"),
+        }
+    }
+    assert_eq!(awaiting.len(), 20);
+    // Pay half of them, cancel the other half.
+    for (i, (user, id)) in awaiting.iter().enumerate() {
+        let action = if i % 2 == 0 { "payment" } else { "cancel" };
+        let response = post(&app, user, &format!("/api/orders/{id}/{action}")).await;
+        assert_eq!(response.status(), 200);
+    }
+    app.drain_events().await;
+    assert_eq!(
+        stock(&app, product_id).await,
+        [10],
+        "cancelled units are back once"
+    );
+    let mut spent = 0;
+    for (user, coupon) in &users {
+        let points = get(&app, "/api/users/me/points", &user.token).await["point"]
+            .as_i64()
+            .unwrap();
+        spent += 10_000 - points;
+        let status = coupon_status(&app, user, *coupon).await;
+        assert!(status == "USED" || status == "AVAILABLE");
+    }
+    let mut paid_total = 0;
+    for (user, id) in &awaiting {
+        let order = order(&app, user, *id).await;
+        if order["status"] == "PAID" {
+            paid_total += order["totalAmount"].as_i64().unwrap();
+        }
+    }
+    assert_eq!(spent, paid_total, "each payment took its points once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_event_delivered_twice_gives_the_same_end_state_embedded() {
+    every_saga_event_delivered_twice_gives_the_same_end_state(Deployment::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saga_event_delivered_twice_gives_the_same_end_state_production() {
+    every_saga_event_delivered_twice_gives_the_same_end_state(Deployment::Production).await;
+}
