@@ -235,7 +235,11 @@ impl KafkaBus {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let group = handler.group().to_owned();
-        let consumer: StreamConsumer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(instance) = &settings.kafka_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer = config
             .set("bootstrap.servers", &self.bootstrap)
             .set("group.id", format!("{}{group}", self.prefix))
             .set("enable.auto.commit", "false")
@@ -245,6 +249,10 @@ impl KafkaBus {
                 settings.kafka_fetch_wait.as_millis().to_string(),
             )
             .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long a rebalance waits for members to rejoin. A
+            // member killed without leaving never does, and some brokers (Tansu) only drop it
+            // when this runs out, so keep it short; a batch takes far less.
+            .set("max.poll.interval.ms", "20000")
             .create()?;
         let topics: Vec<String> = handler.topics().iter().map(|t| self.topic(t)).collect();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();

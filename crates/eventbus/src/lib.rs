@@ -59,6 +59,11 @@ pub struct BusSettings {
     /// a full core with one idle instance, 100 ms a third. Tansu also waits the full time
     /// before answering, so there it is the latency of each hop.
     pub kafka_fetch_wait: Duration,
+    /// This process's stable name in its Kafka consumer groups (`group.instance.id`, static
+    /// membership): restarted under the same name it takes its partitions back at once, where
+    /// an anonymous member must wait until the broker drops the one it replaced. Unique per
+    /// running process; `None` for anonymous members.
+    pub kafka_instance_id: Option<String>,
     /// Published outbox rows and dedupe records older than this are deleted; keep it longer
     /// than the Kafka topics' retention.
     pub retention: Duration,
@@ -76,6 +81,7 @@ impl Default for BusSettings {
             retry: RetryPolicy::default(),
             kafka_replication: 1,
             kafka_fetch_wait: Duration::from_millis(50),
+            kafka_instance_id: None,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
     }

@@ -44,6 +44,9 @@ pub struct Settings {
     pub kafka_fetch_wait_ms: u64,
     /// Prefix of Kafka topic and consumer-group names.
     pub topic_prefix: String,
+    /// This process's stable name in Kafka consumer groups (static membership); unique per
+    /// running process, kept across its restarts (a pod name, a host and slot).
+    pub kafka_instance_id: Option<String>,
     /// Consumer workers per group in this process (db:// bus on PostgreSQL).
     pub consumer_workers: usize,
     /// Attempts before an event is dead-lettered.
@@ -153,6 +156,7 @@ impl Settings {
             },
             kafka_replication: self.kafka_replication.max(1),
             kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms.clamp(1, 5_000)),
+            kafka_instance_id: self.kafka_instance_id.clone(),
             ..eventbus::BusSettings::default()
         }
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod coupons;
+mod crash;
 mod events;
 mod health;
 mod helpers;
