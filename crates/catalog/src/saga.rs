@@ -45,6 +45,11 @@ impl Handler for ReserveStock {
         "catalog-reserve"
     }
 
+    /// Stock rows are the hottest rows there are: one event per transaction.
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
     fn topics(&self) -> Vec<String> {
         vec![topics::ORDER_CREATED.to_owned()]
     }
@@ -91,6 +96,11 @@ pub struct ReleaseStock {
 impl Handler for ReleaseStock {
     fn group(&self) -> &str {
         "catalog-release"
+    }
+
+    /// Stock rows are the hottest rows there are: one event per transaction.
+    fn batch_limit(&self) -> usize {
+        1
     }
 
     fn topics(&self) -> Vec<String> {

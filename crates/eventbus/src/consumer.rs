@@ -23,6 +23,14 @@ pub trait Handler: Send + Sync + 'static {
     /// transaction, so a committed effect is never applied again. An error rolls the effect
     /// back; the event is retried with backoff and dead-lettered after the last attempt.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
+    /// At most this many events share one transaction on PostgreSQL. Batching saves commits,
+    /// but holds every row lock a batch takes until its commit: a handler that locks hot rows
+    /// shared across partitions (stock) keeps its transactions to one event, so that concurrent
+    /// partitions neither queue behind whole batches nor deadlock by taking the rows in another
+    /// order. (SQLite has one writer, so batches stay whole there.)
+    fn batch_limit(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Retry policy of a consumer.
@@ -184,6 +192,31 @@ pub(crate) trait Checkpoint: Send + Sync {
 /// if any; the caller fetches the rest again from there. Stops early, leaving the failing event
 /// undone, when `shutdown` fires or another worker took the partition over.
 pub(crate) async fn run_batch(
+    db: &db::Db,
+    handler: &dyn Handler,
+    checkpoint: &dyn Checkpoint,
+    policy: &RetryPolicy,
+    batch: &[Delivery],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<i64>> {
+    // SQLite has one writer: nothing waits on a batch's locks but the next batch.
+    let limit = match db.backend() {
+        db::Backend::Sqlite => usize::MAX,
+        db::Backend::Postgres => handler.batch_limit().max(1),
+    };
+    let mut done = None;
+    for chunk in batch.chunks(limit) {
+        let chunk_done = run_chunk(db, handler, checkpoint, policy, chunk, shutdown).await?;
+        if chunk_done.is_none() || chunk_done != chunk.last().map(|d| d.position) {
+            return Ok(chunk_done.or(done));
+        }
+        done = chunk_done;
+    }
+    Ok(done)
+}
+
+/// [`run_batch`] for events that share one transaction.
+async fn run_chunk(
     db: &db::Db,
     handler: &dyn Handler,
     checkpoint: &dyn Checkpoint,
