@@ -109,11 +109,13 @@ pub struct OrderPaid {
     pub paid_at: DateTime<Utc>,
 }
 
-/// `product-sold`: units of a product in a paid order (one event per item).
+/// `product-sold`: units of a product in a paid order (one event per item). An order has at
+/// most one item per option, so `(order_id, product_option_id)` names the sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductSold {
     pub order_id: i64,
+    pub product_option_id: i64,
     pub product_id: i64,
     pub quantity: i64,
     pub sold_at: DateTime<Utc>,

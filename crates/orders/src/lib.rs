@@ -31,6 +31,7 @@ pub mod pay;
 pub mod place;
 pub mod pricing;
 pub mod saga;
+pub mod sales;
 mod status;
 pub mod sweeper;
 

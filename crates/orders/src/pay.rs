@@ -66,8 +66,9 @@ pub async fn pay(orders: &Orders, tx: &mut Tx, id: i64) -> Result<Payment, Order
     .bind(now)
     .fetch_one(c)
     .await)?;
-    let sold: Vec<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT product_id, quantity FROM order_items WHERE order_id = $1 ORDER BY product_option_id",
+    let sold: Vec<(i64, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT product_option_id, product_id, quantity FROM order_items WHERE order_id = $1 \
+         ORDER BY product_option_id",
     )
     .bind(id)
     .fetch_all(c)
@@ -82,17 +83,21 @@ pub async fn pay(orders: &Orders, tx: &mut Tx, id: i64) -> Result<Payment, Order
         },
         correlation.clone(),
     )];
-    events.extend(sold.into_iter().map(|(product_id, quantity)| {
-        Envelope::new(
-            &ProductSold {
-                order_id: id,
-                product_id,
-                quantity,
-                sold_at: now,
-            },
-            correlation.clone(),
-        )
-    }));
+    events.extend(
+        sold.into_iter()
+            .map(|(product_option_id, product_id, quantity)| {
+                Envelope::new(
+                    &ProductSold {
+                        order_id: id,
+                        product_option_id,
+                        product_id,
+                        quantity,
+                        sold_at: now,
+                    },
+                    correlation.clone(),
+                )
+            }),
+    );
     orders.bus.outbox().append(tx, &events).await?;
     record_change(orders, tx, id).await?;
     Ok(Payment {

@@ -66,6 +66,10 @@ pub struct Settings {
     pub saga_stuck_secs: u64,
     /// How often the order sweeper looks for expired orders and stuck sagas, in milliseconds.
     pub order_sweep_ms: u64,
+    /// The IANA time zone in which the popular-products ranking cuts days.
+    pub ranking_time_zone: String,
+    /// How long a popular-products answer is served again by this process, in milliseconds.
+    pub popular_cache_ms: u64,
 }
 
 const DEFAULTS: &str = r#"
@@ -86,6 +90,8 @@ bus_redeliver = false
 payment_window_secs = 600
 saga_stuck_secs = 30
 order_sweep_ms = 1000
+ranking_time_zone = "Asia/Seoul"
+popular_cache_ms = 1000
 token_ttl_secs = 3600
 "#;
 
@@ -133,6 +139,20 @@ impl Settings {
         self.cache_prefix = format!("{namespace}:");
         self.bus_url = services.bus.clone();
         self.topic_prefix = format!("{namespace}-");
+    }
+
+    /// The ranking's settings; fails on an unknown time zone.
+    pub fn ranking_settings(&self) -> anyhow::Result<ranking::RankingSettings> {
+        let time_zone = self.ranking_time_zone.parse::<ranking::Tz>().map_err(|_| {
+            anyhow::anyhow!(
+                "STAMPEDE_RANKING_TIME_ZONE: unknown time zone {:?} (an IANA name such as Asia/Seoul)",
+                self.ranking_time_zone
+            )
+        })?;
+        Ok(ranking::RankingSettings {
+            time_zone,
+            answer_ttl: Duration::from_millis(self.popular_cache_ms),
+        })
     }
 
     pub fn order_settings(&self) -> orders::OrderSettings {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use eventbus::EventBus;
 use points::users::{create_admin, AdminCreated};
+use secrecy::ExposeSecret;
 use server::{startup::connect_database, telemetry, Application, Role, Settings};
 
 #[derive(Parser)]
@@ -37,6 +38,16 @@ enum Command {
     /// Dead-lettered events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The popular-products ranking.
+    #[command(subcommand)]
+    Ranking(RankingCommand),
+}
+
+#[derive(Subcommand)]
+enum RankingCommand {
+    /// Drops the ranking's counts in the cache and counts them again from the paid orders of
+    /// the last 30 days (a server also does this by itself when it finds them missing).
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +102,22 @@ async fn main() -> anyhow::Result<()> {
                 AdminCreated::Created { id } => println!("admin {email} created (user {id})"),
                 AdminCreated::Promoted { id } => println!("user {id} ({email}) is now an admin"),
             }
+            Ok(())
+        }
+        Command::Ranking(RankingCommand::Rebuild) => {
+            let url = settings.cache_url.expose_secret();
+            if url.starts_with("memory:") {
+                println!(
+                    "the embedded ranking lives in the server's memory and is rebuilt from the \
+                     database when it starts: nothing to do"
+                );
+                return Ok(());
+            }
+            let db = connect_database(&settings).await?;
+            let cache = cache::Cache::connect(url, &settings.cache_prefix).await?;
+            let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
+            let added = ranking::rebuild::rebuild_from_scratch(&ranking).await?;
+            println!("ranking rebuilt: {added} paid order lines counted");
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters) => {

@@ -48,6 +48,7 @@ impl Application {
             bus.clone(),
             settings.order_settings(),
         );
+        let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -64,6 +65,7 @@ impl Application {
                 coupons,
                 catalog,
                 orders,
+                ranking,
             },
         })
     }
@@ -145,11 +147,13 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// The event consumers of a worker: the coupon issuance flow and every step of the order saga.
+/// The event consumers of a worker: the coupon issuance flow, every step of the order saga
+/// and the ranking.
 fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
     let mut handlers = state.coupons.handlers();
     handlers.extend(catalog::saga::handlers(&state.catalog, &state.bus));
     handlers.extend(state.coupons.saga_handlers());
     handlers.extend(state.orders.handlers());
+    handlers.extend(state.ranking.handlers());
     handlers
 }

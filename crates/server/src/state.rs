@@ -21,4 +21,5 @@ pub struct AppState {
     pub coupons: coupons::Coupons,
     pub catalog: catalog::Catalog,
     pub orders: orders::Orders,
+    pub ranking: ranking::Ranking,
 }

@@ -152,3 +152,28 @@ pub async fn options(db: &Db, ids: &[i64]) -> Result<Vec<OptionSummary>, Catalog
         )
         .collect())
 }
+
+/// A product as listings name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductName {
+    pub id: i64,
+    pub name: String,
+    pub category: String,
+}
+
+/// The names and categories of the products `ids` that exist, by id, in one query.
+pub async fn names(db: &Db, ids: &[i64]) -> Result<Vec<ProductName>, CatalogError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let rows: Vec<(i64, String, String)> = on_db!(db, c => sqlx::query_as(&format!(
+        "SELECT id, name, category FROM products WHERE id IN ({list}) ORDER BY id"
+    ))
+    .fetch_all(c)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, category)| ProductName { id, name, category })
+        .collect())
+}

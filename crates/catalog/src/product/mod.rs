@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use create::create;
-pub use find::{find, list, options, OptionSummary, ProductPage};
+pub use find::{find, list, names, options, OptionSummary, ProductName, ProductPage};
 pub use restock::restock;
 
 /// An option of a product (a size, a colour) with its price and live stock.

@@ -82,6 +82,7 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(points::charge))
             .routes(routes!(points::history))
             .routes(routes!(products::list))
+            .routes(routes!(products::popular))
             .routes(routes!(products::get_product))
             .routes(routes!(products::create))
             .routes(routes!(products::restock))

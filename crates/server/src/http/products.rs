@@ -1,6 +1,11 @@
-//! Products: list and detail with live stock (detail from the cache), admin creation and restock.
+//! Products: list and detail with live stock (detail from the cache), the popular-products
+//! ranking, admin creation and restock.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::IntoResponse,
+};
 use catalog::{CatalogError, NewProduct, Product, ProductOption, ProductPage};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +15,7 @@ use super::{
     error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
 };
 use crate::state::AppState;
+use ranking::{PopularProduct, RankingError};
 
 impl From<CatalogError> for ApiError {
     fn from(error: CatalogError) -> Self {
@@ -19,6 +25,34 @@ impl From<CatalogError> for ApiError {
             CatalogError::Unknown(e) => ApiError::internal(e),
         }
     }
+}
+
+impl From<RankingError> for ApiError {
+    fn from(error: RankingError) -> Self {
+        match error {
+            RankingError::Invalid { field, message } => ApiError::invalid(field, message),
+            RankingError::Unknown(e) => ApiError::internal(e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PopularQuery {
+    /// Calendar days up to today, 1 to 30.
+    #[serde(default = "default_days")]
+    pub days: i64,
+    /// 1 to 100 products.
+    #[serde(default = "default_limit")]
+    pub limit: i64,
+}
+
+fn default_days() -> i64 {
+    3
+}
+
+fn default_limit() -> i64 {
+    5
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,6 +97,19 @@ pub async fn get_product(
 ) -> Result<AppJson<Product>, ApiError> {
     let product = catalog::product::find(&state.catalog, path_id(&product, "product")?).await?;
     Ok(AppJson(product))
+}
+
+/// The products with the most units sold in paid orders over the last `days` calendar days,
+/// best first, ties by product id (refreshed about every second).
+#[utoipa::path(get, path = "/api/products/popular", tag = "products", params(PopularQuery),
+    responses((status = 200, body = Vec<PopularProduct>),
+        (status = 422, description = "days 1–30, limit 1–100", body = Problem)))]
+pub async fn popular(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<PopularQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = ranking::popular::popular_json(&state.ranking, query.days, query.limit).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 /// Creates a product with its options (admins).

@@ -10,4 +10,5 @@ mod operations;
 mod orders;
 mod points;
 mod products;
+mod ranking;
 mod users;
