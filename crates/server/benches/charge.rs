@@ -8,19 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use server::{Application, Settings};
+use server::Settings;
 
 mod support;
 
 const CLIENTS: usize = 64;
 
 async fn run(name: &str, settings: Settings, seconds: u64) -> anyhow::Result<()> {
-    let app = Application::build(settings).await?;
-    let base = format!("http://{}", app.address());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = support::start(settings).await?;
+    let base = format!("http://{}", app.address);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()?;
@@ -36,17 +32,8 @@ async fn run(name: &str, settings: Settings, seconds: u64) -> anyhow::Result<()>
             .await?
             .json()
             .await?;
-        let token: serde_json::Value = client
-            .post(format!("{base}/api/auth/token"))
-            .json(&serde_json::json!({ "email": email, "password": "pass-word" }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        users.push((
-            created["id"].as_i64().expect("user id"),
-            token["accessToken"].as_str().expect("token").to_owned(),
-        ));
+        let id = created["id"].as_i64().expect("user id");
+        users.push((id, app.state.tokens.issue(id, false)?.0));
     }
 
     let ceiling: Vec<(String, Option<String>)> = (0..CLIENTS)
@@ -64,8 +51,7 @@ async fn run(name: &str, settings: Settings, seconds: u64) -> anyhow::Result<()>
     )
     .await?;
     fire(&format!("{name}: POST charge"), &client, charges, seconds).await?;
-    let _ = stop.send(());
-    server.await??;
+    app.stop().await?;
     Ok(())
 }
 

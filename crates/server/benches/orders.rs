@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use db::{on_db, sqlx};
 use futures::{stream, StreamExt};
 use serde_json::{json, Value};
-use server::{Application, Settings};
+use server::Settings;
 
 mod support;
 
@@ -28,13 +28,9 @@ const CLIENTS: usize = 64;
 const PACED: usize = 200;
 
 async fn run(name: &str, settings: Settings, orders: usize) -> anyhow::Result<()> {
-    let app = Application::build(settings).await?;
-    let state = app.state().clone();
-    let base = format!("http://{}", app.address());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let app = support::start(settings).await?;
+    let state = app.state.clone();
+    let base = format!("http://{}", app.address);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()?;
@@ -158,8 +154,7 @@ async fn run(name: &str, settings: Settings, orders: usize) -> anyhow::Result<()
         started.elapsed(),
     );
     state.bus.wait_idle(Duration::from_secs(600)).await?;
-    let _ = stop.send(());
-    server.await??;
+    app.stop().await?;
     Ok(())
 }
 

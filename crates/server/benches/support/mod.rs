@@ -1,4 +1,9 @@
-//! What the server benches share: the deployments they measure.
+//! What the server benches share: the deployments they measure, and a raw HTTP load
+//! generator.
+
+// Not every bench uses every helper.
+#[allow(dead_code)]
+pub mod raw;
 
 use server::{Settings, SharedServices};
 
@@ -27,4 +32,36 @@ pub fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// The app serving in this process, until [`Running::stop`].
+pub struct Running {
+    pub address: std::net::SocketAddr,
+    pub state: server::AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Builds the app of `settings` and serves it on a task of this runtime.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let app = server::Application::build(settings).await?;
+    let (address, state) = (app.address(), app.state().clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        address,
+        state,
+        stop,
+        server,
+    })
+}
+
+impl Running {
+    /// Stops the app gracefully and waits until it has.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await?
+    }
 }
