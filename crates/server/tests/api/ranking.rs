@@ -116,10 +116,21 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
     // rebuilds them from the paid orders.
     ranking::rebuild::forget(&app.state.ranking).await.unwrap();
     assert_eq!(popular(&app, "days=1&limit=10").await, live);
-    // The operator's rebuild drops and recounts them; sold again, they keep counting once.
-    ranking::rebuild::rebuild_from_scratch(&app.state.ranking)
-        .await
-        .unwrap();
+    // The operator's rebuild drops and recounts the five paid lines; sold again, they keep
+    // counting once.
+    match deployment {
+        Deployment::Production => {
+            let rebuilt = rebuild_command(&app);
+            assert!(
+                rebuilt.contains("ranking rebuilt: 5 paid order lines counted"),
+                "{rebuilt}"
+            );
+        }
+        Deployment::Embedded => {
+            let counted = ranking::rebuild::rebuild_from_scratch(&app.state.ranking).await;
+            assert_eq!(counted.unwrap(), 5);
+        }
+    }
     assert_eq!(popular(&app, "days=1&limit=10").await, live);
     let id = priced_order(&app, &user, &[(c_options[1], 4)]).await;
     act(&app, &user, id, "payment").await;
@@ -128,6 +139,25 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
         popular(&app, "days=1&limit=10").await,
         [(b, 5), (c, 5), (a, 3), (d, 3)]
     );
+}
+
+/// Runs `stampede ranking rebuild` on `app`'s database schema and cache prefix; its output.
+fn rebuild_command(app: &TestApp) -> String {
+    use secrecy::ExposeSecret;
+    let settings = &app.state.settings;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(["ranking", "rebuild"])
+        .env("STAMPEDE_DATABASE_URL", settings.database_url())
+        .env(
+            "STAMPEDE_DATABASE_SCHEMA",
+            settings.database_schema.as_deref().unwrap(),
+        )
+        .env("STAMPEDE_CACHE_URL", settings.cache_url.expose_secret())
+        .env("STAMPEDE_CACHE_PREFIX", &settings.cache_prefix)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
