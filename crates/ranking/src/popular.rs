@@ -31,27 +31,47 @@ pub(crate) struct Answers {
 }
 
 impl Answers {
-    fn fresh(&self, key: (u32, u32), ttl: std::time::Duration) -> Option<Bytes> {
+    /// The kept answer of `key` and whether it is younger than `ttl`.
+    fn kept(&self, key: (u32, u32), ttl: std::time::Duration) -> Option<(Bytes, bool)> {
         let kept = self.kept.read().expect("answers lock");
         kept.get(&key)
-            .filter(|(made, _)| made.elapsed() < ttl)
-            .map(|(_, body)| body.clone())
+            .map(|(made, body)| (body.clone(), made.elapsed() < ttl))
     }
 }
 
-/// The ranking as its JSON array, from this process's kept answers when one is fresh.
+/// The ranking as its JSON array, from this process's kept answers when one is fresh. While
+/// another request makes answers, or when making one fails (the cache is down), the last
+/// answer is served as it is, if there is one.
 pub async fn popular_json(ranking: &Ranking, days: i64, limit: i64) -> Result<Bytes, RankingError> {
     let key = validate(days, limit)?;
     let ttl = ranking.settings.answer_ttl;
     let answers = &ranking.answers;
-    if let Some(body) = answers.fresh(key, ttl) {
+    let stale = match answers.kept(key, ttl) {
+        Some((body, true)) => return Ok(body),
+        Some((body, false)) => Some(body),
+        None => None,
+    };
+    let _making = match (answers.making.try_lock(), &stale) {
+        (Ok(making), _) => making,
+        (Err(_), Some(stale)) => return Ok(stale.clone()),
+        (Err(_), None) => answers.making.lock().await,
+    };
+    if let Some((body, true)) = answers.kept(key, ttl) {
         return Ok(body);
     }
-    let _making = answers.making.lock().await;
-    if let Some(body) = answers.fresh(key, ttl) {
-        return Ok(body);
-    }
-    let list = popular(ranking, days, limit).await?;
+    let list = match popular(ranking, days, limit).await {
+        Ok(list) => list,
+        Err(error) => {
+            let Some(stale) = stale else {
+                return Err(error);
+            };
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "the ranking could not be read; serving the last answer"
+            );
+            return Ok(stale);
+        }
+    };
     let body = Bytes::from(serde_json::to_vec(&list).map_err(anyhow::Error::from)?);
     answers
         .kept

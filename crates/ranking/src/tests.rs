@@ -171,6 +171,20 @@ async fn an_answer_is_kept_for_its_time_then_made_again(f: Fixture) {
     assert_eq!(fresh[0]["soldQuantity"], 2, "{fresh}");
 }
 
+async fn a_read_that_fails_serves_the_last_answer(f: Fixture) {
+    // Answers kept for no time: every read makes one, unless making it fails.
+    let product = f.product("A").await;
+    f.sold(1, 1, product, 2, Utc::now()).await;
+    let last = popular_json(&f.ranking, 3, 5).await.unwrap();
+    f.ranking.db.close().await;
+    assert!(popular::popular(&f.ranking, 3, 5).await.is_err());
+    assert_eq!(popular_json(&f.ranking, 3, 5).await.unwrap(), last);
+    assert!(
+        popular_json(&f.ranking, 3, 4).await.is_err(),
+        "no answer to fall back on"
+    );
+}
+
 async fn out_of_range_queries_are_refused(f: Fixture) {
     for (days, limit, field) in [
         (0, 5, "days"),
@@ -191,6 +205,7 @@ testkit::on_both_adapter_sets!(fixture;
     a_sale_delivered_twice_counts_once,
     the_window_holds_today_and_the_days_before_it,
     an_answer_is_kept_for_its_time_then_made_again,
+    a_read_that_fails_serves_the_last_answer,
     out_of_range_queries_are_refused,
 );
 
