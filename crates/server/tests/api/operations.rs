@@ -33,6 +33,7 @@ async fn the_openapi_document_and_docs_page_are_served_offline(app: TestApp) {
         "/metrics",
         "/api/products",
         "/api/products/{productId}",
+        "/api/products/popular",
         "/api/admin/products",
         "/api/admin/product-options/{optionId}/restock",
         "/api/admin/coupons",
@@ -41,6 +42,12 @@ async fn the_openapi_document_and_docs_page_are_served_offline(app: TestApp) {
         "/api/coupon-tasks/{taskId}",
         "/api/coupon-tasks/{taskId}/events",
         "/api/users/{userId}/coupons",
+        "/api/orders",
+        "/api/orders/{orderId}",
+        "/api/orders/{orderId}/events",
+        "/api/orders/{orderId}/payment",
+        "/api/orders/{orderId}/cancel",
+        "/api/users/{userId}/orders",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
