@@ -173,6 +173,9 @@ impl EventBus {
                         notification = listener.recv() => match notification {
                             Ok(n) if n.channel() == "stampede_outbox" => bus.inner.relay_wake.notify_one(),
                             Ok(_) => bus.inner.log_tick.send_modify(|tick| *tick += 1),
+                            // The database is shutting down: give the connection back, or
+                            // closing the pool would wait for it forever.
+                            Err(sqlx::Error::PoolClosed) => break,
                             Err(error) => {
                                 tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                                 tokio::time::sleep(Duration::from_millis(500)).await;

@@ -103,7 +103,8 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
     act(&app, &user, cancelled, "cancel").await;
     app.drain_events().await;
 
-    let live = popular(&app, "days=1&limit=10").await;
+    // Two days, so that a run across midnight still sees today's sales.
+    let live = popular(&app, "days=2&limit=10").await;
     assert_eq!(live, [(b, 5), (a, 3), (d, 3), (c, 1)]);
     assert_eq!(
         popular(&app, "").await,
@@ -115,7 +116,7 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
     // The cache loses the counts (a Redis flush, a new embedded process): the next read
     // rebuilds them from the paid orders.
     ranking::rebuild::forget(&app.state.ranking).await.unwrap();
-    assert_eq!(popular(&app, "days=1&limit=10").await, live);
+    assert_eq!(popular(&app, "days=2&limit=10").await, live);
     // The operator's rebuild drops and recounts the five paid lines; sold again, they keep
     // counting once.
     match deployment {
@@ -131,12 +132,12 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
             assert_eq!(counted.unwrap(), 5);
         }
     }
-    assert_eq!(popular(&app, "days=1&limit=10").await, live);
+    assert_eq!(popular(&app, "days=2&limit=10").await, live);
     let id = priced_order(&app, &user, &[(c_options[1], 4)]).await;
     act(&app, &user, id, "payment").await;
     app.drain_events().await;
     assert_eq!(
-        popular(&app, "days=1&limit=10").await,
+        popular(&app, "days=2&limit=10").await,
         [(b, 5), (c, 5), (a, 3), (d, 3)]
     );
 }
