@@ -253,4 +253,20 @@ mod tests {
         assert_eq!(settings.bus_partitions, 3);
         assert_eq!(settings.role, Role::Worker);
     }
+
+    #[test]
+    fn the_ranking_time_zone_is_an_iana_name() {
+        let mut settings = Settings::defaults();
+        let ranking = settings.ranking_settings().unwrap();
+        assert_eq!(ranking.time_zone.name(), "Asia/Seoul");
+        assert_eq!(ranking.answer_ttl, Duration::from_secs(1));
+        settings.ranking_time_zone = "Europe/Berlin".into();
+        assert_eq!(
+            settings.ranking_settings().unwrap().time_zone.name(),
+            "Europe/Berlin"
+        );
+        settings.ranking_time_zone = "Mars/Olympus".into();
+        let error = settings.ranking_settings().unwrap_err().to_string();
+        assert!(error.contains("STAMPEDE_RANKING_TIME_ZONE"), "{error}");
+    }
 }
