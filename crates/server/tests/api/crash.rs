@@ -1,5 +1,6 @@
 //! A worker killed with SIGKILL in the middle of a batch of orders, then restarted: every
-//! order still reaches a payable or terminal state, and stock and points are conserved.
+//! order still reaches a payable or terminal state, stock and points are conserved, and the
+//! popular-products ranking counts every paid unit once.
 //!
 //! Embedded: the whole server is one `stampede serve` process (it is the worker), killed and
 //! restarted on the same data directory and port. Production: an API instance runs in the
@@ -327,6 +328,41 @@ async fn a_killed_worker_loses_no_order(api: Api, worker: &mut Process) {
             .map(|(_, o)| o["totalAmount"].as_i64().unwrap())
             .sum();
         assert_eq!(sum("USE"), paid);
+    }
+    // The ranking counts every paid unit once, through both kills (embedded: the restarted
+    // process rebuilds its counts from the paid orders).
+    let paid_units: i64 = now
+        .iter()
+        .filter(|(_, o)| o["status"] == "PAID")
+        .flat_map(|(_, o)| o["items"].as_array().unwrap().clone())
+        .map(|item| item["quantity"].as_i64().unwrap())
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ranking) = api
+            .call(
+                Method::GET,
+                "/api/products/popular?days=2&limit=5",
+                &admin,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{ranking}");
+        let sold = ranking
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["productId"] == product_id)
+            .map_or(0, |p| p["soldQuantity"].as_i64().unwrap());
+        assert!(sold <= paid_units, "ranking {sold} > paid {paid_units}");
+        if sold == paid_units {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ranking {sold} != paid {paid_units}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
