@@ -148,13 +148,6 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "a valid bearer token is required",
-            )
-        };
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -166,6 +159,15 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(unauthorized)?;
         state.tokens.verify(token.trim()).ok_or_else(unauthorized)
     }
+}
+
+/// 401 `UNAUTHORIZED`: no token, or not a valid one.
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "a valid bearer token is required",
+    )
 }
 
 /// The caller of a stream route: the bearer token, or else the `access_token` query parameter,
@@ -185,13 +187,11 @@ impl FromRequestParts<AppState> for StreamCaller {
                     &parts.uri,
                 );
             if let Some(token) = query.ok().and_then(|q| q.0.get("access_token").cloned()) {
-                return state.tokens.verify(&token).map(Self).ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "UNAUTHORIZED",
-                        "a valid bearer token is required",
-                    )
-                });
+                return state
+                    .tokens
+                    .verify(&token)
+                    .map(Self)
+                    .ok_or_else(unauthorized);
             }
         }
         Caller::from_request_parts(parts, state).await.map(Self)

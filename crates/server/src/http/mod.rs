@@ -26,6 +26,22 @@ pub mod points;
 pub mod products;
 pub mod users;
 
+/// `?page&size` of a listing: page from 0, 1 to 100 items (the use case checks the ranges).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// From 0.
+    #[serde(default)]
+    pub page: i64,
+    /// 1 to 100.
+    #[serde(default = "default_page_size")]
+    pub size: i64,
+}
+
+fn default_page_size() -> i64 {
+    20
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(

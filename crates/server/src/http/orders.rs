@@ -13,13 +13,13 @@ use axum::{
 use futures::Stream;
 use orders::{find::Change, pay::Payment, place::NewOrder, Line, Order, OrderError, OrderStatus};
 use serde::Deserialize;
-use utoipa::IntoParams;
 
 use super::{
     auth::{Caller, StreamCaller},
     error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
     idempotency::{self, IdempotencyKey, Stored},
     users::existing_user_id,
+    PageQuery,
 };
 use crate::state::AppState;
 
@@ -49,21 +49,6 @@ impl From<OrderError> for ApiError {
             OrderError::Unknown(_) => ApiError::internal(error),
         }
     }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// From 0.
-    #[serde(default)]
-    pub page: i64,
-    /// 1 to 100.
-    #[serde(default = "default_size")]
-    pub size: i64,
-}
-
-fn default_size() -> i64 {
-    20
 }
 
 /// Order `segment` if the caller may see it: its owner, or an admin.

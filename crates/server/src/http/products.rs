@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     auth::Caller,
     error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
+    PageQuery,
 };
 use crate::state::AppState;
 use ranking::{PopularProduct, RankingError};
@@ -53,21 +54,6 @@ fn default_days() -> i64 {
 
 fn default_limit() -> i64 {
     5
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// From 0.
-    #[serde(default)]
-    pub page: i64,
-    /// 1 to 100.
-    #[serde(default = "default_size")]
-    pub size: i64,
-}
-
-fn default_size() -> i64 {
-    20
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
