@@ -127,14 +127,29 @@ pub async fn place(
         }
         insert.execute(c).await.map(|r| r.rows_affected())
     })?;
+    let items = lines.iter().map(|l| (l.product_option_id, l.quantity));
+    write_created(orders, tx, id, user_id, user_coupon_id, items).await?;
+    record_change(orders, tx, id).await
+}
+
+/// Writes `order-created` for order `id` with its `(option, quantity)` lines: when it is
+/// placed, and again when the sweeper re-drives its stuck saga.
+pub(crate) async fn write_created(
+    orders: &Orders,
+    tx: &mut Tx,
+    id: i64,
+    user_id: i64,
+    user_coupon_id: Option<i64>,
+    items: impl IntoIterator<Item = (i64, i64)>,
+) -> sqlx::Result<()> {
     let created = OrderCreated {
         order_id: id,
         user_id,
-        items: lines
-            .iter()
-            .map(|l| OrderLine {
-                product_option_id: l.product_option_id,
-                quantity: l.quantity,
+        items: items
+            .into_iter()
+            .map(|(product_option_id, quantity)| OrderLine {
+                product_option_id,
+                quantity,
             })
             .collect(),
         user_coupon_id,
@@ -143,6 +158,5 @@ pub async fn place(
         .bus
         .outbox()
         .append(tx, &[Envelope::new(&created, id.to_string())])
-        .await?;
-    record_change(orders, tx, id).await
+        .await
 }

@@ -4,14 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use db::{exec, on_db, on_tx, sqlx, Tx};
-use events::{
-    order::{OrderCreated, OrderExpired, OrderLine},
-    Envelope,
-};
+use events::{order::OrderExpired, Envelope};
 use metrics::{counter, gauge};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    place::write_created,
     status::{move_status, record_change},
     OrderStatus, Orders,
 };
@@ -148,22 +146,6 @@ async fn redrive(orders: &Orders, tx: &mut Tx, id: i64, redrives: i64) -> anyhow
     .bind(id)
     .fetch_all(c)
     .await)?;
-    let created = OrderCreated {
-        order_id: id,
-        user_id,
-        items: lines
-            .into_iter()
-            .map(|(product_option_id, quantity)| OrderLine {
-                product_option_id,
-                quantity,
-            })
-            .collect(),
-        user_coupon_id,
-    };
-    orders
-        .bus
-        .outbox()
-        .append(tx, &[Envelope::new(&created, id.to_string())])
-        .await?;
+    write_created(orders, tx, id, user_id, user_coupon_id, lines).await?;
     Ok(true)
 }
