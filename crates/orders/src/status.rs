@@ -1,7 +1,7 @@
 //! Status changes: each is one conditional `UPDATE`, and is stored as served for SSE replay.
 
 use chrono::Utc;
-use db::{exec, on_tx, sqlx, Tx};
+use db::{exec, sqlx, Tx};
 use metrics::counter;
 
 use crate::{find::find_in, order_channel, Order, OrderError, OrderStatus, Orders};
@@ -40,18 +40,12 @@ pub(crate) async fn record_change(
     id: i64,
 ) -> Result<Order, OrderError> {
     let order = find_in(tx, id).await?;
-    let version: i64 = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT CAST(version AS BIGINT) FROM orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(c)
-    .await)?;
     let body = serde_json::to_string(&order).map_err(anyhow::Error::from)?;
     exec!(
         tx,
-        "INSERT INTO order_changes (order_id, version, body, changed_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO order_changes (order_id, version, body, changed_at) \
+         SELECT id, version, $2, $3 FROM orders WHERE id = $1",
         id,
-        version,
         &body,
         order.updated_at
     )?;
