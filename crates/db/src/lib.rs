@@ -276,6 +276,15 @@ impl Db {
     }
 }
 
+/// `ids` as the inside of a SQL `IN (…)`: integers only, so nothing needs escaping, and one
+/// query text serves both databases whatever the number of ids.
+pub fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    ids.into_iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// True when `err` is a unique-constraint violation; adapters turn it into a domain error
 /// (for example `AlreadyIssued`).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

@@ -31,7 +31,7 @@ pub async fn find(db: &Db, id: i64) -> Result<Order, OrderError> {
         on_db!(db, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
     let row = row.ok_or(OrderError::NotFound)?;
     let items: Vec<ItemRow> =
-        on_db!(db, c => sqlx::query_as(ITEMS_OF_ONE).bind(id).fetch_all(c).await)?;
+        on_db!(db, c => sqlx::query_as(&items_of_one()).bind(id).fetch_all(c).await)?;
     Ok(assemble(row, items)?)
 }
 
@@ -42,12 +42,16 @@ pub(crate) async fn find_in(tx: &mut Tx, id: i64) -> Result<Order, OrderError> {
         on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
     let row = row.ok_or(OrderError::NotFound)?;
     let items: Vec<ItemRow> =
-        on_tx!(tx, c => sqlx::query_as(ITEMS_OF_ONE).bind(id).fetch_all(c).await)?;
+        on_tx!(tx, c => sqlx::query_as(&items_of_one()).bind(id).fetch_all(c).await)?;
     Ok(assemble(row, items)?)
 }
 
-const ITEMS_OF_ONE: &str = "SELECT order_id, product_option_id, product_name, option_name, \
-    unit_price, quantity FROM order_items WHERE order_id = $1 ORDER BY product_option_id";
+const ITEM_COLUMNS: &str =
+    "order_id, product_option_id, product_name, option_name, unit_price, quantity";
+
+fn items_of_one() -> String {
+    format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY product_option_id")
+}
 
 /// Page `page` (from 0) of `size` orders of `user_id`, newest first, in two queries.
 pub async fn for_user(
@@ -80,14 +84,10 @@ pub async fn for_user(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let list = rows
-        .iter()
-        .map(|r| r.0.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = db::id_list(rows.iter().map(|r| r.0));
     let items: Vec<ItemRow> = on_db!(db, c => sqlx::query_as(&format!(
-        "SELECT order_id, product_option_id, product_name, option_name, unit_price, quantity \
-         FROM order_items WHERE order_id IN ({list}) ORDER BY product_option_id"
+        "SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id IN ({list}) \
+         ORDER BY product_option_id"
     ))
     .fetch_all(c)
     .await)?;

@@ -90,7 +90,7 @@ pub(crate) async fn load(db: &Db, ids: &[i64]) -> Result<Vec<Product>, CatalogEr
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let list = db::id_list(ids.iter().copied());
     let products: Vec<ProductRow> = on_db!(db, c => sqlx::query_as(&format!(
         "SELECT id, name, category, description FROM products WHERE id IN ({list}) ORDER BY id"
     ))
@@ -132,7 +132,7 @@ pub async fn options(db: &Db, ids: &[i64]) -> Result<Vec<OptionSummary>, Catalog
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let list = db::id_list(ids.iter().copied());
     let rows: Vec<(i64, i64, String, String, i64)> = on_db!(db, c => sqlx::query_as(&format!(
         "SELECT o.id, o.product_id, p.name, o.name, o.price FROM product_options o \
          JOIN products p ON p.id = o.product_id WHERE o.id IN ({list}) ORDER BY o.id"
@@ -166,7 +166,7 @@ pub async fn names(db: &Db, ids: &[i64]) -> Result<Vec<ProductName>, CatalogErro
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let list = db::id_list(ids.iter().copied());
     let rows: Vec<(i64, String, String)> = on_db!(db, c => sqlx::query_as(&format!(
         "SELECT id, name, category FROM products WHERE id IN ({list}) ORDER BY id"
     ))
