@@ -1,7 +1,7 @@
 //! The order saga over HTTP: place, the saga's outcome, payment, cancel, expiry, the status
 //! stream, and the invariants under concurrency and redelivery.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use chrono::Utc;
 use futures::{stream, StreamExt};
@@ -508,18 +508,13 @@ async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Dep
     let coupon = coupon_for(&app, &admin, &user, "FIXED", 500).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 3 }], "userCouponId": coupon });
     let id = placed(&app, &user, &body).await;
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = order(&app, &user, id).await["status"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if status == "EXPIRED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "EXPIRED");
+    // The order's stream ends after its terminal status: wait on it.
+    let statuses: Vec<Value> = status_events(&app, &user, id, None)
+        .await
+        .into_iter()
+        .map(|(_, order)| order["status"].clone())
+        .collect();
+    assert_eq!(statuses.last().unwrap(), "EXPIRED", "{statuses:?}");
     app.drain_events().await;
     assert_eq!(stock(&app, product_id).await, [4]);
     assert_eq!(coupon_status(&app, &user, coupon).await, "AVAILABLE");
