@@ -177,18 +177,14 @@ async fn place(client: &reqwest::Client, base: &str, token: &str, option: i64) -
 /// Reports the `PENDING` → `AWAITING_PAYMENT` latency of orders `ids`, as stored, and their
 /// rate from the first one's creation to the last one's pricing.
 async fn saga_report(name: &str, what: &str, db: &db::Db, ids: &[i64]) -> anyhow::Result<()> {
-    let priced: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = on_db!(db, c => sqlx::query_as(
-        "SELECT o.id, o.created_at, c.changed_at FROM orders o JOIN order_changes c \
-         ON c.order_id = o.id AND c.version = 2 WHERE o.status = 'AWAITING_PAYMENT'",
-    )
+    let list = db::id_list(ids.iter().copied());
+    let timings: Vec<(DateTime<Utc>, DateTime<Utc>)> = on_db!(db, c => sqlx::query_as(&format!(
+        "SELECT o.created_at, c.changed_at FROM orders o JOIN order_changes c \
+         ON c.order_id = o.id AND c.version = 2 \
+         WHERE o.status = 'AWAITING_PAYMENT' AND o.id IN ({list})"
+    ))
     .fetch_all(c)
     .await)?;
-    let wanted: std::collections::HashSet<i64> = ids.iter().copied().collect();
-    let timings: Vec<_> = priced
-        .into_iter()
-        .filter(|t| wanted.contains(&t.0))
-        .map(|t| (t.1, t.2))
-        .collect();
     assert_eq!(timings.len(), ids.len(), "every order priced");
     let first = timings.iter().map(|t| t.0).min().expect("orders");
     let last = timings.iter().map(|t| t.1).max().expect("orders");
