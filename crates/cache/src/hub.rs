@@ -22,7 +22,27 @@ impl Hub {
             .entry(channel.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
             .subscribe();
-        Subscription { receiver }
+        Subscription {
+            receiver,
+            channel: channel.to_owned(),
+            hub: self.clone(),
+        }
+    }
+
+    /// Forgets `channel` if it has no subscriber left.
+    fn release(&self, channel: &str) {
+        let mut channels = self.channels.lock().expect("hub lock");
+        if channels
+            .get(channel)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            channels.remove(channel);
+        }
+    }
+
+    /// Channels with a subscriber in this process.
+    pub(crate) fn channels(&self) -> usize {
+        self.channels.lock().expect("hub lock").len()
     }
 
     /// Hands `message` to this process's subscribers of `channel`; forgets channels whose
@@ -34,15 +54,24 @@ impl Hub {
                 channels.remove(channel);
             }
         }
-        if channels.len() > 1024 {
-            channels.retain(|_, sender| sender.receiver_count() > 0);
-        }
     }
 }
 
-/// Messages of one channel, from the moment of subscribing.
+/// Messages of one channel, from the moment of subscribing. Dropping the last subscription of
+/// a channel forgets the channel.
 pub struct Subscription {
     receiver: broadcast::Receiver<String>,
+    channel: String,
+    hub: Hub,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // The receiver still counts until this returns: swap it for a detached one first.
+        let detached = broadcast::channel(1).1;
+        drop(std::mem::replace(&mut self.receiver, detached));
+        self.hub.release(&self.channel);
+    }
 }
 
 impl Subscription {

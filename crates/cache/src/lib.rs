@@ -72,6 +72,16 @@ impl Cache {
         }
     }
 
+    /// Counts one hit on `key` in a fixed window of length `window` that starts with the first
+    /// hit: returns the hits counted in the current window (this one included) and the time
+    /// until that window ends. Atomic across instances sharing the cache.
+    pub async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)> {
+        match self {
+            Cache::Memory(m) => Ok(m.hit(key, window)),
+            Cache::Redis(r) => r.hit(key, window).await,
+        }
+    }
+
     /// Sends `message` to every subscriber of `channel`, in every instance sharing this cache.
     /// Delivery is best effort (at most once): callers keep the state in a store and use the
     /// message only as a wake-up.
@@ -91,6 +101,15 @@ impl Cache {
         match self {
             Cache::Memory(m) => m.hub().subscribe(channel),
             Cache::Redis(r) => r.hub().subscribe(channel),
+        }
+    }
+
+    /// Channels with a live subscription in this process (each is forgotten with its last
+    /// subscription).
+    pub fn subscribed_channels(&self) -> usize {
+        match self {
+            Cache::Memory(m) => m.hub().channels(),
+            Cache::Redis(r) => r.hub().channels(),
         }
     }
 

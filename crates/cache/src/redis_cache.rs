@@ -102,6 +102,21 @@ impl RedisCache {
         Ok(())
     }
 
+    /// See [`crate::Cache::hit`].
+    pub async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)> {
+        static HIT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                "local n = redis.call('INCR', KEYS[1]) \
+                 local ttl = redis.call('PTTL', KEYS[1]) \
+                 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) ttl = tonumber(ARGV[1]) end \
+                 return {n, ttl}",
+            )
+        });
+        let window = window.as_millis().max(1).to_string();
+        let (count, ttl): (u64, u64) = self.script(&HIT, &[key], &[window]).await?;
+        Ok((count, Duration::from_millis(ttl)))
+    }
+
     pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
         redis::cmd("PUBLISH")
             .arg(format!("{}chan:{channel}", self.prefix))

@@ -123,3 +123,42 @@ async fn redis_scripts_run_atomically_on_prefixed_keys() {
         .unwrap();
     assert_eq!(raw.as_deref(), Some("0"), "the key carries the prefix");
 }
+
+async fn hits_are_counted_per_key_until_the_window_ends(cache: Cache) {
+    let window = Duration::from_millis(300);
+    for expected in 1..=3 {
+        let (count, left) = cache.hit("login:a@b.co", window).await.unwrap();
+        assert_eq!(count, expected);
+        assert!(left <= window && !left.is_zero(), "{left:?}");
+    }
+    assert_eq!(cache.hit("login:c@d.co", window).await.unwrap().0, 1);
+    // The window's end is what this test is about; there is no event to wait for instead.
+    tokio::time::sleep(window + Duration::from_millis(50)).await;
+    assert_eq!(cache.hit("login:a@b.co", window).await.unwrap().0, 1, "a new window");
+}
+
+#[tokio::test]
+async fn memory_hits_are_counted_per_key_until_the_window_ends() {
+    hits_are_counted_per_key_until_the_window_ends(Cache::connect("memory://", "").await.unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn redis_hits_are_counted_per_key_until_the_window_ends() {
+    if let Some(cache) = redis_or_skip(&prefix()).await {
+        hits_are_counted_per_key_until_the_window_ends(cache).await;
+    }
+}
+
+#[tokio::test]
+async fn a_channel_is_forgotten_with_its_last_subscription() {
+    let cache = Cache::connect("memory://", "").await.unwrap();
+    let first = cache.subscribe("order:1");
+    let second = cache.subscribe("order:1");
+    let other = cache.subscribe("order:2");
+    assert_eq!(cache.subscribed_channels(), 2);
+    drop(first);
+    assert_eq!(cache.subscribed_channels(), 2, "order:1 still has a subscriber");
+    drop((second, other));
+    assert_eq!(cache.subscribed_channels(), 0);
+}

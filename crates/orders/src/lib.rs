@@ -56,6 +56,8 @@ pub enum OrderError {
     NotCancellable(OrderStatus),
     #[error("the balance is {balance} KRW, {needed} KRW needed")]
     InsufficientPoints { balance: i64, needed: i64 },
+    #[error("the user already holds {0} unpaid orders; pay or cancel one first")]
+    TooManyOpenOrders(i64),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -152,6 +154,8 @@ pub struct OrderItem {
 /// How orders behave in time.
 #[derive(Debug, Clone, Copy)]
 pub struct OrderSettings {
+    /// Unpaid orders (`PENDING` or `AWAITING_PAYMENT`) one user may hold at once.
+    pub max_open_orders: i64,
     /// How long a priced order stays payable; also how long an order may stay `PENDING`
     /// before the sweeper gives up on it and expires it.
     pub payment_window: Duration,
@@ -164,6 +168,7 @@ pub struct OrderSettings {
 impl Default for OrderSettings {
     fn default() -> Self {
         Self {
+            max_open_orders: 10,
             payment_window: Duration::from_secs(600),
             stuck_after: Duration::from_secs(30),
             sweep_every: Duration::from_secs(1),

@@ -75,6 +75,9 @@ pub struct Line {
 }
 
 /// Stores a `PENDING` order of `user_id` with `lines` and writes `order-created`, in `tx`.
+/// Refused with `TooManyOpenOrders` while the user holds the maximum of unpaid orders, so one
+/// account cannot reserve a sale's stock and let it expire; concurrent placements of one user
+/// are counted one after the other.
 pub async fn place(
     orders: &Orders,
     tx: &mut Tx,
@@ -82,6 +85,10 @@ pub async fn place(
     lines: &[Line],
     user_coupon_id: Option<i64>,
 ) -> Result<Order, OrderError> {
+    let max = orders.settings.max_open_orders;
+    if open_orders(tx, user_id).await? >= max {
+        return Err(OrderError::TooManyOpenOrders(max));
+    }
     let now = Utc::now();
     let id: i64 = on_tx!(tx, c => sqlx::query_scalar(
         "INSERT INTO orders (user_id, status, user_coupon_id, created_at, updated_at) \
@@ -130,6 +137,28 @@ pub async fn place(
     let items = lines.iter().map(|l| (l.product_option_id, l.quantity));
     write_created(orders, tx, id, user_id, user_coupon_id, items).await?;
     record_change(orders, tx, id).await
+}
+
+/// The user's `PENDING` and `AWAITING_PAYMENT` orders. On PostgreSQL the user's placements
+/// take a transaction lock first, so two of them cannot both count the same total (SQLite's
+/// write transactions already run one at a time).
+async fn open_orders(tx: &mut Tx, user_id: i64) -> sqlx::Result<i64> {
+    if tx.backend() == db::Backend::Postgres {
+        on_tx!(tx, c => sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':open-orders'), \
+             ($1 % 2147483647)::int)",
+        )
+        .bind(user_id)
+        .execute(c)
+        .await
+        .map(|_| ()))?;
+    }
+    on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE user_id = $1 AND status IN ('PENDING', 'AWAITING_PAYMENT')",
+    )
+    .bind(user_id)
+    .fetch_one(c)
+    .await)
 }
 
 /// Writes `order-created` for order `id` with its `(option, quantity)` lines: when it is

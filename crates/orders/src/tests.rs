@@ -28,6 +28,7 @@ async fn fixture(production: bool) -> Option<Fixture> {
         payment_window: WINDOW,
         stuck_after: Duration::from_secs(30),
         sweep_every: Duration::from_secs(1),
+        ..OrderSettings::default()
     };
     Some(Fixture {
         orders: Orders::new(
@@ -54,6 +55,7 @@ fn line(option: i64, price: i64, quantity: i64) -> Line {
 async fn new_user(orders: &Orders) -> i64 {
     points::users::sign_up(
         orders.db(),
+        &points::users::Hashing::default(),
         "buyer",
         &format!("{}@x.io", uuid::Uuid::now_v7()),
         "secret1",

@@ -70,6 +70,42 @@ pub struct Settings {
     pub ranking_time_zone: String,
     /// How long a popular-products answer is served again by this process, in milliseconds.
     pub popular_cache_ms: u64,
+    /// Password hashes computed at once (each holds 19 MiB); 0: the number of cores.
+    pub password_hash_threads: usize,
+    /// Sign-ups and logins waiting for a hashing thread; one more gets 503 `OVERLOADED`.
+    pub password_hash_queue: usize,
+    /// How long a sign-up or login waits for a hashing thread, in milliseconds.
+    pub password_hash_wait_ms: u64,
+    /// How long a client may take to send a request's headers, in milliseconds; also how long
+    /// an idle keep-alive connection stays open.
+    pub http_header_timeout_ms: u64,
+    /// How long a request may take until its response starts, in milliseconds (then 503
+    /// `UNAVAILABLE`). Streams are bounded by their own rules once they have started.
+    pub http_request_timeout_ms: u64,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub http_max_connections: usize,
+    /// Requests handled at once; further ones get 503 `OVERLOADED` (health and metrics exempt).
+    pub http_max_in_flight: usize,
+    /// The largest request body, in bytes (413 beyond).
+    pub http_body_limit_bytes: usize,
+    /// Open SSE streams in this process (503 `OVERLOADED` beyond).
+    pub sse_max_streams: usize,
+    /// Open order streams of one user in this process (429 `RATE_LIMITED` beyond).
+    pub sse_max_streams_per_user: usize,
+    /// After SIGTERM, how long open connections get to finish before the process exits, in
+    /// milliseconds. Streams end at once; clients resume with `Last-Event-ID`.
+    pub shutdown_grace_ms: u64,
+    /// The window of the rate limits below, in seconds.
+    pub rate_window_secs: u64,
+    /// Orders one user may place per window (429 `RATE_LIMITED` beyond).
+    pub rate_orders: u64,
+    /// Coupon issue requests one user may make per window.
+    pub rate_coupon_issues: u64,
+    /// Login attempts per email per window.
+    pub rate_logins: u64,
+    /// Unpaid orders (`PENDING` or `AWAITING_PAYMENT`) one user may hold (409
+    /// `TOO_MANY_OPEN_ORDERS` beyond).
+    pub max_open_orders: i64,
 }
 
 const DEFAULTS: &str = r#"
@@ -93,6 +129,22 @@ order_sweep_ms = 1000
 ranking_time_zone = "Asia/Seoul"
 popular_cache_ms = 1000
 token_ttl_secs = 3600
+password_hash_threads = 0
+password_hash_queue = 64
+password_hash_wait_ms = 2000
+http_header_timeout_ms = 10000
+http_request_timeout_ms = 15000
+http_max_connections = 10000
+http_max_in_flight = 1024
+http_body_limit_bytes = 65536
+sse_max_streams = 4096
+sse_max_streams_per_user = 8
+shutdown_grace_ms = 10000
+rate_window_secs = 10
+rate_orders = 30
+rate_coupon_issues = 30
+rate_logins = 10
+max_open_orders = 10
 "#;
 
 impl Settings {
@@ -155,8 +207,21 @@ impl Settings {
         })
     }
 
+    pub fn hashing_limits(&self) -> points::users::HashingLimits {
+        let defaults = points::users::HashingLimits::default();
+        points::users::HashingLimits {
+            threads: match self.password_hash_threads {
+                0 => defaults.threads,
+                n => n,
+            },
+            queue: self.password_hash_queue,
+            wait: Duration::from_millis(self.password_hash_wait_ms),
+        }
+    }
+
     pub fn order_settings(&self) -> orders::OrderSettings {
         orders::OrderSettings {
+            max_open_orders: self.max_open_orders.max(1),
             payment_window: Duration::from_secs(self.payment_window_secs.max(1)),
             stuck_after: Duration::from_secs(self.saga_stuck_secs.max(1)),
             sweep_every: Duration::from_millis(self.order_sweep_ms.max(10)),

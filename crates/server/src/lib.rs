@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! Building and running the application (the server as an object, so tests run the real thing
 //! on port 0).
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use cache::Cache;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Role, Settings},
     http,
+    serve::{serve, ConnectionLimits},
     state::AppState,
 };
 
@@ -56,6 +57,8 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
+                hashing: points::users::Hashing::new(settings.hashing_limits()),
+                limits: Arc::new(http::limits::Limits::new(&settings)),
                 settings: Arc::new(settings),
                 db,
                 cache,
@@ -66,6 +69,7 @@ impl Application {
                 catalog,
                 orders,
                 ranking,
+                shutdown: CancellationToken::new(),
             },
         })
     }
@@ -84,8 +88,9 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then stops accepting requests, lets in-flight
-    /// requests and event batches finish, and closes the database.
+    /// Serves until `shutdown` completes, then stops accepting requests, ends open streams,
+    /// lets in-flight requests finish (for at most the grace period) and event batches too,
+    /// and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -105,16 +110,21 @@ impl Application {
         tasks.push(tokio::spawn(housekeeping(state.db.clone(), stop.clone())));
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
-        let server = axum::serve(listener, http::router(state.clone(), state.settings.role))
-            .with_graceful_shutdown(shutdown);
-        let served = server.await;
+        let settings = &state.settings;
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_millis(settings.http_header_timeout_ms.max(1)),
+            max_connections: settings.http_max_connections,
+            grace: Duration::from_millis(settings.shutdown_grace_ms),
+        };
+        let router = http::router(state.clone(), settings.role);
+        serve(listener, router, limits, shutdown, state.shutdown.clone()).await;
         stop.cancel();
         for task in tasks {
             let _ = task.await;
         }
         state.db.close().await;
         tracing::info!("stopped");
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 

@@ -6,8 +6,12 @@ use cache::Cache;
 use db::Db;
 use eventbus::EventBus;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, http::auth::Tokens};
+use crate::{
+    config::Settings,
+    http::{auth::Tokens, limits::Limits},
+};
 
 /// Handles to the adapters picked by the configuration; cheap to clone.
 #[derive(Clone)]
@@ -22,4 +26,10 @@ pub struct AppState {
     pub catalog: catalog::Catalog,
     pub orders: orders::Orders,
     pub ranking: ranking::Ranking,
+    /// Password hashing, bounded (sign-up and login).
+    pub hashing: points::users::Hashing,
+    /// The process's request, stream and rate limits.
+    pub limits: Arc<Limits>,
+    /// Cancelled when the server begins to shut down: open streams end.
+    pub shutdown: CancellationToken,
 }

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use db::{on_tx, sqlx};
 
-use super::{NewProduct, Product, ProductOption};
+use super::{NewProduct, Product, ProductOption, MAX_PRICE, MAX_STOCK};
 use crate::{Catalog, CatalogError};
 
 fn validate(product: &NewProduct) -> Result<(), CatalogError> {
@@ -25,11 +25,11 @@ fn validate(product: &NewProduct) -> Result<(), CatalogError> {
         if !(1..=30).contains(&length(&option.name)) {
             return invalid("options.name", "must be 1 to 30 characters");
         }
-        if option.price < 0 {
-            return invalid("options.price", "must be at least 0");
+        if !(0..=MAX_PRICE).contains(&option.price) {
+            return invalid("options.price", "must be 0 to 1,000,000,000");
         }
-        if option.stock < 0 {
-            return invalid("options.stock", "must be at least 0");
+        if !(0..=MAX_STOCK).contains(&option.stock) {
+            return invalid("options.stock", "must be 0 to 1,000,000,000");
         }
     }
     Ok(())

@@ -11,6 +11,12 @@ pub use create::create;
 pub use find::{find, list, names, options, OptionSummary, ProductName, ProductPage};
 pub use restock::restock;
 
+/// The highest price of an option, in KRW: an order's total (50 lines of 1,000 units) stays far
+/// inside `i64`.
+pub const MAX_PRICE: i64 = 1_000_000_000;
+/// The most stock an option may be given, by creation or restock.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+
 /// An option of a product (a size, a colour) with its price and live stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -2,11 +2,13 @@
 
 use db::{on_tx, sqlx};
 
-use super::ProductOption;
+use super::{ProductOption, MAX_STOCK};
 use crate::{Catalog, CatalogError};
 
 /// Adds `quantity` (1 to 1,000,000) to the stock of option `option_id` in one atomic update;
-/// returns the option.
+/// returns the option. Refused (`Invalid`, naming `quantity`) when the stock would pass
+/// [`MAX_STOCK`]: stock released by cancelled orders lands on top of a bounded value, so it
+/// cannot overflow.
 pub async fn restock(
     catalog: &Catalog,
     option_id: i64,
@@ -20,14 +22,29 @@ pub async fn restock(
     }
     let mut tx = catalog.db.begin().await?;
     let row: Option<(i64, i64, String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "UPDATE product_options SET stock = stock + $2 WHERE id = $1 \
+        "UPDATE product_options SET stock = stock + $2 WHERE id = $1 AND stock <= $3 - $2 \
          RETURNING product_id, id, name, price, stock",
     )
     .bind(option_id)
     .bind(quantity)
+    .bind(MAX_STOCK)
     .fetch_optional(c)
     .await)?;
-    let (product_id, id, name, price, stock) = row.ok_or(CatalogError::NotFound)?;
+    let Some((product_id, id, name, price, stock)) = row else {
+        let exists: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
+            "SELECT id FROM product_options WHERE id = $1",
+        )
+        .bind(option_id)
+        .fetch_optional(c)
+        .await)?;
+        return Err(match exists {
+            Some(_) => CatalogError::Invalid {
+                field: "quantity",
+                message: "would take the stock past 1,000,000,000",
+            },
+            None => CatalogError::NotFound,
+        });
+    };
     catalog.forget_after_commit(&mut tx, vec![product_id]);
     tx.commit().await?;
     Ok(ProductOption {

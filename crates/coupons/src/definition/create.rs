@@ -6,6 +6,11 @@ use db::{on_tx, sqlx};
 use super::{Coupon, DiscountType, NewCoupon};
 use crate::{gate::Snapshot, CouponError, Coupons};
 
+/// The most units a coupon may have.
+pub const MAX_QUANTITY: i64 = 10_000_000;
+/// The largest `FIXED` discount, in KRW (the highest price of an option).
+pub const MAX_FIXED_DISCOUNT: i64 = 1_000_000_000;
+
 /// Checks `coupon` against the contract's limits.
 pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
     let invalid = |field, message| Err(CouponError::Invalid { field, message });
@@ -17,13 +22,13 @@ pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
         DiscountType::Percent if !(1..=100).contains(&coupon.discount_value) => {
             return invalid("discountValue", "a PERCENT discount is 1 to 100");
         }
-        DiscountType::Fixed if coupon.discount_value < 1 => {
-            return invalid("discountValue", "a FIXED discount is at least 1 KRW");
+        DiscountType::Fixed if !(1..=MAX_FIXED_DISCOUNT).contains(&coupon.discount_value) => {
+            return invalid("discountValue", "a FIXED discount is 1 to 1,000,000,000 KRW");
         }
         _ => {}
     }
-    if coupon.total_quantity < 0 {
-        return invalid("totalQuantity", "must be at least 0");
+    if !(0..=MAX_QUANTITY).contains(&coupon.total_quantity) {
+        return invalid("totalQuantity", "must be 0 to 10,000,000");
     }
     if coupon.expires_at <= Utc::now() {
         return invalid("expiresAt", "must be in the future");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use request::request;
+pub use request::{recently_sold_out, request};
 pub use task::{find_task, task_channel, Task, TaskStatus};
 
 /// Why an accepted task failed.

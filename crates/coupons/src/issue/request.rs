@@ -100,7 +100,9 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
     })
 }
 
-fn recently_sold_out(coupons: &Coupons, coupon: i64) -> bool {
+/// Whether this process answers `SOLD_OUT` for `coupon` from memory right now (the gate said so
+/// within the last 100 ms).
+pub fn recently_sold_out(coupons: &Coupons, coupon: i64) -> bool {
     let mut sold_out = coupons.sold_out.lock().expect("sold-out memory");
     match sold_out.get(&coupon) {
         Some(until) if *until > Instant::now() => true,

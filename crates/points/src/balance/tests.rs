@@ -33,7 +33,7 @@ async fn postgres() -> Option<Fixture> {
 
 async fn fixture(db: Db, dir: tempfile::TempDir) -> Fixture {
     db.migrate().await.unwrap();
-    let user = sign_up(&db, "kim", "kim@example.com", "pass-word")
+    let user = sign_up(&db, &Default::default(), "kim", "kim@example.com", "pass-word")
         .await
         .unwrap();
     Fixture {

@@ -2,7 +2,7 @@
 
 use db::{on_db, sqlx, Db};
 
-use super::{normalize_email, verify_password, User};
+use super::{normalize_email, Hashing, User, UserError};
 
 /// A hash of nothing in particular, verified when the email is unknown so that a wrong email
 /// takes as long as a wrong password.
@@ -10,18 +10,24 @@ const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$u8YBSYBFjRwpSHzT1xCsgJIbwfoHkbXyGC7UpCVE2Mw";
 
 /// The account with `email` if `password` is its password; `None` otherwise (whichever of the
-/// two was wrong).
-pub async fn authenticate(db: &Db, email: &str, password: &str) -> anyhow::Result<Option<User>> {
+/// two was wrong). The check runs on one of `hashing`'s threads (`Overloaded` when none frees
+/// up in time).
+pub async fn authenticate(
+    db: &Db,
+    hashing: &Hashing,
+    email: &str,
+    password: &str,
+) -> Result<Option<User>, UserError> {
     let email = normalize_email(email);
     let row: Option<(i64, String, String, bool, String)> = on_db!(db, c => sqlx::query_as(
         "SELECT id, name, email, is_admin, password_hash FROM users WHERE email = $1",
     )
     .bind(&email)
     .fetch_optional(c)
-    .await)?;
+    .await)
+    .map_err(anyhow::Error::from)?;
     let hash = row.as_ref().map_or(DECOY_HASH.to_owned(), |r| r.4.clone());
-    let password = password.to_owned();
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await?;
+    let matches = hashing.verify(password.to_owned(), hash).await?;
     Ok(row
         .filter(|_| matches)
         .map(|(id, name, email, is_admin, _)| User {

@@ -3,12 +3,14 @@
 mod authenticate;
 mod create_admin;
 mod find;
+mod hashing;
 mod password;
 mod sign_up;
 
 pub use authenticate::authenticate;
 pub use create_admin::{create_admin, AdminCreated};
 pub use find::find;
+pub use hashing::{Hashing, HashingLimits, Overloaded};
 pub use password::{hash_password, verify_password};
 pub use sign_up::sign_up;
 
@@ -31,6 +33,8 @@ pub enum UserError {
     },
     #[error("an account with this email exists")]
     EmailTaken,
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }

@@ -3,17 +3,21 @@
 use chrono::Utc;
 use db::{on_tx, sqlx, Db};
 
-use super::{hash_password, normalize_email, validate, User, UserError};
+use super::{normalize_email, validate, Hashing, User, UserError};
 
 /// Creates an account. The email is unique (case-insensitive): `EmailTaken` otherwise, also
-/// when two sign-ups race. The password is stored only as an argon2id hash.
-pub async fn sign_up(db: &Db, name: &str, email: &str, password: &str) -> Result<User, UserError> {
+/// when two sign-ups race. The password is stored only as an argon2id hash, made on one of
+/// `hashing`'s threads (`Overloaded` when none frees up in time).
+pub async fn sign_up(
+    db: &Db,
+    hashing: &Hashing,
+    name: &str,
+    email: &str,
+    password: &str,
+) -> Result<User, UserError> {
     let (name, email) = (name.trim().to_owned(), normalize_email(email));
     validate(&name, &email, password)?;
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(anyhow::Error::from)??;
+    let hash = hashing.hash(password.to_owned()).await??;
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
     let inserted = on_tx!(tx, c => sqlx::query_scalar(
         "INSERT INTO users (name, email, password_hash, is_admin, created_at) \

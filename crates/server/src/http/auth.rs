@@ -161,6 +161,20 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// An admin caller: 401 without a valid token, 403 for anyone else, decided before the body
+/// is read.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Self(caller))
+    }
+}
+
 /// 401 `UNAUTHORIZED`: no token, or not a valid one.
 fn unauthorized() -> ApiError {
     ApiError::new(

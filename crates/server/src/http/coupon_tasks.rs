@@ -8,20 +8,21 @@ use std::{convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    response::sse::{Event, KeepAlive, Sse},
+    response::sse::{Event, Sse},
 };
 use coupons::{issue::task_channel, CouponError, Task};
 use futures::Stream;
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, AppPath, Problem};
+use super::{
+    error::{ApiError, AppJson, AppPath, Problem},
+    limits,
+};
 use crate::state::AppState;
 
 /// How often a waiting stream re-reads the task even without a wake-up (pub/sub is best
 /// effort; the stored result is the truth).
 const RECHECK: Duration = Duration::from_secs(5);
-/// Comment lines keep idle connections (and proxies) alive.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 
 fn task_id(segment: &str) -> Result<Uuid, ApiError> {
     segment
@@ -56,15 +57,20 @@ pub async fn get_task(
 #[utoipa::path(get, path = "/api/coupon-tasks/{taskId}/events", tag = "coupons",
     params(("taskId" = Uuid, Path)),
     responses((status = 200, description = "`text/event-stream`: event `result` with the task", content_type = "text/event-stream", body = String),
-        (status = 404, body = Problem)))]
+        (status = 404, body = Problem),
+        (status = 503, description = "`OVERLOADED`: too many open streams (`Retry-After`)", body = Problem)))]
 pub async fn task_events(
     State(state): State<AppState>,
     AppPath(task): AppPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = task_id(&task)?;
-    // Subscribe before reading, so a result stored in between still wakes us.
+    // An unknown task is refused before anything is kept for it.
+    find(&state, id).await?;
+    let slot = state.limits.open_stream(None)?;
+    // Read again once subscribed, so a result stored in between still wakes us.
     let mut wake_ups = state.cache.subscribe(&task_channel(id));
     let first = find(&state, id).await?;
+    let stream_state = state.clone();
     let result = async move {
         let mut task = first;
         while !task.is_terminal() {
@@ -72,7 +78,7 @@ pub async fn task_events(
                 _ = wake_ups.recv() => {}
                 () = tokio::time::sleep(RECHECK) => {}
             }
-            match coupons::issue::find_task(&state.coupons, id).await {
+            match coupons::issue::find_task(&stream_state.coupons, id).await {
                 Ok(latest) => task = latest,
                 Err(error) => {
                     tracing::warn!(task_id = %id, error = format!("{error:#}"), "re-reading a coupon task failed")
@@ -86,5 +92,5 @@ pub async fn task_events(
             .expect("a task serializes");
         Ok(event)
     };
-    Ok(Sse::new(futures::stream::once(result)).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+    Ok(limits::sse(&state, slot, futures::stream::once(result)))
 }

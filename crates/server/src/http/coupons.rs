@@ -4,7 +4,8 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 
 use super::{
-    auth::Caller,
+    auth::{Admin, Caller},
+    limits::Rate,
     error::{path_id, ApiError, AppJson, AppPath, Problem},
     users::existing_user_id,
 };
@@ -46,13 +47,12 @@ impl From<CouponError> for ApiError {
     security(("bearer" = [])),
     responses((status = 201, body = Coupon), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem),
-        (status = 422, description = "name 5–20, PERCENT 1–100, FIXED ≥ 1, quantity ≥ 0, expiresAt in the future", body = Problem)))]
+        (status = 422, description = "name 5–20, PERCENT 1–100, FIXED 1–1,000,000,000, quantity 0–10,000,000, expiresAt in the future", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     AppJson(body): AppJson<NewCoupon>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_admin()?;
     let coupon = coupons::definition::create(&state.coupons, body).await?;
     Ok((StatusCode::CREATED, AppJson(coupon)))
 }
@@ -78,14 +78,22 @@ pub async fn get_coupon(
         (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "`ALREADY_REQUESTED` or `SOLD_OUT`", body = Problem),
         (status = 422, description = "`COUPON_EXPIRED`", body = Problem),
+        (status = 429, description = "`RATE_LIMITED`: too many issue requests by this user (`Retry-After`)", body = Problem),
         (status = 503, description = "not accepted (the bus is unreachable); nothing was kept", body = Problem)))]
 pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     AppPath(coupon): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let task = coupons::issue::request(&state.coupons, path_id(&coupon, "coupon")?, caller.user_id)
-        .await?;
+    let coupon = path_id(&coupon, "coupon")?;
+    // Requests this instance answers SOLD_OUT from memory cost nothing: only count the others.
+    if !coupons::issue::recently_sold_out(&state.coupons, coupon) {
+        state
+            .limits
+            .check_rate(&state.cache, Rate::CouponIssues, &caller.user_id.to_string())
+            .await?;
+    }
+    let task = coupons::issue::request(&state.coupons, coupon, caller.user_id).await?;
     Ok((StatusCode::ACCEPTED, AppJson(task)))
 }
 

@@ -32,6 +32,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds sent as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,7 +43,28 @@ impl ApiError {
             code,
             detail: detail.into(),
             extra: None,
+            retry_after: None,
         }
+    }
+
+    /// The server sheds load: 503 `OVERLOADED`, retry in a second.
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", detail).retry_after(1)
+    }
+
+    /// A dependency cannot be reached in time: 503 `UNAVAILABLE`, retry in a second.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail).retry_after(1)
+    }
+
+    /// A per-user or per-email limit: 429 `RATE_LIMITED`, retry after `seconds`.
+    pub fn rate_limited(detail: impl Into<String>, seconds: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", detail).retry_after(seconds)
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// Malformed JSON, a wrong type or a missing field: 400 `VALIDATION_FAILED`.
@@ -58,13 +81,28 @@ impl ApiError {
         )
     }
 
+    /// A body over the limit: 413 `PAYLOAD_TOO_LARGE`.
+    pub fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is larger than this server accepts",
+        )
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
     }
 
-    /// An unexpected failure: logged in full, answered as a bare 500.
+    /// An unexpected failure: logged in full, answered as a bare 500; or, when a dependency
+    /// could not be reached in time (a pool ran dry, a connection failed or timed out), 503
+    /// `UNAVAILABLE`.
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let error = error.into();
+        if is_unavailability(&error) {
+            tracing::warn!(error = format!("{error:#}"), "a dependency is unavailable");
+            return Self::unavailable("a service this request needs is unavailable; retry");
+        }
         tracing::error!(error = format!("{error:#}"), "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,13 +136,39 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).expect("problems serialize");
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
+}
+
+/// Whether `error` says a dependency could not be reached in time rather than that something
+/// is wrong: a pool that ran dry or closed, a broken or refused connection, a timeout.
+fn is_unavailability(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        if let Some(sql) = cause.downcast_ref::<sqlx::Error>() {
+            return matches!(
+                sql,
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+            );
+        }
+        if let Some(redis) = cause.downcast_ref::<redis::RedisError>() {
+            return redis.is_timeout()
+                || redis.is_connection_dropped()
+                || redis.is_connection_refusal()
+                || redis.is_io_error();
+        }
+        cause.is::<std::io::Error>() || cause.is::<tokio::time::error::Elapsed>()
+    })
 }
 
 impl From<JsonRejection> for ApiError {
@@ -115,6 +179,7 @@ impl From<JsonRejection> for ApiError {
                 "UNSUPPORTED_MEDIA_TYPE",
                 "send the body as application/json",
             ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(),
             other => Self::bad_request(other.body_text()),
         }
     }

@@ -6,7 +6,7 @@ use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{header, Method},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -42,11 +42,11 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", response.status().as_u16().to_string()),
     ];
@@ -54,6 +54,17 @@ pub async fn track(request: Request, next: Next) -> Response {
     histogram!("stampede_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A method as a label: the standard ones by name, anything else `other`, so that made-up
+/// methods cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+    ]
+    .into_iter()
+    .find(|known| *known == method.as_str())
+    .unwrap_or("other")
 }
 
 /// Prometheus text exposition.
@@ -64,6 +75,8 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         Ok(backlog) => gauge!("stampede_outbox_backlog").set(backlog as f64),
         Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot measure the outbox"),
     }
+    gauge!("stampede_sse_streams").set(state.limits.open_streams() as f64);
+    gauge!("stampede_pubsub_channels").set(state.cache.subscribed_channels() as f64);
     match state.bus.lags().await {
         Ok(lags) => {
             for (group, lag) in lags {

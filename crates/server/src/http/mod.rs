@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use axum::{extract::MatchedPath, http::Request, Router};
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath},
+    http::Request,
+    Router,
+};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -20,6 +24,7 @@ pub mod coupons;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod orders;
 pub mod points;
@@ -117,10 +122,16 @@ pub fn router(state: AppState, role: Role) -> Router {
     }
     let (router, openapi) = routes.split_for_parts();
 
+    let body_limit = state.limits.body_limit;
     router
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(error::panicked))
         .layer(

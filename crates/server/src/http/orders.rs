@@ -6,7 +6,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{
-        sse::{Event, KeepAlive, Sse},
+        sse::{Event, Sse},
         Response,
     },
 };
@@ -18,6 +18,7 @@ use super::{
     auth::{Caller, StreamCaller},
     error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
     idempotency::{self, IdempotencyKey, Stored},
+    limits::{self, Rate},
     users::existing_user_id,
     PageQuery,
 };
@@ -25,8 +26,6 @@ use crate::state::AppState;
 
 /// How often a waiting stream re-reads the order even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(5);
-/// Comment lines keep idle connections (and proxies) alive.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 
 impl From<OrderError> for ApiError {
     fn from(error: OrderError) -> Self {
@@ -44,6 +43,11 @@ impl From<OrderError> for ApiError {
             OrderError::InsufficientPoints { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "INSUFFICIENT_POINTS",
+                error.to_string(),
+            ),
+            OrderError::TooManyOpenOrders(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "TOO_MANY_OPEN_ORDERS",
                 error.to_string(),
             ),
             OrderError::Unknown(_) => ApiError::internal(error),
@@ -70,7 +74,9 @@ async fn visible_order(
     responses((status = 202, description = "accepted, `PENDING`; `Location: /api/orders/{id}`", body = Order),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 404, description = "an unknown product option", body = Problem),
-        (status = 422, description = "1–50 items, quantity 1–1000, no duplicate option; or `IDEMPOTENCY_KEY_REUSED`", body = Problem)))]
+        (status = 409, description = "`TOO_MANY_OPEN_ORDERS`: the user holds the maximum of unpaid orders", body = Problem),
+        (status = 422, description = "1–50 items, quantity 1–1000, no duplicate option; or `IDEMPOTENCY_KEY_REUSED`", body = Problem),
+        (status = 429, description = "`RATE_LIMITED`: too many orders by this user (`Retry-After`)", body = Problem)))]
 pub async fn place(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,6 +84,10 @@ pub async fn place(
     AppJson(body): AppJson<NewOrder>,
 ) -> Result<Response, ApiError> {
     body.validate()?;
+    state
+        .limits
+        .check_rate(&state.cache, Rate::Orders, &caller.user_id.to_string())
+        .await?;
     let ids: Vec<i64> = body.items.iter().map(|l| l.product_option_id).collect();
     let known = catalog::product::options(state.catalog.db(), &ids).await?;
     let lines = body
@@ -211,17 +221,19 @@ pub async fn cancel(
         ("access_token" = Option<String>, Query, description = "the bearer token, for `EventSource`")),
     security(("bearer" = [])),
     responses((status = 200, description = "`text/event-stream`: events `status` with the order", content_type = "text/event-stream", body = String),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 429, description = "`RATE_LIMITED`: the user has the maximum of open streams", body = Problem),
+        (status = 503, description = "`OVERLOADED`: too many open streams (`Retry-After`)", body = Problem)))]
 pub async fn order_events(
     State(state): State<AppState>,
     StreamCaller(caller): StreamCaller,
     AppPath(order): AppPath<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = path_id(&order, "order")?;
-    // Subscribe before reading, so a change stored in between still wakes us.
-    let wake_ups = state.orders.cache().subscribe(&orders::order_channel(id));
     let order = visible_order(&state, &caller, &order).await?;
+    let (id, slot) = (order.id, state.limits.open_stream(Some(caller.user_id))?);
+    // Subscribe before reading the changes, so a change stored in between still wakes us.
+    let wake_ups = state.orders.cache().subscribe(&orders::order_channel(id));
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -232,7 +244,7 @@ pub async fn order_events(
     // A client that already has the terminal change gets an empty stream that ends.
     let done = pending.is_empty() && order.status.is_terminal();
     let follow = Follow {
-        state,
+        state: state.clone(),
         id,
         after,
         pending,
@@ -267,7 +279,7 @@ pub async fn order_events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+    Ok(limits::sse(&state, slot, stream))
 }
 
 struct Follow {

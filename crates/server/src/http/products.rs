@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    auth::Caller,
+    auth::Admin,
     error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
     PageQuery,
 };
@@ -103,13 +103,12 @@ pub async fn popular(
     security(("bearer" = [])),
     responses((status = 201, body = Product), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem),
-        (status = 422, description = "name 1–30, description 10–200, option name 1–30, price ≥ 0, stock ≥ 0", body = Problem)))]
+        (status = 422, description = "name 1–30, description 10–200, option name 1–30, price 0–1,000,000,000, stock 0–1,000,000,000", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     AppJson(body): AppJson<NewProduct>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require_admin()?;
     let product = catalog::product::create(&state.catalog, body).await?;
     Ok((StatusCode::CREATED, AppJson(product)))
 }
@@ -118,14 +117,14 @@ pub async fn create(
 #[utoipa::path(post, path = "/api/admin/product-options/{optionId}/restock", tag = "products",
     params(("optionId" = i64, Path)), request_body = Restock, security(("bearer" = [])),
     responses((status = 200, body = ProductOption), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem),
+        (status = 422, description = "quantity 1–1,000,000; the stock stays at most 1,000,000,000", body = Problem)))]
 pub async fn restock(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     AppPath(option): AppPath<String>,
     AppJson(body): AppJson<Restock>,
 ) -> Result<AppJson<ProductOption>, ApiError> {
-    caller.require_admin()?;
     let option =
         catalog::product::restock(&state.catalog, path_id(&option, "option")?, body.quantity)
             .await?;

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use super::{
     auth::Caller,
     error::{ApiError, AppJson, AppPath, Problem},
+    limits::Rate,
 };
 use crate::state::AppState;
 
@@ -62,6 +63,9 @@ impl From<UserError> for ApiError {
                 "EMAIL_TAKEN",
                 "an account with this email exists",
             ),
+            UserError::Overloaded(_) => {
+                ApiError::overloaded("too many sign-ups and logins at once; retry")
+            }
             UserError::Unknown(e) => ApiError::internal(e),
         }
     }
@@ -71,26 +75,40 @@ impl From<UserError> for ApiError {
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = SignUp, responses(
     (status = 201, body = UserBody),
     (status = 409, description = "`EMAIL_TAKEN`", body = Problem),
-    (status = 422, description = "name 2–20, password 5–30 characters, an email", body = Problem)))]
+    (status = 422, description = "name 2–20, password 5–30 characters, an email", body = Problem),
+    (status = 503, description = "`OVERLOADED`: password hashing is saturated (`Retry-After`)", body = Problem)))]
 pub async fn sign_up(
     State(state): State<AppState>,
     AppJson(body): AppJson<SignUp>,
 ) -> Result<(StatusCode, AppJson<UserBody>), ApiError> {
-    let user = users::sign_up(&state.db, &body.name, &body.email, &body.password).await?;
+    let user = users::sign_up(
+        &state.db,
+        &state.hashing,
+        &body.name,
+        &body.email,
+        &body.password,
+    )
+    .await?;
     Ok((StatusCode::CREATED, AppJson(user.into())))
 }
 
 /// Exchanges credentials for a bearer token.
 #[utoipa::path(post, path = "/api/auth/token", tag = "users", request_body = Credentials,
     responses((status = 200, body = Token),
-        (status = 401, description = "`INVALID_CREDENTIALS`", body = Problem)))]
+        (status = 401, description = "`INVALID_CREDENTIALS`", body = Problem),
+        (status = 429, description = "`RATE_LIMITED`: too many attempts for this email (`Retry-After`)", body = Problem),
+        (status = 503, description = "`OVERLOADED`: password hashing is saturated (`Retry-After`)", body = Problem)))]
 pub async fn token(
     State(state): State<AppState>,
     AppJson(body): AppJson<Credentials>,
 ) -> Result<AppJson<Token>, ApiError> {
-    let user = users::authenticate(&state.db, &body.email, &body.password)
-        .await
-        .map_err(ApiError::internal)?
+    let email = body.email.trim().to_lowercase();
+    state
+        .limits
+        .check_rate(&state.cache, Rate::Logins, &email)
+        .await?;
+    let user = users::authenticate(&state.db, &state.hashing, &email, &body.password)
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

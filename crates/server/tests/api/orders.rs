@@ -301,7 +301,7 @@ async fn a_stream_follows_a_pending_order_to_its_outcome(app: TestApp) {
 async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
     let admin = app.new_admin().await;
     let (product_id, options) = product(&app, &admin, &[(1_000, 50)]).await;
-    let users: Vec<TestUser> = (0..10)
+    let users: Vec<TestUser> = (0..200)
         .map(|i| TestUser {
             id: 9_000 + i,
             token: app.token_for(9_000 + i),
@@ -309,8 +309,7 @@ async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
         .collect();
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
     let ids: Vec<(usize, i64)> = stream::iter(0..200)
-        .map(|i| {
-            let which = i % users.len();
+        .map(|which| {
             let (app, body, user) = (&app, &body, &users[which]);
             async move { (which, placed(app, user, body).await) }
         })

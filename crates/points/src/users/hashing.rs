@@ -1,0 +1,194 @@
+//! Password hashing as a bounded resource: a few dedicated threads, a short queue with a deadline.
+//!
+//! One argon2id hash holds 19 MiB for its whole run. Run on the blocking pool, a sign-up wave
+//! spreads the hashes over hundreds of threads and as many allocator arenas, and each keeps its
+//! 19 MiB; run here, at most `threads` hashes exist at once, always on the same threads, so the
+//! memory they take is `threads × 19 MiB` however many callers arrive.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::password::{hash_password, verify_password};
+
+/// How many hashes may run and wait at once.
+#[derive(Debug, Clone, Copy)]
+pub struct HashingLimits {
+    /// Hashes running at once (threads); default: the number of cores.
+    pub threads: usize,
+    /// Callers waiting for a thread; one more is refused at once.
+    pub queue: usize,
+    /// How long a caller waits for a thread before it is refused.
+    pub wait: Duration,
+}
+
+impl Default for HashingLimits {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+            queue: 64,
+            wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Hashing is saturated: the queue is full, or the caller's wait ran out. Retry later.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("password hashing is saturated; retry later")]
+pub struct Overloaded;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads; cheap to clone. The threads end when the last handle is dropped.
+#[derive(Clone)]
+pub struct Hashing {
+    jobs: mpsc::SyncSender<Job>,
+    permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    limits: HashingLimits,
+}
+
+impl Hashing {
+    pub fn new(limits: HashingLimits) -> Self {
+        let threads = limits.threads.max(1);
+        let (jobs, queue) = mpsc::sync_channel::<Job>(threads);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || loop {
+                    let job = queue.lock().expect("hashing queue").recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawning a password hashing thread");
+        }
+        Self {
+            jobs,
+            permits: Arc::new(Semaphore::new(threads)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            limits: HashingLimits { threads, ..limits },
+        }
+    }
+
+    /// An argon2id hash of `password` (PHC string).
+    pub async fn hash(&self, password: String) -> Result<anyhow::Result<String>, Overloaded> {
+        self.run(move || hash_password(&password)).await
+    }
+
+    /// Whether `password` matches `hash`.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, Overloaded> {
+        self.run(move || verify_password(&password, &hash)).await
+    }
+
+    /// Runs `work` on a hashing thread once one is free. A caller that gives up (its request
+    /// was dropped) does not stop work already handed over; the thread finishes it first.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Overloaded> {
+        let permit = self.permit().await?;
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+            drop(permit);
+        });
+        // A permit guarantees a free slot: the channel holds `threads` jobs.
+        self.jobs.try_send(job).map_err(|_| Overloaded)?;
+        result.await.map_err(|_| Overloaded)
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Overloaded> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("stampede_password_hash_rejected_total", "why" => "queue_full")
+                .increment(1);
+            return Err(Overloaded);
+        }
+        let acquired =
+            tokio::time::timeout(self.limits.wait, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match acquired {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics::counter!("stampede_password_hash_rejected_total", "why" => "wait")
+                    .increment(1);
+                Err(Overloaded)
+            }
+        }
+    }
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Self::new(HashingLimits::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn callers_beyond_the_threads_and_the_queue_are_refused_at_once() {
+        let hashing = Hashing::new(HashingLimits {
+            threads: 1,
+            queue: 1,
+            wait: Duration::from_secs(30),
+        });
+        let busy = Arc::new(std::sync::Barrier::new(2));
+        let held = busy.clone();
+        let running = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(move || held.wait()).await }
+        });
+        while hashing.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(|| 7).await }
+        });
+        while hashing.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hashing.run(|| 8).await, Err(Overloaded)));
+        busy.wait();
+        running.await.unwrap().unwrap();
+        assert_eq!(queued.await.unwrap().unwrap(), 7, "the queued caller ran");
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_waits_past_its_deadline_is_refused() {
+        let hashing = Hashing::new(HashingLimits {
+            threads: 1,
+            queue: 8,
+            wait: Duration::from_millis(50),
+        });
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(move || gate.recv()).await }
+        });
+        while hashing.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(hashing.run(|| ()).await, Err(Overloaded)));
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap().unwrap();
+        let hash = hashing.hash("s3cret".into()).await.unwrap().unwrap();
+        assert!(hashing.verify("s3cret".into(), hash).await.unwrap());
+    }
+}
