@@ -134,7 +134,11 @@ async fn hits_are_counted_per_key_until_the_window_ends(cache: Cache) {
     assert_eq!(cache.hit("login:c@d.co", window).await.unwrap().0, 1);
     // The window's end is what this test is about; there is no event to wait for instead.
     tokio::time::sleep(window + Duration::from_millis(50)).await;
-    assert_eq!(cache.hit("login:a@b.co", window).await.unwrap().0, 1, "a new window");
+    assert_eq!(
+        cache.hit("login:a@b.co", window).await.unwrap().0,
+        1,
+        "a new window"
+    );
 }
 
 #[tokio::test]
@@ -158,7 +162,11 @@ async fn a_channel_is_forgotten_with_its_last_subscription() {
     let other = cache.subscribe("order:2");
     assert_eq!(cache.subscribed_channels(), 2);
     drop(first);
-    assert_eq!(cache.subscribed_channels(), 2, "order:1 still has a subscriber");
+    assert_eq!(
+        cache.subscribed_channels(),
+        2,
+        "order:1 still has a subscriber"
+    );
     drop((second, other));
     assert_eq!(cache.subscribed_channels(), 0);
 }

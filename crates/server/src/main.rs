@@ -8,6 +8,15 @@ use points::users::{create_admin, AdminCreated};
 use secrecy::ExposeSecret;
 use server::{startup::connect_database, telemetry, Application, Role, Settings};
 
+// The allocator was chosen on measurements (ARCHITECTURE.md, "Memory").
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stampede",

@@ -80,7 +80,10 @@ pub async fn serve(
     drop(listener);
     streams.cancel();
     let open = graceful.count();
-    tracing::info!(open, "shutting down: streams ended, waiting for open connections");
+    tracing::info!(
+        open,
+        "shutting down: streams ended, waiting for open connections"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("every connection closed"),
         () = tokio::time::sleep(limits.grace) => tracing::warn!(

@@ -23,7 +23,10 @@ pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
             return invalid("discountValue", "a PERCENT discount is 1 to 100");
         }
         DiscountType::Fixed if !(1..=MAX_FIXED_DISCOUNT).contains(&coupon.discount_value) => {
-            return invalid("discountValue", "a FIXED discount is 1 to 1,000,000,000 KRW");
+            return invalid(
+                "discountValue",
+                "a FIXED discount is 1 to 1,000,000,000 KRW",
+            );
         }
         _ => {}
     }

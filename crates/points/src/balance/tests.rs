@@ -33,9 +33,15 @@ async fn postgres() -> Option<Fixture> {
 
 async fn fixture(db: Db, dir: tempfile::TempDir) -> Fixture {
     db.migrate().await.unwrap();
-    let user = sign_up(&db, &Default::default(), "kim", "kim@example.com", "pass-word")
-        .await
-        .unwrap();
+    let user = sign_up(
+        &db,
+        &Default::default(),
+        "kim",
+        "kim@example.com",
+        "pass-word",
+    )
+    .await
+    .unwrap();
     Fixture {
         db,
         user: user.id,

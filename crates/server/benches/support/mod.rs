@@ -2,7 +2,8 @@
 //! generator.
 
 // Not every bench uses every helper.
-#[allow(dead_code)]
+#![allow(dead_code)]
+
 pub mod raw;
 
 use server::{Settings, SharedServices};

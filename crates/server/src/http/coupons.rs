@@ -5,8 +5,8 @@ use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 
 use super::{
     auth::{Admin, Caller},
-    limits::Rate,
     error::{path_id, ApiError, AppJson, AppPath, Problem},
+    limits::Rate,
     users::existing_user_id,
 };
 use crate::state::AppState;
@@ -90,7 +90,11 @@ pub async fn issue(
     if !coupons::issue::recently_sold_out(&state.coupons, coupon) {
         state
             .limits
-            .check_rate(&state.cache, Rate::CouponIssues, &caller.user_id.to_string())
+            .check_rate(
+                &state.cache,
+                Rate::CouponIssues,
+                &caller.user_id.to_string(),
+            )
             .await?;
     }
     let task = coupons::issue::request(&state.coupons, coupon, caller.user_id).await?;

@@ -305,6 +305,22 @@ mod tests {
     }
 
     #[test]
+    fn a_dry_pool_or_an_unreachable_dependency_is_503_unavailable_with_retry_after() {
+        let dry = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("placing an order");
+        let refused =
+            anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for error in [dry, refused] {
+            let answer = ApiError::internal(error);
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.code, "UNAVAILABLE");
+            let response = answer.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        let bug = ApiError::internal(sqlx::Error::RowNotFound);
+        assert_eq!(bug.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
     fn server_errors_say_nothing_internal() {
         let problem =
             ApiError::internal(anyhow::anyhow!("password=hunter2 at db.internal")).problem();

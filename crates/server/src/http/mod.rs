@@ -51,7 +51,12 @@ fn default_page_size() -> i64 {
 #[openapi(
     info(
         title = "Stampede",
-        description = "E-commerce backend for flash-sale traffic. Errors are application/problem+json."
+        description = "E-commerce backend for flash-sale traffic. Errors are application/problem+json. \
+            Any API route may answer 503 `OVERLOADED` (too many requests in flight) or 503 \
+            `UNAVAILABLE` (a dependency or the request's deadline), both with `Retry-After`, and \
+            413 `PAYLOAD_TOO_LARGE` for a body over the limit. Per-user rates (orders, coupon issue \
+            requests) and per-email login attempts answer 429 `RATE_LIMITED` with `Retry-After`; \
+            a user holding the maximum of unpaid orders gets 409 `TOO_MANY_OPEN_ORDERS`."
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth),
