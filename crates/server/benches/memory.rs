@@ -13,6 +13,8 @@
 //! - embedded (SQLite, memory, db://), always;
 //! - production (PostgreSQL, Redis, Kafka), when the `STAMPEDE_TEST_*` URLs are set.
 //!
+//! `BENCH_DEPLOYMENT=embedded` or `=production` runs one of them only.
+//!
 //! Run: `cargo bench -p server --bench memory`.
 
 use std::{
@@ -394,8 +396,13 @@ async fn run(name: &str, env: Vec<(String, String)>) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    run("embedded", Vec::new()).await?;
-    if let Some(services) = server::SharedServices::from_test_env() {
+    let only = std::env::var("BENCH_DEPLOYMENT").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    if wanted("embedded") {
+        run("embedded", Vec::new()).await?;
+    }
+    let services = server::SharedServices::from_test_env().filter(|_| wanted("production"));
+    if let Some(services) = services {
         let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
         let env = [
             ("STAMPEDE_DATABASE_URL", services.database),

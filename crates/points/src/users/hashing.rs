@@ -3,7 +3,8 @@
 //! One argon2id hash holds 19 MiB for its whole run. Run on the blocking pool, a sign-up wave
 //! spreads the hashes over hundreds of threads and as many allocator arenas, and each keeps its
 //! 19 MiB; run here, at most `threads` hashes exist at once, always on the same threads, so the
-//! memory they take is `threads × 19 MiB` however many callers arrive.
+//! memory they take is `threads × 19 MiB` however many callers arrive. They run at a lower CPU
+//! priority than the request path, so a login flood cannot starve the rest of the API.
 
 use std::{
     sync::{
@@ -63,11 +64,14 @@ impl Hashing {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
-                .spawn(move || loop {
-                    let job = queue.lock().expect("hashing queue").recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = queue.lock().expect("hashing queue").recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .expect("spawning a password hashing thread");
@@ -128,6 +132,17 @@ impl Hashing {
                 Err(Overloaded)
             }
         }
+    }
+}
+
+/// Gives the calling thread a lower CPU priority (nice 10): a wave of hashes still uses every
+/// idle cycle, but the threads that answer requests (and `/health/live`) run first.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory effects; on Linux, `who = 0` with PRIO_PROCESS names
+    // the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
 
