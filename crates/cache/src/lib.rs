@@ -14,7 +14,19 @@ mod redis_cache;
 
 pub use hub::Subscription;
 pub use memory::MemoryCache;
+pub use redis::RedisError;
 pub use redis_cache::RedisCache;
+
+/// Whether `err` says Redis could not be reached or answer in time (a refused or dropped
+/// connection, a timeout, a server still loading or failing over), rather than that the
+/// command is wrong. Retrying later may succeed.
+pub fn is_transient(err: &redis::RedisError) -> bool {
+    err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_io_error()
+        || matches!(err.retry_method(), redis::RetryMethod::WaitAndRetry)
+}
 
 /// A cache handle; cheap to clone.
 #[derive(Clone)]

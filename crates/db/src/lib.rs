@@ -91,6 +91,9 @@ pub enum TxInner {
     Postgres(Transaction<'static, Postgres>),
 }
 
+/// How long [`Tx::commit`] waits for its hooks before leaving them to finish on their own.
+pub const HOOK_WAIT: Duration = Duration::from_millis(250);
+
 /// A write transaction. Work registered with [`Tx::after_commit`] or [`Tx::on_commit`] runs
 /// only once the commit has succeeded (this is how the outbox wakes its relay without a fixed
 /// polling delay, how results reach their listeners only once they are stored, and how caches
@@ -116,9 +119,12 @@ impl Tx {
         }
     }
 
-    /// Runs `hook` after a successful commit: [`Self::commit`] returns once every hook has
-    /// finished (they run concurrently), so the caller sees their effects. Register it once the
-    /// statements it reports on have succeeded; it should handle its own errors.
+    /// Runs `hook` after a successful commit. [`Self::commit`] waits for the hooks (they run
+    /// concurrently) at most [`HOOK_WAIT`], so the caller normally sees their effects; hooks
+    /// slower than that (a cache that stalls) finish in the background instead of holding the
+    /// commit. Register it once the statements it reports on have succeeded; it should handle
+    /// its own errors, and readers must not depend on it alone (a hook is a wake-up or a cache
+    /// invalidation, the stored state is the truth).
     pub fn on_commit(&mut self, hook: impl Future<Output = ()> + Send + 'static) {
         self.on_commit.push(Box::pin(hook));
     }
@@ -142,7 +148,12 @@ impl Tx {
         for notify in self.after_commit {
             notify.notify_one();
         }
-        futures::future::join_all(self.on_commit).await;
+        if !self.on_commit.is_empty() {
+            let hooks = tokio::spawn(futures::future::join_all(self.on_commit));
+            if tokio::time::timeout(HOOK_WAIT, hooks).await.is_err() {
+                tracing::warn!("commit hooks are slow; they finish in the background");
+            }
+        }
         Ok(())
     }
 
@@ -291,6 +302,30 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// Whether `err` says the database could not be reached or could not finish in time, rather
+/// than that the statement is wrong: a pool that ran dry or closed, a broken connection, a
+/// server shutting down or refusing connections, a deadlock or serialization failure, a busy
+/// SQLite file. Retrying later may succeed.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08), serialization failure and deadlock
+            // (40001, 40P01), insufficient resources (53), operator intervention (57: shutdown,
+            // cannot connect now). SQLite: BUSY (5) and LOCKED (6), with extended codes.
+            let code = code.as_ref();
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || matches!(code, "40001" | "40P01")
+                || code
+                    .parse::<i32>()
+                    .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+        }),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +370,27 @@ mod tests {
         let (a, b): (i64, String) =
             on_db!(&db, c => sqlx::query_as("SELECT a, b FROM t").fetch_one(c).await).unwrap();
         assert_eq!((a, b.as_str()), (7, "x"));
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_stalls_does_not_hold_the_commit_and_finishes_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/t.db", dir.path().display()), None)
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let (release, stalled) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel::<()>();
+        tx.on_commit(async move {
+            let _ = stalled.await;
+            let _ = finished.send(());
+        });
+        // Were the commit waiting for the hook, it would never return: the hook waits for us.
+        tokio::time::timeout(Duration::from_secs(30), tx.commit())
+            .await
+            .expect("the commit returned")
+            .unwrap();
+        release.send(()).unwrap();
+        done.await.expect("the hook finished in the background");
     }
 }

@@ -21,7 +21,9 @@ pub trait Handler: Send + Sync + 'static {
     fn topics(&self) -> Vec<String>;
     /// Applies `event` inside `tx`. The runner records `(group, event id)` in the same
     /// transaction, so a committed effect is never applied again. An error rolls the effect
-    /// back; the event is retried with backoff and dead-lettered after the last attempt.
+    /// back; the event is retried with backoff and dead-lettered after the last attempt —
+    /// unless the error is transient ([`crate::is_transient`]: a dependency unreachable or
+    /// too slow), which is retried until the dependency returns and never dead-letters.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
     /// At most this many events share one transaction on PostgreSQL. Batching saves commits,
     /// but holds every row lock a batch takes until its commit: a handler that locks hot rows
@@ -188,7 +190,8 @@ pub(crate) trait Checkpoint: Send + Sync {
 
 /// Runs a partition's `batch` (in order) through `handler`: one transaction for the run of
 /// events that succeed; a failing event is retried alone with backoff and dead-lettered once it
-/// has failed `policy.max_attempts` times. Returns the position of the last event that is done,
+/// has failed `policy.max_attempts` times. Transient failures do not count as attempts: the
+/// event waits, with backoff, for its dependency to return. Returns the position of the last event that is done,
 /// if any; the caller fetches the rest again from there. Stops early, leaving the failing event
 /// undone, when `shutdown` fires or another worker took the partition over.
 pub(crate) async fn run_batch(
@@ -242,9 +245,10 @@ async fn run_chunk(
         match apply(&mut tx, handler, policy, &delivery.envelope).await {
             Ok(_) => last_done = Some(delivery.position),
             Err(error) => {
+                let attempts = prior + counted(handler, &error);
                 let error = format!("{error:#}");
-                checkpoint_failure(&mut tx, checkpoint, last_done, prior + 1, &error).await?;
-                failed = Some((*delivery, prior + 1, Some(error)));
+                checkpoint_failure(&mut tx, checkpoint, last_done, attempts, &error).await?;
+                failed = Some((*delivery, attempts, Some(error)));
                 break;
             }
         }
@@ -257,10 +261,12 @@ async fn run_chunk(
         return Ok(last_done);
     };
 
+    // Every failure so far, transient ones included: what the backoff grows with.
+    let mut failures = 1;
     loop {
         if attempts < max_attempts {
             tokio::select! {
-                () = tokio::time::sleep(policy.backoff(attempts)) => {}
+                () = tokio::time::sleep(policy.backoff(failures)) => {}
                 () = shutdown.cancelled() => return Ok(last_done),
             }
         }
@@ -297,13 +303,26 @@ async fn run_chunk(
                 return Ok(Some(delivery.position));
             }
             Err(error) => {
-                attempts += 1;
+                attempts += counted(handler, &error);
+                failures += 1;
                 let error = format!("{error:#}");
                 checkpoint.failed(&mut tx, attempts, &error).await?;
                 tx.commit().await?;
                 last_error = Some(error);
             }
         }
+    }
+}
+
+/// How many attempts a failure costs: none when a dependency is unreachable (the event is not
+/// at fault and waits for it), one otherwise.
+fn counted(handler: &dyn Handler, error: &anyhow::Error) -> u32 {
+    if crate::is_transient(error) {
+        counter!("stampede_events_waiting_total", "consumer" => handler.group().to_owned())
+            .increment(1);
+        0
+    } else {
+        1
     }
 }
 

@@ -171,13 +171,15 @@ fn event(key: &str, n: i64) -> Envelope {
 }
 
 /// Records each event as a row of `effects`, in the consumer's transaction. Fails (and counts
-/// the attempt) for the events whose `n` is listed in `poison` while `poisoned` is set.
+/// the attempt) for the events whose `n` is listed in `poison` while `poisoned` is set, or
+/// while `outage` is above 0 (counting it down) as if a dependency refused connections.
 struct Recorder {
     group: String,
     worker: String,
     poison: Vec<i64>,
     poisoned: Arc<AtomicBool>,
     poison_attempts: Arc<AtomicUsize>,
+    outage: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -188,6 +190,7 @@ impl Recorder {
             poison: Vec::new(),
             poisoned: Arc::new(AtomicBool::new(false)),
             poison_attempts: Arc::new(AtomicUsize::new(0)),
+            outage: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -213,6 +216,18 @@ impl Handler for Recorder {
             n,
             &self.worker
         )?;
+        let down = || {
+            self.outage
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+        };
+        if self.poison.contains(&n) && down() {
+            self.poison_attempts.fetch_add(1, Ordering::SeqCst);
+            let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            return Err(anyhow::Error::from(refused).context("the cache is down"));
+        }
         if self.poison.contains(&n) && self.poisoned.load(Ordering::SeqCst) {
             self.poison_attempts.fetch_add(1, Ordering::SeqCst);
             anyhow::bail!("poisoned event {n}");
@@ -361,6 +376,36 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed(f: Fix
     shutdown.cancel();
 }
 
+async fn an_event_whose_dependency_is_down_waits_for_it_and_is_never_dead_lettered(f: Fixture) {
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    let mut recorder = Recorder::new("waiting", "w1");
+    recorder.poison = vec![1];
+    // Three times the attempts that dead-letter an event that is itself at fault.
+    recorder.outage.store(9, Ordering::SeqCst);
+    let (outage, attempts) = (recorder.outage.clone(), recorder.poison_attempts.clone());
+    bus.spawn_consumer(Arc::new(recorder), &shutdown);
+    f.append(
+        &bus,
+        &[event("wait", 0), event("wait", 1), event("wait", 2)],
+    )
+    .await;
+    bus.wait_idle(IDLE).await.unwrap();
+
+    assert_eq!(outage.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        9,
+        "every failure was retried"
+    );
+    assert!(eventbus::dead_letters::pending(&f.db)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(by_key(&f.effects("waiting").await)["wait"], vec![0, 1, 2]);
+    shutdown.cancel();
+}
+
 async fn two_consumer_groups_each_see_every_event(f: Fixture) {
     let shutdown = CancellationToken::new();
     let bus = f.process(&shutdown).await;
@@ -498,6 +543,7 @@ conformance!(
     a_consumer_restarted_mid_stream_loses_nothing,
     a_redelivered_event_has_one_effect,
     an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed,
+    an_event_whose_dependency_is_down_waits_for_it_and_is_never_dead_lettered,
     two_consumer_groups_each_see_every_event,
     two_workers_of_one_group_split_the_work_with_no_double_effect,
     published_events_and_dedupe_records_past_retention_are_pruned,

@@ -53,13 +53,23 @@ fn items_of_one() -> String {
     format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY product_option_id")
 }
 
-/// Page `page` (from 0) of `size` orders of `user_id`, newest first, in two queries.
+/// A page of a user's orders, newest first, with the number of orders in all.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+/// Page `page` (from 0) of `size` orders of `user_id`, newest first, and their total.
 pub async fn for_user(
     db: &Db,
     user_id: i64,
     page: i64,
     size: i64,
-) -> Result<Vec<Order>, OrderError> {
+) -> Result<OrderPage, OrderError> {
     if page < 0 {
         return Err(OrderError::Invalid {
             field: "page",
@@ -72,6 +82,10 @@ pub async fn for_user(
             message: "must be 1 to 100",
         });
     }
+    let total: i64 = on_db!(db, c => sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(c)
+        .await)?;
     let sql = format!(
         "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
     );
@@ -81,6 +95,17 @@ pub async fn for_user(
         .bind(page.saturating_mul(size))
         .fetch_all(c)
         .await)?;
+    let items = assemble_all(db, rows).await?;
+    Ok(OrderPage {
+        items,
+        page,
+        size,
+        total,
+    })
+}
+
+/// The orders of `rows` with their lines, in one more query.
+async fn assemble_all(db: &Db, rows: Vec<OrderRow>) -> Result<Vec<Order>, OrderError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }

@@ -99,7 +99,7 @@ impl ApiError {
     /// `UNAVAILABLE`.
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let error = error.into();
-        if is_unavailability(&error) {
+        if eventbus::is_transient(&error) {
             tracing::warn!(error = format!("{error:#}"), "a dependency is unavailable");
             return Self::unavailable("a service this request needs is unavailable; retry");
         }
@@ -149,26 +149,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// Whether `error` says a dependency could not be reached in time rather than that something
-/// is wrong: a pool that ran dry or closed, a broken or refused connection, a timeout.
-fn is_unavailability(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if let Some(sql) = cause.downcast_ref::<sqlx::Error>() {
-            return matches!(
-                sql,
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-            );
-        }
-        if let Some(redis) = cause.downcast_ref::<redis::RedisError>() {
-            return redis.is_timeout()
-                || redis.is_connection_dropped()
-                || redis.is_connection_refusal()
-                || redis.is_io_error();
-        }
-        cause.is::<std::io::Error>() || cause.is::<tokio::time::error::Elapsed>()
-    })
 }
 
 impl From<JsonRejection> for ApiError {

@@ -11,7 +11,12 @@ use axum::{
     },
 };
 use futures::Stream;
-use orders::{find::Change, pay::Payment, place::NewOrder, Line, Order, OrderError, OrderStatus};
+use orders::{
+    find::{Change, OrderPage},
+    pay::Payment,
+    place::NewOrder,
+    Line, Order, OrderError, OrderStatus,
+};
 use serde::Deserialize;
 
 use super::{
@@ -142,18 +147,19 @@ pub async fn get_order(
     Ok(AppJson(visible_order(&state, &caller, &order).await?))
 }
 
-/// A user's orders, newest first, a page at a time.
+/// A user's orders, newest first, a page at a time (`page` from 0, `size` 1–100, default 20),
+/// with `total`, the number of the user's orders in all.
 #[utoipa::path(get, path = "/api/users/{userId}/orders", tag = "orders",
     params(("userId" = String, Path, description = "a user id or `me`"), PageQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = Vec<Order>), (status = 401, body = Problem),
+    responses((status = 200, body = OrderPage), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn user_orders(
     State(state): State<AppState>,
     caller: Caller,
     AppPath(user): AppPath<String>,
     AppQuery(query): AppQuery<PageQuery>,
-) -> Result<AppJson<Vec<Order>>, ApiError> {
+) -> Result<AppJson<OrderPage>, ApiError> {
     let user_id = existing_user_id(&state, &caller, &user).await?;
     let orders = orders::find::for_user(state.orders.db(), user_id, query.page, query.size).await?;
     Ok(AppJson(orders))

@@ -273,8 +273,13 @@ async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
     assert!(status_events(&app, &user, id, Some(3)).await.is_empty());
 
     let mine = get(&app, "/api/users/me/orders", &user.token).await;
-    assert_eq!(mine[0]["id"], id);
-    assert_eq!(mine[0]["status"], "PAID");
+    assert_eq!(mine["items"][0]["id"], id);
+    assert_eq!(mine["items"][0]["status"], "PAID");
+    assert_eq!(
+        (mine["page"].as_i64(), mine["size"].as_i64()),
+        (Some(0), Some(20))
+    );
+    assert_eq!(mine["total"], 1);
 }
 
 async fn a_stream_follows_a_pending_order_to_its_outcome(app: TestApp) {
@@ -447,11 +452,7 @@ async fn bad_orders_get_clear_problems_and_a_key_replays(app: TestApp) {
     .await;
     assert_problem(reused, 422, "IDEMPOTENCY_KEY_REUSED").await;
     let mine = get(&app, "/api/users/me/orders", &user.token).await;
-    assert_eq!(
-        mine.as_array().unwrap().len(),
-        1,
-        "the replay placed nothing"
-    );
+    assert_eq!(mine["total"], 1, "the replay placed nothing");
 
     let id = first["id"].as_i64().unwrap();
     let theirs = app
@@ -606,4 +607,50 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_saga_event_delivered_twice_gives_the_same_end_state_production() {
     every_saga_event_delivered_twice_gives_the_same_end_state(Deployment::Production).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
+    let app = spawn_with(Deployment::Embedded, |s| {
+        s.max_open_orders = 100;
+        s.rate_orders = 100;
+    })
+    .await
+    .unwrap();
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = product(&app, &admin, &[(1_000, 100)]).await;
+    let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+    let mut ids = Vec::new();
+    for _ in 0..25 {
+        ids.push(placed(&app, &user, &body).await);
+    }
+    ids.reverse();
+    let first = get(&app, "/api/users/me/orders", &user.token).await;
+    let second = get(&app, "/api/users/me/orders?page=1", &user.token).await;
+    let listed: Vec<i64> = [&first, &second]
+        .iter()
+        .flat_map(|page| page["items"].as_array().unwrap())
+        .map(|order| order["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, ids, "every order once, newest first");
+    assert_eq!(
+        (first["total"].as_i64(), second["total"].as_i64()),
+        (Some(25), Some(25))
+    );
+    assert_eq!(first["items"].as_array().unwrap().len(), 20);
+    let past = get(&app, "/api/users/me/orders?page=9&size=100", &user.token).await;
+    assert!(past["items"].as_array().unwrap().is_empty());
+    assert_invalid(
+        app.request(
+            Method::GET,
+            "/api/users/me/orders?size=101",
+            Some(&user.token),
+        )
+        .send()
+        .await
+        .unwrap(),
+        "size",
+    )
+    .await;
 }
