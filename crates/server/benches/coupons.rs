@@ -30,24 +30,7 @@ async fn run(name: &str, settings: Settings, users: usize, stock: usize) -> anyh
     let state = app.state.clone();
 
     let admin = state.tokens.issue(1, true)?.0;
-    let created = send_once(
-        address,
-        &post(
-            "/api/admin/coupons",
-            &admin,
-            &serde_json::json!({
-                "name": "bench flash sale",
-                "discountType": "FIXED",
-                "discountValue": 1000,
-                "totalQuantity": stock,
-                "expiresAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-            })
-            .to_string(),
-        ),
-    )
-    .await?;
-    let coupon: serde_json::Value = serde_json::from_str(&created)?;
-    let coupon = coupon["id"].as_i64().expect("coupon id");
+    let coupon = support::create_coupon(address, &admin, stock).await?;
 
     let connections = connect(address, CONNECTIONS).await?;
 

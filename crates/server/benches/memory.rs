@@ -306,25 +306,7 @@ async fn login_flood(server: &Server, emails: Arc<Vec<String>>, seconds: u64) {
 async fn coupon_burst(server: &Server, users: usize, stock: usize) -> anyhow::Result<()> {
     let tokens = Tokens::from_secret(SECRET.as_bytes(), Duration::from_secs(3600));
     let admin = tokens.issue(1, true)?.0;
-    let created = support::raw::send_once(
-        server.address,
-        &post(
-            "/api/admin/coupons",
-            &admin,
-            &serde_json::json!({
-                "name": "bench flash sale",
-                "discountType": "FIXED",
-                "discountValue": 1000,
-                "totalQuantity": stock,
-                "expiresAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-            })
-            .to_string(),
-        ),
-    )
-    .await?;
-    let coupon = serde_json::from_str::<serde_json::Value>(&created)?["id"]
-        .as_i64()
-        .expect("coupon id");
+    let coupon = support::create_coupon(server.address, &admin, stock).await?;
     let requests: Vec<Vec<u8>> = (0..users)
         .map(|n| {
             let token = tokens.issue(100_000 + n as i64, false).expect("token").0;

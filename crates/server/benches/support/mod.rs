@@ -31,6 +31,30 @@ pub fn deployments(dir: &std::path::Path) -> Vec<(&'static str, Settings)> {
     deployments
 }
 
+/// Creates, as `admin`, a FIXED coupon of `stock` units that expires in an hour; its id.
+pub async fn create_coupon(
+    address: std::net::SocketAddr,
+    admin: &str,
+    stock: usize,
+) -> anyhow::Result<i64> {
+    let body = serde_json::json!({
+        "name": "bench flash sale",
+        "discountType": "FIXED",
+        "discountValue": 1000,
+        "totalQuantity": stock,
+        "expiresAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    });
+    let created = raw::send_once(
+        address,
+        &raw::post("/api/admin/coupons", admin, &body.to_string()),
+    )
+    .await?;
+    let coupon: serde_json::Value = serde_json::from_str(&created)?;
+    coupon["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no coupon id in {created}"))
+}
+
 /// The number in environment variable `name`, or `default`.
 pub fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -258,6 +258,26 @@ macro_rules! on_both_deployments {
     };
 }
 
+/// Declares each test twice, like [`on_both_deployments!`], for test functions that take the
+/// `Deployment` and start their own app (to change its settings).
+#[macro_export]
+macro_rules! for_both_deployments {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test($crate::helpers::Deployment::Embedded).await
+            })*
+        }
+        mod production {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                super::$test($crate::helpers::Deployment::Production).await
+            })*
+        }
+    };
+}
+
 /// Asserts `response` is a problem with `status` and `code`; returns the body.
 pub async fn assert_problem(
     response: reqwest::Response,

@@ -410,43 +410,11 @@ async fn a_user_holds_at_most_the_maximum_of_unpaid_orders(deployment: Deploymen
     assert_problem(place().await.unwrap(), 409, "TOO_MANY_OPEN_ORDERS").await;
 }
 
-mod embedded {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn placing_past_the_rate_gets_429_until_the_window_ends() {
-        super::placing_past_the_rate_gets_429_until_the_window_ends(Deployment::Embedded).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn login_attempts_are_limited_per_email() {
-        super::login_attempts_are_limited_per_email(Deployment::Embedded).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_user_holds_at_most_the_maximum_of_unpaid_orders() {
-        super::a_user_holds_at_most_the_maximum_of_unpaid_orders(Deployment::Embedded).await
-    }
-}
-
-mod production {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn placing_past_the_rate_gets_429_until_the_window_ends() {
-        super::placing_past_the_rate_gets_429_until_the_window_ends(Deployment::Production).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn login_attempts_are_limited_per_email() {
-        super::login_attempts_are_limited_per_email(Deployment::Production).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_user_holds_at_most_the_maximum_of_unpaid_orders() {
-        super::a_user_holds_at_most_the_maximum_of_unpaid_orders(Deployment::Production).await
-    }
-}
+crate::for_both_deployments!(
+    placing_past_the_rate_gets_429_until_the_window_ends,
+    login_attempts_are_limited_per_email,
+    a_user_holds_at_most_the_maximum_of_unpaid_orders,
+);
 
 /// Valid requests at the edges of every bound, in sequences that move stock back and forth;
 /// after each step every public read answers 200.
