@@ -1,5 +1,7 @@
 //! SIGTERM with open streams: the `stampede` process ends them, finishes, and exits within its
-//! grace period, and its log says so.
+//! grace period, and its log says so. Embedded: one process, order streams held open by orders
+//! awaiting payment. Production: an API-only process (no worker runs), so orders and coupon
+//! tasks stay `PENDING` and both kinds of stream stay open until the signal.
 
 use std::{
     io::{BufRead, BufReader},
@@ -12,13 +14,31 @@ use futures::StreamExt as _;
 use serde_json::{json, Value};
 use server::http::auth::Tokens;
 
+use crate::helpers::{shared_services, unique, Deployment};
+
 const SECRET: &str = "shutdown-test-secret-of-enough-length";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so() {
+async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment: Deployment) {
     let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![("STAMPEDE_ROLE".to_owned(), "all".to_owned())];
+    if let Deployment::Production = deployment {
+        let Some(services) = shared_services() else {
+            return;
+        };
+        let namespace = format!("t_{}", unique());
+        env = vec![
+            ("STAMPEDE_ROLE".to_owned(), "api".to_owned()),
+            ("STAMPEDE_DATABASE_URL".to_owned(), services.database),
+            ("STAMPEDE_DATABASE_SCHEMA".to_owned(), namespace.clone()),
+            ("STAMPEDE_CACHE_URL".to_owned(), services.cache),
+            ("STAMPEDE_CACHE_PREFIX".to_owned(), format!("{namespace}:")),
+            ("STAMPEDE_BUS_URL".to_owned(), services.bus),
+            ("STAMPEDE_TOPIC_PREFIX".to_owned(), format!("{namespace}-")),
+        ];
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
         .arg("serve")
+        .envs(env)
         .env("STAMPEDE_DATA_DIR", dir.path())
         .env("STAMPEDE_BIND", "127.0.0.1:0")
         .env("STAMPEDE_JWT_SECRET", SECRET)
@@ -90,6 +110,42 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so() {
         assert!(String::from_utf8_lossy(&first).contains("event: status"));
         streams.push(body);
     }
+    if let Deployment::Production = deployment {
+        // No worker takes the task: its stream waits for a result that does not come.
+        let coupon: Value = client
+            .post(format!("{base}/api/admin/coupons"))
+            .bearer_auth(&admin)
+            .json(
+                &json!({ "name": "shutdown sale", "discountType": "FIXED", "discountValue": 100,
+                "totalQuantity": 5, "expiresAt": "2099-01-01T00:00:00Z" }),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let task: Value = client
+            .post(format!("{base}/api/coupons/{}/issue", coupon["id"]))
+            .bearer_auth(&user)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let response = client
+            .get(format!(
+                "{base}/api/coupon-tasks/{}/events",
+                task["taskId"].as_str().unwrap()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        streams.push(response.bytes_stream());
+    }
 
     let signalled = Instant::now();
     let killed = Command::new("kill")
@@ -132,3 +188,5 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so() {
     assert!(log.contains("every connection closed"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+crate::for_both_deployments!(sigterm_with_open_streams_exits_within_the_grace_and_says_so);
