@@ -33,6 +33,7 @@ mod group_commit;
 mod kafka;
 mod outbox;
 mod relay;
+mod watchdog;
 
 pub use consumer::{Handler, RetryPolicy};
 
@@ -87,6 +88,9 @@ pub struct BusSettings {
     /// Published outbox rows and dedupe records older than this are deleted; keep it longer
     /// than the Kafka topics' retention.
     pub retention: Duration,
+    /// A consumer group with lag that has handled no event for this long is reported stalled
+    /// and its workers in this process are restarted.
+    pub stall_after: Duration,
 }
 
 impl Default for BusSettings {
@@ -103,6 +107,7 @@ impl Default for BusSettings {
             kafka_fetch_wait: Duration::from_millis(50),
             kafka_instance_id: None,
             retention: Duration::from_secs(7 * 24 * 3600),
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -124,6 +129,8 @@ struct Inner {
     groups: Mutex<Vec<(String, Vec<String>)>>,
     /// Shares one transaction among concurrent `publish_now` calls (db:// bus).
     group_commit: group_commit::GroupCommit,
+    /// Consumer groups of this process reported stalled (`watchdog.rs`).
+    stalled: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The bus of one process; cheap to clone.
@@ -154,6 +161,7 @@ impl EventBus {
                 transport,
                 groups: Mutex::default(),
                 group_commit: Default::default(),
+                stalled: Mutex::default(),
             }),
         })
     }
@@ -210,7 +218,9 @@ impl EventBus {
         Ok(tasks)
     }
 
-    /// Starts the workers of `handler`'s consumer group in this process.
+    /// Starts the workers of `handler`'s consumer group in this process, under a watchdog that
+    /// restarts them when the group has lag and they stop handling events
+    /// ([`BusSettings::stall_after`]).
     pub fn spawn_consumer(
         &self,
         handler: Arc<dyn Handler>,
@@ -221,6 +231,27 @@ impl EventBus {
             .lock()
             .expect("group registry lock")
             .push((handler.group().to_owned(), handler.topics()));
+        vec![tokio::spawn(watchdog::supervise(
+            self.clone(),
+            handler,
+            shutdown.clone(),
+        ))]
+    }
+
+    /// Consumer groups of this process that are stalled: events are waiting and their workers
+    /// have handled none for [`BusSettings::stall_after`] (they are being restarted).
+    pub fn stalled(&self) -> Vec<String> {
+        let stalled = self.inner.stalled.lock().expect("stalled set lock");
+        stalled.iter().cloned().collect()
+    }
+
+    /// The workers of `handler`'s group: db:// workers sharing partitions through row locks, or
+    /// one Kafka consumer (restarted when it fails).
+    fn start_workers(
+        &self,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
         let settings = self.inner.settings.clone();
         let policy = settings.retry.clone();
         match &self.inner.transport {

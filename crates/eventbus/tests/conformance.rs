@@ -406,6 +406,67 @@ async fn an_event_whose_dependency_is_down_waits_for_it_and_is_never_dead_letter
     shutdown.cancel();
 }
 
+/// Records like [`Recorder`], but its first call never returns: the worker hangs, as one does
+/// whose broker connection is wedged.
+struct Hangs {
+    recorder: Recorder,
+    hung: AtomicBool,
+}
+
+#[async_trait]
+impl Handler for Hangs {
+    fn group(&self) -> &str {
+        self.recorder.group()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.recorder.topics()
+    }
+
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        if !self.hung.swap(true, Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.recorder.handle(tx, event).await
+    }
+}
+
+async fn a_consumer_that_stops_handling_while_events_wait_is_reported_and_restarted(
+    mut f: Fixture,
+) {
+    f.settings.stall_after = Duration::from_millis(300);
+    let shutdown = CancellationToken::new();
+    let bus = f.process(&shutdown).await;
+    bus.spawn_consumer(
+        Arc::new(Hangs {
+            recorder: Recorder::new("hangs", "w1"),
+            hung: AtomicBool::new(false),
+        }),
+        &shutdown,
+    );
+    f.append(&bus, &[event("stall", 0), event("stall", 1)])
+        .await;
+    let reported = tokio::time::timeout(IDLE, async {
+        while bus.stalled().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bus.stalled()
+    })
+    .await
+    .expect("the stall is reported");
+    assert_eq!(reported, ["hangs"]);
+    bus.wait_idle(IDLE).await.unwrap();
+    assert_eq!(by_key(&f.effects("hangs").await)["stall"], vec![0, 1]);
+    let cleared = tokio::time::timeout(IDLE, async {
+        while !bus.stalled().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(cleared.is_ok(), "the report clears once events are handled");
+    shutdown.cancel();
+}
+
 async fn two_consumer_groups_each_see_every_event(f: Fixture) {
     let shutdown = CancellationToken::new();
     let bus = f.process(&shutdown).await;
@@ -544,6 +605,7 @@ conformance!(
     a_redelivered_event_has_one_effect,
     an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed,
     an_event_whose_dependency_is_down_waits_for_it_and_is_never_dead_lettered,
+    a_consumer_that_stops_handling_while_events_wait_is_reported_and_restarted,
     two_consumer_groups_each_see_every_event,
     two_workers_of_one_group_split_the_work_with_no_double_effect,
     published_events_and_dedupe_records_past_retention_are_pruned,

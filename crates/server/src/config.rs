@@ -51,6 +51,9 @@ pub struct Settings {
     pub consumer_workers: usize,
     /// Attempts before an event is dead-lettered.
     pub consumer_max_attempts: u32,
+    /// A consumer group with waiting events that handles none for this long is reported
+    /// stalled and restarted, in seconds.
+    pub consumer_stall_secs: u64,
     /// Fallback polling interval of the relay and db:// consumers, in milliseconds.
     pub bus_poll_interval_ms: u64,
     /// Chaos testing only: consumers run every event twice, rolling the first run back as a
@@ -121,6 +124,7 @@ kafka_fetch_wait_ms = 50
 topic_prefix = ""
 consumer_workers = 2
 consumer_max_attempts = 5
+consumer_stall_secs = 60
 bus_poll_interval_ms = 500
 bus_redeliver = false
 payment_window_secs = 600
@@ -242,6 +246,7 @@ impl Settings {
             kafka_replication: self.kafka_replication.max(1),
             kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms.clamp(1, 5_000)),
             kafka_instance_id: self.kafka_instance_id.clone(),
+            stall_after: Duration::from_secs(self.consumer_stall_secs.max(1)),
             ..eventbus::BusSettings::default()
         }
     }

@@ -15,7 +15,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Health {
     /// `UP`.
     pub status: &'static str,
-    /// Each dependency checked (`database`, `cache`, `bus`) and its state.
+    /// Each dependency checked (`database`, `cache`, `bus`) and its state, and `consumers`:
+    /// `UP`, or `STALLED: ` and the consumer groups with waiting events that handle none.
     #[schema(value_type = Object)]
     pub checks: serde_json::Map<String, serde_json::Value>,
 }
@@ -58,6 +59,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<Health>, Api
         };
         checks.insert(name.to_owned(), value.into());
     }
+    // Reported, not failed on: the process restarts a stalled consumer itself, and the API it
+    // serves still works meanwhile.
+    let stalled = state.bus.stalled();
+    let consumers = match stalled.is_empty() {
+        true => "UP".to_owned(),
+        false => format!("STALLED: {}", stalled.join(", ")),
+    };
+    checks.insert("consumers".to_owned(), consumers.into());
     if failing.is_empty() {
         Ok(AppJson(Health {
             status: "UP",

@@ -1,0 +1,128 @@
+//! A consumer that stops making progress while its group has lag is reported — a warning, the
+//! gauge `stampede_consumer_stalled`, [`crate::EventBus::stalled`] — and restarted by its
+//! process: its workers are dropped (a Kafka consumer leaves its group) and started afresh.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use db::Tx;
+use events::Envelope;
+use metrics::{counter, gauge};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{EventBus, Handler};
+
+/// A handler that notes when it last handled an event.
+struct Watched {
+    inner: Arc<dyn Handler>,
+    last: Arc<Mutex<Instant>>,
+}
+
+#[async_trait]
+impl Handler for Watched {
+    fn group(&self) -> &str {
+        self.inner.group()
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.inner.topics()
+    }
+
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
+        let handled = self.inner.handle(tx, event).await;
+        if handled.is_ok() {
+            *self.last.lock().expect("progress lock") = Instant::now();
+        }
+        handled
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.inner.batch_limit()
+    }
+}
+
+/// Runs `handler`'s workers until `shutdown`, restarting them whenever the group has had lag
+/// and no event handled for `bus.settings.stall_after`.
+pub(crate) async fn supervise(
+    bus: EventBus,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) {
+    let group = handler.group().to_owned();
+    let topics = handler.topics();
+    let stall_after = bus.inner.settings.stall_after;
+    let every = (stall_after / 4).max(Duration::from_millis(20));
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let watched: Arc<dyn Handler> = Arc::new(Watched {
+        inner: handler,
+        last: last.clone(),
+    });
+    let mut workers = bus.start_workers(watched.clone(), &shutdown);
+    // When the workers were last (re)started: a stall is reported until they handle an event.
+    let mut started = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => break,
+        }
+        let handled = *last.lock().expect("progress lock");
+        let quiet = handled.max(started).elapsed();
+        if quiet < stall_after {
+            if handled > started {
+                mark(&bus, &group, false);
+            }
+            continue;
+        }
+        match bus.lag(&group, &topics).await {
+            Ok(0) => mark(&bus, &group, false),
+            Ok(lag) => {
+                tracing::warn!(
+                    consumer = %group,
+                    lag,
+                    quiet_secs = quiet.as_secs(),
+                    "consumer stalled: events are waiting and none was handled; restarting it"
+                );
+                mark(&bus, &group, true);
+                counter!("stampede_consumer_restarts_total", "consumer" => group.clone())
+                    .increment(1);
+                stop(workers).await;
+                workers = bus.start_workers(watched.clone(), &shutdown);
+                started = Instant::now();
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %group, error = format!("{error:#}"), "cannot measure consumer lag")
+            }
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+fn mark(bus: &EventBus, group: &str, stalled: bool) {
+    let mut set = bus.inner.stalled.lock().expect("stalled set lock");
+    if stalled {
+        set.insert(group.to_owned());
+    } else {
+        set.remove(group);
+    }
+    gauge!("stampede_consumer_stalled", "consumer" => group.to_owned()).set(if stalled {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// Drops the workers; a transaction one of them had open rolls back.
+async fn stop(workers: Vec<JoinHandle<()>>) {
+    for worker in &workers {
+        worker.abort();
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
