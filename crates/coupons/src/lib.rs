@@ -72,6 +72,8 @@ pub struct Coupons {
     /// Coupons the gate recently answered `SOLD_OUT` for, until when this process answers so
     /// itself (see [`issue::request`]).
     sold_out: Arc<Mutex<HashMap<i64, Instant>>>,
+    /// How long an issue request waits for the bus to acknowledge its event.
+    publish_timeout: std::time::Duration,
 }
 
 impl Coupons {
@@ -83,7 +85,15 @@ impl Coupons {
             cache,
             bus,
             sold_out: Arc::default(),
+            publish_timeout: std::time::Duration::from_secs(2),
         }
+    }
+
+    /// How long an issue request waits for the bus to acknowledge its `coupon-issued` before
+    /// it is withdrawn and answered `Unavailable` (default 2 s).
+    pub fn with_publish_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     pub fn db(&self) -> &Db {

@@ -89,8 +89,17 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
         Admission::SoldOut,
         "one request per unit"
     );
-    gate.undo(other, pending(2)).await.unwrap();
+    assert!(gate.undo(other, pending(2)).await.unwrap(), "withdrawn");
+    assert!(
+        gate.undo(other, pending(2)).await.unwrap(),
+        "withdrawing twice is the same"
+    );
     assert_eq!(gate.pending(other).await.unwrap(), None);
+    assert_eq!(
+        gate.take(42, other).await.unwrap(),
+        Take::Withdrawn,
+        "a withdrawn request that still arrives takes nothing"
+    );
     let third = Uuid::new_v4();
     assert_eq!(
         admit(third, 3, now).await.unwrap(),
@@ -105,6 +114,15 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
         "same task, same outcome"
     );
     assert_eq!(gate.take(42, third).await.unwrap(), Take::Taken);
+    assert!(
+        !gate.undo(third, pending(3)).await.unwrap(),
+        "a request whose unit was taken went through: it is not withdrawn"
+    );
+    assert_eq!(
+        admit(Uuid::new_v4(), 3, now).await.unwrap(),
+        Admission::AlreadyRequested,
+        "and its user stays marked"
+    );
     assert_eq!(
         gate.take(42, Uuid::new_v4()).await.unwrap(),
         Take::SoldOut,

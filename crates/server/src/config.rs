@@ -51,6 +51,9 @@ pub struct Settings {
     pub consumer_workers: usize,
     /// Attempts before an event is dead-lettered.
     pub consumer_max_attempts: u32,
+    /// How long a coupon issue request waits for the bus to acknowledge its event before it is
+    /// withdrawn and answered 503 `UNAVAILABLE`, in milliseconds.
+    pub coupon_publish_timeout_ms: u64,
     /// A consumer group with waiting events that handles none for this long is reported
     /// stalled and restarted, in seconds.
     pub consumer_stall_secs: u64,
@@ -125,6 +128,7 @@ topic_prefix = ""
 consumer_workers = 2
 consumer_max_attempts = 5
 consumer_stall_secs = 60
+coupon_publish_timeout_ms = 2000
 bus_poll_interval_ms = 500
 bus_redeliver = false
 payment_window_secs = 600

@@ -41,7 +41,10 @@ impl Application {
              set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
         );
         let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
-        let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone());
+        let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
+            .with_publish_timeout(Duration::from_millis(
+                settings.coupon_publish_timeout_ms.max(1),
+            ));
         let catalog = catalog::Catalog::new(db.clone(), cache.clone());
         let orders = orders::Orders::new(
             db.clone(),

@@ -60,18 +60,23 @@ impl MemoryGate {
         Admission::Admitted
     }
 
-    pub(super) fn undo(&self, task: Uuid, pending: PendingTask) {
+    pub(super) fn undo(&self, task: Uuid, pending: PendingTask) -> bool {
         if let Some(state) = self
             .coupons
             .lock()
             .expect("gate lock")
             .get_mut(&pending.coupon_id)
         {
+            if let Some(done) = state.takes.get(&task) {
+                return *done == Take::Withdrawn;
+            }
+            state.takes.insert(task, Take::Withdrawn);
             if state.users.remove(&pending.user_id) {
                 state.open += 1;
             }
         }
         self.cache.delete(&pending_key(task));
+        true
     }
 
     pub(super) fn take(&self, coupon: i64, task: Uuid) -> Take {

@@ -39,6 +39,8 @@ pub enum Admission {
 pub enum Take {
     Taken,
     SoldOut,
+    /// The request was withdrawn ([`Gate::undo`]) before its unit could be taken: it takes none.
+    Withdrawn,
     /// The coupon's state is not in the cache: rebuild it, then ask again.
     Unknown,
 }
@@ -96,14 +98,14 @@ impl Gate {
         }
     }
 
-    /// Undoes [`Self::admit`] when the request could not be published (the unit it held is
-    /// open again).
-    pub async fn undo(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<()> {
+    /// Withdraws a request [`Self::admit`] let in, when it could not be published (or its
+    /// publish was not confirmed in time): its unit is open again, the user may ask again, and
+    /// a `coupon-issued` of it that still arrives takes nothing ([`Take::Withdrawn`]). Returns
+    /// false, and changes nothing, when the task's unit was already taken: the request did go
+    /// through.
+    pub async fn undo(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<bool> {
         match self {
-            Gate::Memory(m) => {
-                m.undo(task, pending);
-                Ok(())
-            }
+            Gate::Memory(m) => Ok(m.undo(task, pending)),
             Gate::Redis(r) => redis::undo(r, task, pending).await,
         }
     }

@@ -30,11 +30,19 @@ return 'ADMITTED'
     )
 });
 
-/// KEYS: coupon, users, pending task. ARGV: user.
+/// KEYS: coupon, users, pending task, takes. ARGV: user, task, keep (ms, when the coupon's
+/// state is gone).
 static UNDO: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('HSETNX', KEYS[4], ARGV[2], 'WITHDRAWN') == 0 then
+  if redis.call('HGET', KEYS[4], ARGV[2]) == 'WITHDRAWN' then return 1 end
+  return 0
+end
+local keep = redis.call('HGET', KEYS[1], 'keepUntil')
+if keep then redis.call('PEXPIREAT', KEYS[4], keep)
+elseif redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and keep then
   redis.call('HINCRBY', KEYS[1], 'open', 1)
 end
 redis.call('DEL', KEYS[3])
@@ -109,19 +117,24 @@ pub(super) async fn undo(
     redis: &RedisCache,
     task: Uuid,
     pending: PendingTask,
-) -> anyhow::Result<()> {
-    redis
+) -> anyhow::Result<bool> {
+    let withdrawn = redis
         .script::<i64>(
             &UNDO,
             &[
                 &coupon_key(pending.coupon_id),
                 &users_key(pending.coupon_id),
                 &pending_key(task),
+                &takes_key(pending.coupon_id),
             ],
-            &[pending.user_id.to_string()],
+            &[
+                pending.user_id.to_string(),
+                task.to_string(),
+                (24 * 3600 * 1000).to_string(),
+            ],
         )
         .await?;
-    Ok(())
+    Ok(withdrawn == 1)
 }
 
 pub(super) async fn take(redis: &RedisCache, coupon: i64, task: Uuid) -> anyhow::Result<Take> {
@@ -135,6 +148,7 @@ pub(super) async fn take(redis: &RedisCache, coupon: i64, task: Uuid) -> anyhow:
     Ok(match answer.as_str() {
         "TAKEN" => Take::Taken,
         "SOLD_OUT" => Take::SoldOut,
+        "WITHDRAWN" => Take::Withdrawn,
         "UNKNOWN" => Take::Unknown,
         other => anyhow::bail!("unexpected stock answer {other:?}"),
     })

@@ -23,8 +23,9 @@ const SOLD_OUT_MEMORY: Duration = Duration::from_millis(100);
 
 /// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
 /// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
-/// the bus cannot take the event the gate's mark is undone and the answer is `Unavailable`, so
-/// an accepted request is never lost and a refused one leaves no trace.
+/// the bus cannot take the event within the publish deadline the request is withdrawn from the
+/// gate (a late delivery of it takes nothing) and the answer is `Unavailable`, so an accepted
+/// request is never lost and a refused one holds nothing.
 ///
 /// The gate step and the publish run in a task of their own, so a client that hangs up midway
 /// cannot leave a unit admitted but never published.
@@ -78,16 +79,35 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
         user_id: user,
     };
     let envelope = Envelope::new(&event, task_id.to_string());
-    if let Err(error) = coupons.bus.publish_now(&[envelope]).await {
+    let deadline = coupons.publish_timeout;
+    let published = match tokio::time::timeout(deadline, coupons.bus.publish_now(&[envelope])).await
+    {
+        Ok(published) => published,
+        Err(_) => Err(anyhow::anyhow!(
+            "the bus did not acknowledge coupon-issued within {deadline:?}"
+        )),
+    };
+    if let Err(error) = published {
         tracing::error!(
             error = format!("{error:#}"),
-            "publishing coupon-issued failed; undoing the gate mark"
+            "publishing coupon-issued failed; withdrawing the request"
         );
-        count("unavailable");
-        if let Err(undo) = coupons.gate.undo(task_id, pending).await {
-            tracing::error!(error = format!("{undo:#}"), "undoing the gate mark failed");
+        match coupons.gate.undo(task_id, pending).await {
+            // The event did arrive and its unit was taken: the request went through.
+            Ok(false) => {}
+            Ok(true) => {
+                count("unavailable");
+                return Err(CouponError::Unavailable(error));
+            }
+            Err(undo) => {
+                tracing::error!(
+                    error = format!("{undo:#}"),
+                    "withdrawing the request failed"
+                );
+                count("unavailable");
+                return Err(CouponError::Unavailable(error));
+            }
         }
-        return Err(CouponError::Unavailable(error));
     }
     count("accepted");
     Ok(Task {

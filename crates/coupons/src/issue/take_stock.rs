@@ -73,6 +73,16 @@ impl Handler for TakeStock {
                 },
                 event,
             ),
+            // Its requester was told 503 and may ask again: the task takes nothing.
+            Take::Withdrawn => Envelope::caused_by(
+                &CouponIssueFailed {
+                    task_id,
+                    coupon_id,
+                    user_id,
+                    reason: FailReason::Internal,
+                },
+                event,
+            ),
             Take::Unknown => {
                 anyhow::bail!("coupon {coupon_id}'s gate state vanished after a rebuild")
             }

@@ -31,9 +31,7 @@ impl From<CouponError> for ApiError {
             ),
             CouponError::Unavailable(error) => {
                 tracing::error!(error = format!("{error:#}"), "coupon request not accepted");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UNAVAILABLE",
+                ApiError::unavailable(
                     "the request could not be accepted right now; nothing was kept, retry",
                 )
             }

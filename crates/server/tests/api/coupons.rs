@@ -14,7 +14,7 @@ use crate::helpers::{
     TestUser,
 };
 
-async fn create_coupon(
+pub async fn create_coupon(
     app: &TestApp,
     admin: &TestUser,
     quantity: i64,
@@ -56,7 +56,7 @@ async fn expired_coupon(app: &TestApp) -> i64 {
     id
 }
 
-async fn issue(app: &TestApp, token: &str, coupon: i64) -> reqwest::Response {
+pub async fn issue(app: &TestApp, token: &str, coupon: i64) -> reqwest::Response {
     app.request(
         Method::POST,
         &format!("/api/coupons/{coupon}/issue"),

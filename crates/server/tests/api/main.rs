@@ -4,6 +4,7 @@ mod cli;
 mod coupons;
 mod crash;
 mod events;
+mod faults;
 mod health;
 mod helpers;
 mod limits;
