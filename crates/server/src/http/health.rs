@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::{extract::State, http::StatusCode};
+use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -73,12 +73,10 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<Health>, Api
             checks,
         }))
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NOT_READY",
-            format!("not ready: {} unreachable", failing.join(", ")),
+        Err(
+            ApiError::unavailable(format!("not ready: {} unreachable", failing.join(", ")))
+                .with_extra("checks", checks.into()),
         )
-        .with_extra("checks", checks.into()))
     }
 }
 

@@ -14,7 +14,7 @@ async fn the_app_is_live_and_ready_with_every_part_up(app: TestApp) {
 async fn readiness_names_the_database_when_it_is_down(app: TestApp) {
     assert_eq!(app.get("/health/ready").await.status(), 200);
     app.state.db.close().await;
-    let body = assert_problem(app.get("/health/ready").await, 503, "NOT_READY").await;
+    let body = assert_problem(app.get("/health/ready").await, 503, "UNAVAILABLE").await;
     assert!(
         body["detail"].as_str().unwrap().contains("database"),
         "{body}"
