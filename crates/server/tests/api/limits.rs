@@ -222,8 +222,7 @@ async fn streams_are_capped_per_user_and_per_process() {
         s.sse_max_streams_per_user = 1;
     })
     .await;
-    let (user, orders, _) = orders_of_one_user(&app, 2).await;
-    let stream = |order: i64| {
+    let stream = |user: &TestUser, order: i64| {
         app.request(
             Method::GET,
             &format!("/api/orders/{order}/events"),
@@ -231,37 +230,22 @@ async fn streams_are_capped_per_user_and_per_process() {
         )
         .send()
     };
-    let first = stream(orders[0]).await.unwrap();
+    let (user, orders, _) = orders_of_one_user(&app, 2).await;
+    let first = stream(&user, orders[0]).await.unwrap();
     assert_eq!(first.status(), 200);
-    let refused = stream(orders[1]).await.unwrap();
+    let refused = stream(&user, orders[1]).await.unwrap();
     assert!(refused.headers().contains_key("retry-after"));
     assert_problem(refused, 429, "RATE_LIMITED").await;
     let (other, other_orders, _) = orders_of_one_user(&app, 1).await;
-    let second = app
-        .request(
-            Method::GET,
-            &format!("/api/orders/{}/events", other_orders[0]),
-            Some(&other.token),
-        )
-        .send()
-        .await
-        .unwrap();
+    let second = stream(&other, other_orders[0]).await.unwrap();
     assert_eq!(second.status(), 200);
     let (third, third_orders, _) = orders_of_one_user(&app, 1).await;
-    let full = app
-        .request(
-            Method::GET,
-            &format!("/api/orders/{}/events", third_orders[0]),
-            Some(&third.token),
-        )
-        .send()
-        .await
-        .unwrap();
+    let full = stream(&third, third_orders[0]).await.unwrap();
     assert_problem(full, 503, "OVERLOADED").await;
     // A closed stream gives its place back.
     drop(first);
     let again = loop {
-        let response = stream(orders[1]).await.unwrap();
+        let response = stream(&user, orders[1]).await.unwrap();
         if response.status() == 200 {
             break response;
         }
