@@ -29,6 +29,9 @@ use crate::{config::Settings, state::AppState};
 
 /// Comment lines keep idle streams (and the proxies in front of them) alive.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long a rate check waits for the cache before letting the request through: a slow cache
+/// must not slow every order, issue request and login.
+const RATE_CHECK_WAIT: Duration = Duration::from_millis(250);
 
 /// Open order streams per user.
 type UserStreams = Arc<Mutex<HashMap<i64, usize>>>;
@@ -88,7 +91,8 @@ impl Limits {
 
     /// Counts one `rate` event of `who` (a user id, an email) and refuses it with 429
     /// `RATE_LIMITED` past the limit of the current window. The count lives in the cache, so
-    /// it holds across instances; when the cache cannot count, the request goes through.
+    /// it holds across instances; when the cache cannot count within [`RATE_CHECK_WAIT`], the
+    /// request goes through.
     pub async fn check_rate(
         &self,
         cache: &cache::Cache,
@@ -97,7 +101,10 @@ impl Limits {
     ) -> Result<(), ApiError> {
         let limit = self.rates[rate as usize];
         let key = format!("rate:{}:{who}", rate.name());
-        match cache.hit(&key, self.window).await {
+        let counted = tokio::time::timeout(RATE_CHECK_WAIT, cache.hit(&key, self.window))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {RATE_CHECK_WAIT:?}")));
+        match counted {
             Ok((count, _)) if count <= limit => Ok(()),
             Ok((_, left)) => {
                 counter!("stampede_rate_limited_total", "rate" => rate.name()).increment(1);

@@ -1,5 +1,6 @@
-//! Fault drills on the production adapters with a broker of the test's own (so that it may be
-//! paused): `KAFKA_PORT=<port> ../shared/tools/kafka-up <dir>`, stopped by its pid.
+//! Fault drills on the production adapters with a broker or a Redis of the test's own (so that
+//! it may be paused): `KAFKA_PORT=<port> ../shared/tools/kafka-up <dir>`, or `redis-server` on a
+//! free port, stopped by its pid.
 
 use std::{
     path::PathBuf,
@@ -12,6 +13,7 @@ use serde_json::Value;
 use crate::{
     coupons::{create_coupon, issue},
     helpers::{assert_problem, shared_services, spawn_with, Deployment},
+    orders::product,
 };
 
 /// A Kafka-protocol broker on a free port, stopped when dropped.
@@ -57,20 +59,25 @@ impl Broker {
         assert!(sent.success());
     }
 
-    /// SIGSTOP, returning once every thread of the broker is stopped (a signal is delivered
-    /// when the kernel gets to it, which on a loaded machine may be after the next request).
     fn pause(&self) {
-        self.signal("-STOP");
-        let tasks = format!("/proc/{}/task", self.pid);
-        let stopped = |task: std::fs::DirEntry| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // The state follows the parenthesised command name.
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-        };
-        while !std::fs::read_dir(&tasks).unwrap().flatten().all(stopped) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        pause(&self.pid);
+    }
+}
+
+/// SIGSTOP to `pid`, returning once every thread of it is stopped (a signal is delivered when
+/// the kernel gets to it, which on a loaded machine may be after the next request).
+fn pause(pid: &str) {
+    let sent = Command::new("kill").args(["-STOP", pid]).status().unwrap();
+    assert!(sent.success());
+    let tasks = format!("/proc/{pid}/task");
+    let stopped = |task: std::fs::DirEntry| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    };
+    while !std::fs::read_dir(&tasks).unwrap().flatten().all(stopped) {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -141,4 +148,57 @@ async fn an_issue_request_the_paused_broker_cannot_acknowledge_fails_fast_and_ho
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A paused Redis (it answers nothing) does not hold up placing an order: the rate check and
+/// the commit's wake-up give up on it quickly and the order is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_placed_promptly_while_redis_is_paused() {
+    if shared_services().is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let pid = redis.id().to_string();
+    let url = format!("redis://127.0.0.1:{port}");
+    let app = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break spawn_with(Deployment::Production, |s| s.cache_url = url.clone().into())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
+    pause(&pid);
+    let asked = Instant::now();
+    let placed = app
+        .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
+        .json(&serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let _ = redis.kill();
+    assert_eq!(placed.status(), 202);
+    // Redis's own response timeout is 5 s: each of the two waits would take that long.
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
 }
