@@ -198,6 +198,7 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
     let waited = asked.elapsed();
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
     let _ = redis.kill();
+    let _ = redis.wait();
     assert_eq!(placed.status(), 202);
     // Redis's own response timeout is 5 s: each of the two waits would take that long.
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
