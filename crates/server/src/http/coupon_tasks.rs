@@ -64,24 +64,28 @@ pub async fn task_events(
     AppPath(task): AppPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = task_id(&task)?;
-    // An unknown task is refused before anything is kept for it.
-    find(&state, id).await?;
+    // An unknown task is refused before anything is kept for it, and a terminal one is sent
+    // without subscribing.
+    let mut task = find(&state, id).await?;
     let slot = state.limits.open_stream(None)?;
-    // Read again once subscribed, so a result stored in between still wakes us.
-    let mut wake_ups = state.cache.subscribe(&task_channel(id));
-    let first = find(&state, id).await?;
     let stream_state = state.clone();
     let result = async move {
-        let mut task = first;
-        while !task.is_terminal() {
-            tokio::select! {
-                _ = wake_ups.recv() => {}
-                () = tokio::time::sleep(RECHECK) => {}
-            }
-            match coupons::issue::find_task(&stream_state.coupons, id).await {
-                Ok(latest) => task = latest,
-                Err(error) => {
-                    tracing::warn!(task_id = %id, error = format!("{error:#}"), "re-reading a coupon task failed")
+        if !task.is_terminal() {
+            // Read again once subscribed, so a result stored in between still wakes us.
+            let mut wake_ups = stream_state.cache.subscribe(&task_channel(id));
+            loop {
+                match coupons::issue::find_task(&stream_state.coupons, id).await {
+                    Ok(latest) => task = latest,
+                    Err(error) => {
+                        tracing::warn!(task_id = %id, error = format!("{error:#}"), "re-reading a coupon task failed")
+                    }
+                }
+                if task.is_terminal() {
+                    break;
+                }
+                tokio::select! {
+                    _ = wake_ups.recv() => {}
+                    () = tokio::time::sleep(RECHECK) => {}
                 }
             }
         }
