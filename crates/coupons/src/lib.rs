@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use cache::Cache;
@@ -52,6 +52,9 @@ pub enum CouponError {
     /// The request could not be handed to the bus; nothing was kept, the client may retry.
     #[error("the request could not be accepted right now")]
     Unavailable(#[source] anyhow::Error),
+    /// No unit is open, but some are held by requests that may still fail: retry shortly.
+    #[error("every unit left is held by a request that may still fail")]
+    Held,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -72,8 +75,27 @@ pub struct Coupons {
     /// Coupons the gate recently answered `SOLD_OUT` for, until when this process answers so
     /// itself (see [`issue::request`]).
     sold_out: Arc<Mutex<HashMap<i64, Instant>>>,
-    /// How long an issue request waits for the bus to acknowledge its event.
-    publish_timeout: std::time::Duration,
+    settings: IssueSettings,
+}
+
+/// Time bounds of first-come issuance.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueSettings {
+    /// How long an issue request waits for the bus to acknowledge its `coupon-issued` before
+    /// it is withdrawn and answered `Unavailable`.
+    pub publish_timeout: Duration,
+    /// How old an admitted request still not on the bus must be before the reconciler
+    /// withdraws it (its process died); longer than `publish_timeout`.
+    pub reconcile_after: Duration,
+}
+
+impl Default for IssueSettings {
+    fn default() -> Self {
+        Self {
+            publish_timeout: Duration::from_secs(2),
+            reconcile_after: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Coupons {
@@ -85,14 +107,12 @@ impl Coupons {
             cache,
             bus,
             sold_out: Arc::default(),
-            publish_timeout: std::time::Duration::from_secs(2),
+            settings: IssueSettings::default(),
         }
     }
 
-    /// How long an issue request waits for the bus to acknowledge its `coupon-issued` before
-    /// it is withdrawn and answered `Unavailable` (default 2 s).
-    pub fn with_publish_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.publish_timeout = timeout;
+    pub fn with_settings(mut self, settings: IssueSettings) -> Self {
+        self.settings = settings;
         self
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    gate::{Admission, PendingTask, Snapshot, Take},
+    gate::{Admission, PendingTask, Snapshot, Take, Withdrawal},
     issue::{store::StoreResult, CouponIssuedSuccess},
 };
 
@@ -84,14 +84,22 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
 
     let other = Uuid::new_v4();
     assert_eq!(admit(other, 2, now).await.unwrap(), Admission::Admitted);
+    gate.settle(task, pending(1)).await.unwrap();
     assert_eq!(
         admit(Uuid::new_v4(), 3, now).await.unwrap(),
-        Admission::SoldOut,
-        "one request per unit"
+        Admission::Held,
+        "one request per unit, and one not yet on the bus may still reopen its unit"
     );
-    assert!(gate.undo(other, pending(2)).await.unwrap(), "withdrawn");
     assert!(
-        gate.undo(other, pending(2)).await.unwrap(),
+        gate.undo(other, pending(2), Withdrawal::Refused)
+            .await
+            .unwrap(),
+        "withdrawn"
+    );
+    assert!(
+        gate.undo(other, pending(2), Withdrawal::Refused)
+            .await
+            .unwrap(),
         "withdrawing twice is the same"
     );
     assert_eq!(gate.pending(other).await.unwrap(), None);
@@ -106,6 +114,12 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
         Admission::Admitted,
         "the undone unit is open again"
     );
+    gate.settle(third, pending(3)).await.unwrap();
+    assert_eq!(
+        admit(Uuid::new_v4(), 4, now).await.unwrap(),
+        Admission::SoldOut,
+        "every unit is on its way to the stock consumer"
+    );
 
     assert_eq!(gate.take(42, task).await.unwrap(), Take::Taken);
     assert_eq!(
@@ -115,7 +129,10 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
     );
     assert_eq!(gate.take(42, third).await.unwrap(), Take::Taken);
     assert!(
-        !gate.undo(third, pending(3)).await.unwrap(),
+        !gate
+            .undo(third, pending(3), Withdrawal::Refused)
+            .await
+            .unwrap(),
         "a request whose unit was taken went through: it is not withdrawn"
     );
     assert_eq!(
@@ -144,6 +161,67 @@ async fn the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_tas
         Take::SoldOut,
         "a loaded gate is not overwritten"
     );
+}
+
+/// A request whose process died between the gate and the bus holds its unit (others are told
+/// to retry, not `SOLD_OUT`) until the reconciler withdraws it: then its task fails
+/// `INTERNAL`, the unit is open again and its user may ask again. A request still young is left
+/// to its own process.
+async fn a_request_its_process_never_published_is_withdrawn_and_its_task_fails(f: Fixture) {
+    let coupons = &f.coupons;
+    let coupon = new_coupon(coupons, 2).await;
+    gate::rebuild(coupons, coupon.id).await.unwrap();
+    let pending = |user| PendingTask {
+        coupon_id: coupon.id,
+        user_id: user,
+    };
+    let (orphan, young) = (Uuid::new_v4(), Uuid::new_v4());
+    let a_minute_ago = (Utc::now() - Duration::minutes(1)).timestamp_millis();
+    let gate = &coupons.gate;
+    assert_eq!(
+        gate.admit(orphan, pending(1), a_minute_ago).await.unwrap(),
+        Admission::Admitted
+    );
+    let now = Utc::now().timestamp_millis();
+    assert_eq!(
+        gate.admit(young, pending(3), now).await.unwrap(),
+        Admission::Admitted
+    );
+    assert!(matches!(
+        issue::request(coupons, coupon.id, 2).await,
+        Err(CouponError::Held)
+    ));
+
+    assert_eq!(issue::reconcile::reconcile(coupons).await.unwrap(), 1);
+    assert_eq!(
+        issue::reconcile::reconcile(coupons).await.unwrap(),
+        0,
+        "withdrawn once; the young request is left alone"
+    );
+    let status = |task| async move { issue::find_task(coupons, task).await.unwrap() };
+    assert_eq!(
+        status(orphan).await.status,
+        TaskStatus::Pending,
+        "until its failure is stored"
+    );
+    let failure = testkit::outbox(&coupons.db, &coupon.id.to_string())
+        .await
+        .pop()
+        .expect("the reconciler wrote the task's failure");
+    handle(&coupons.db, &StoreResult::new(coupons.clone()), failure).await;
+    let failed = status(orphan).await;
+    assert_eq!(
+        (failed.status, failed.reason),
+        (TaskStatus::Failed, Some(FailReason::Internal))
+    );
+
+    gate.settle(young, pending(3)).await.unwrap();
+    let again = issue::request(coupons, coupon.id, 1).await.unwrap();
+    assert_eq!(again.status, TaskStatus::Pending, "the unit is open again");
+    assert!(matches!(
+        issue::request(coupons, coupon.id, 2).await,
+        Err(CouponError::SoldOut)
+    ));
 }
 
 /// Sends a `coupon-issued-success` for `user` through the store consumer; returns the task.
@@ -319,6 +397,7 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
 testkit::on_both_adapter_sets!(
     fixture;
     the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task,
+    a_request_its_process_never_published_is_withdrawn_and_its_task_fails,
     the_database_never_issues_more_than_the_total_or_twice_to_a_user,
     a_coupon_is_used_once_per_order_and_restored_once,
     the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first,

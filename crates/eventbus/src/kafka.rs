@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::Utc;
 use db::{on_db, sqlx, Db, Tx, TxInner};
@@ -47,7 +48,7 @@ impl KafkaBus {
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", settings.kafka_linger.as_millis().to_string())
             .set("message.timeout.ms", "30000")
             .create()?;
         let bus = Self {
@@ -162,21 +163,24 @@ impl KafkaBus {
         Ok(())
     }
 
+    /// The Kafka group id of `group` in its current generation (see [`Self::move_group`]).
+    async fn group_id(&self, db: &Db, group: &str) -> anyhow::Result<String> {
+        Ok(self.group_id_of(group, generation(db, group).await?))
+    }
+
+    fn group_id_of(&self, group: &str, generation: i64) -> String {
+        match generation {
+            0 => format!("{}{group}", self.prefix),
+            n => format!("{}{group}.g{n}", self.prefix),
+        }
+    }
+
     /// Events of `group` published but not yet committed by it, over `topics`.
-    pub(crate) async fn lag(&self, group: &str, topics: &[String]) -> anyhow::Result<i64> {
-        let observer = self.observer(group)?;
-        let topics: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+    pub(crate) async fn lag(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+        let observer = self.observer(&self.group_id(db, group).await?)?;
+        let topics = self.topics_of(topics);
         tokio::task::spawn_blocking(move || {
-            let mut assignment = TopicPartitionList::new();
-            for topic in &topics {
-                let metadata = observer.fetch_metadata(Some(topic), NETWORK_TIMEOUT)?;
-                for t in metadata.topics() {
-                    for p in t.partitions() {
-                        assignment.add_partition(topic, p.id());
-                    }
-                }
-            }
-            let committed = observer.committed_offsets(assignment, NETWORK_TIMEOUT)?;
+            let committed = committed_offsets(&observer, &topics)?;
             let mut lag = 0;
             for element in committed.elements() {
                 let (low, high) = observer.fetch_watermarks(
@@ -194,20 +198,80 @@ impl KafkaBus {
         .await?
     }
 
-    fn observer(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+    fn topics_of(&self, topics: &[String]) -> Vec<String> {
+        topics.iter().map(|t| self.topic(t)).collect()
+    }
+
+    /// A client of the Kafka group `group_id` that never joins it: it reads and commits offsets.
+    fn observer(&self, group_id: &str) -> anyhow::Result<Arc<BaseConsumer>> {
         let mut observers = self.observers.lock().expect("observer map lock");
-        if let Some(observer) = observers.get(group) {
+        if let Some(observer) = observers.get(group_id) {
             return Ok(observer.clone());
         }
         let observer: Arc<BaseConsumer> = Arc::new(
             ClientConfig::new()
                 .set("bootstrap.servers", &self.bootstrap)
-                .set("group.id", format!("{}{group}", self.prefix))
+                .set("group.id", group_id)
                 .set("enable.auto.commit", "false")
                 .create()?,
         );
-        observers.insert(group.to_owned(), observer.clone());
+        observers.insert(group_id.to_owned(), observer.clone());
         Ok(observer)
+    }
+
+    /// Moves `group` to a fresh Kafka group id, starting from the offsets its current one
+    /// committed, for when the broker will not let the current one form: Tansu 0.6 can keep a
+    /// group waiting for a leader that is gone for good after a pause longer than the session
+    /// (ARCHITECTURE.md). Every process's consumers of `group` follow on their next start, since
+    /// they read the generation from the database. Handlers' effects stay exactly-once: their
+    /// dedupe records are keyed by the group's name, not its Kafka id.
+    pub(crate) async fn move_group(
+        &self,
+        db: &Db,
+        group: &str,
+        topics: &[String],
+    ) -> anyhow::Result<()> {
+        let from = generation(db, group).await?;
+        let (old, new) = (
+            self.group_id_of(group, from),
+            self.group_id_of(group, from + 1),
+        );
+        let (old_observer, new_observer) = (self.observer(&old)?, self.observer(&new)?);
+        let topics = self.topics_of(topics);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let committed = committed_offsets(&old_observer, &topics)?;
+            let mut start = TopicPartitionList::new();
+            for element in committed.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    start.add_partition_offset(
+                        element.topic(),
+                        element.partition(),
+                        Offset::Offset(offset),
+                    )?;
+                }
+            }
+            if start.count() > 0 {
+                new_observer.commit(&start, CommitMode::Sync)?;
+            }
+            Ok(())
+        })
+        .await?
+        .with_context(|| format!("seeding {new} with the offsets of {old}"))?;
+        let moved = on_db!(db, c => sqlx::query(
+            "INSERT INTO kafka_group_generations (consumer_group, generation) VALUES ($1, $2) \
+             ON CONFLICT (consumer_group) DO UPDATE SET generation = excluded.generation \
+             WHERE kafka_group_generations.generation = $3",
+        )
+        .bind(group)
+        .bind(from + 1)
+        .bind(from)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+        if moved == 1 {
+            tracing::warn!(consumer = %group, from = %old, to = %new, "moved the consumer group to a new Kafka group id");
+        }
+        Ok(())
     }
 
     /// One metadata round trip, for readiness checks.
@@ -235,13 +299,14 @@ impl KafkaBus {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let group = handler.group().to_owned();
+        let group_id = self.group_id(&db, &group).await?;
         let mut config = ClientConfig::new();
         if let Some(instance) = &settings.kafka_instance_id {
             config.set("group.instance.id", instance);
         }
         let consumer: StreamConsumer = config
             .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", format!("{}{group}", self.prefix))
+            .set("group.id", &group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set(
@@ -341,6 +406,34 @@ impl KafkaBus {
         }
         Ok(())
     }
+}
+
+/// The generation of `group`'s Kafka group id: 0 until it was first moved.
+async fn generation(db: &Db, group: &str) -> anyhow::Result<i64> {
+    let generation: Option<i64> = on_db!(db, c => sqlx::query_scalar(
+        "SELECT generation FROM kafka_group_generations WHERE consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_optional(c)
+    .await)?;
+    Ok(generation.unwrap_or(0))
+}
+
+/// The offsets `observer`'s group committed on every partition of `topics` (blocking).
+fn committed_offsets(
+    observer: &BaseConsumer,
+    topics: &[String],
+) -> anyhow::Result<TopicPartitionList> {
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = observer.fetch_metadata(Some(topic), NETWORK_TIMEOUT)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                assignment.add_partition(topic, p.id());
+            }
+        }
+    }
+    Ok(observer.committed_offsets(assignment, NETWORK_TIMEOUT)?)
 }
 
 /// Kafka keeps offsets itself: they are committed after the transaction, not inside it. A

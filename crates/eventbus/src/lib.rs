@@ -80,6 +80,9 @@ pub struct BusSettings {
     /// a full core with one idle instance, 100 ms a third. Tansu also waits the full time
     /// before answering, so there it is the latency of each hop.
     pub kafka_fetch_wait: Duration,
+    /// How long the Kafka producer gathers messages into a batch before it sends them
+    /// (`linger.ms`): throughput under load against the latency of each publish.
+    pub kafka_linger: Duration,
     /// This process's stable name in its Kafka consumer groups (`group.instance.id`, static
     /// membership): restarted under the same name it takes its partitions back at once, where
     /// an anonymous member must wait until the broker drops the one it replaced. Unique per
@@ -105,6 +108,7 @@ impl Default for BusSettings {
             retry: RetryPolicy::default(),
             kafka_replication: 1,
             kafka_fetch_wait: Duration::from_millis(50),
+            kafka_linger: Duration::from_millis(2),
             kafka_instance_id: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             stall_after: Duration::from_secs(60),
@@ -336,9 +340,19 @@ impl EventBus {
         match &self.inner.transport {
             Transport::Db => dblog::lag(&self.inner.db, group, topics).await,
             #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.lag(group, topics).await,
+            Transport::Kafka(kafka) => kafka.lag(&self.inner.db, group, topics).await,
         }
         .with_context(|| format!("measuring the lag of {group} on {topics:?}"))
+    }
+
+    /// Gives `group` a fresh Kafka group id that starts where the current one stopped, for a
+    /// group the broker will not form again (a no-op on db://, which has no groups to form).
+    pub(crate) async fn move_group(&self, group: &str, topics: &[String]) -> anyhow::Result<()> {
+        match &self.inner.transport {
+            Transport::Db => Ok(()),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(kafka) => kafka.move_group(&self.inner.db, group, topics).await,
+        }
     }
 
     /// Lag of every consumer group started in this process.

@@ -1,6 +1,8 @@
 //! A consumer that stops making progress while its group has lag is reported — a warning, the
 //! gauge `stampede_consumer_stalled`, [`crate::EventBus::stalled`] — and restarted by its
 //! process: its workers are dropped (a Kafka consumer leaves its group) and started afresh.
+//! When a restart did not help either, the broker is keeping the group from forming: the group
+//! moves to a fresh Kafka group id that starts where it stopped ([`EventBus::move_group`]).
 
 use std::{
     sync::{Arc, Mutex},
@@ -64,6 +66,8 @@ pub(crate) async fn supervise(
     let mut workers = bus.start_workers(watched.clone(), &shutdown);
     // When the workers were last (re)started: a stall is reported until they handle an event.
     let mut started = Instant::now();
+    // Whether the workers were restarted for a stall and have handled nothing since.
+    let mut restarted_in_vain = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -74,6 +78,7 @@ pub(crate) async fn supervise(
         if quiet < stall_after {
             if handled > started {
                 mark(&bus, &group, false);
+                restarted_in_vain = false;
             }
             continue;
         }
@@ -90,8 +95,14 @@ pub(crate) async fn supervise(
                 counter!("stampede_consumer_restarts_total", "consumer" => group.clone())
                     .increment(1);
                 stop(workers).await;
+                if restarted_in_vain {
+                    if let Err(error) = bus.move_group(&group, &topics).await {
+                        tracing::warn!(consumer = %group, error = format!("{error:#}"), "cannot move the consumer group");
+                    }
+                }
                 workers = bus.start_workers(watched.clone(), &shutdown);
                 started = Instant::now();
+                restarted_in_vain = true;
             }
             Err(error) => {
                 tracing::warn!(consumer = %group, error = format!("{error:#}"), "cannot measure consumer lag")

@@ -42,6 +42,8 @@ pub struct Settings {
     pub kafka_replication: i32,
     /// How long a Kafka fetch may wait for data, in milliseconds (broker load vs. latency).
     pub kafka_fetch_wait_ms: u64,
+    /// How long the Kafka producer gathers messages into a batch, in milliseconds.
+    pub kafka_linger_ms: u64,
     /// Prefix of Kafka topic and consumer-group names.
     pub topic_prefix: String,
     /// This process's stable name in Kafka consumer groups (static membership); unique per
@@ -54,6 +56,10 @@ pub struct Settings {
     /// How long a coupon issue request waits for the bus to acknowledge its event before it is
     /// withdrawn and answered 503 `UNAVAILABLE`, in milliseconds.
     pub coupon_publish_timeout_ms: u64,
+    /// An admitted coupon issue request whose event is still not on the bus this long after
+    /// (its process died) is withdrawn and its task failed, in milliseconds; more than
+    /// `coupon_publish_timeout_ms`.
+    pub coupon_reconcile_after_ms: u64,
     /// A consumer group with waiting events that handles none for this long is reported
     /// stalled and restarted, in seconds.
     pub consumer_stall_secs: u64,
@@ -124,11 +130,13 @@ bus_url = "db://"
 bus_partitions = 8
 kafka_replication = 1
 kafka_fetch_wait_ms = 50
+kafka_linger_ms = 2
 topic_prefix = ""
 consumer_workers = 2
 consumer_max_attempts = 5
 consumer_stall_secs = 60
 coupon_publish_timeout_ms = 2000
+coupon_reconcile_after_ms = 10000
 bus_poll_interval_ms = 500
 bus_redeliver = false
 payment_window_secs = 600
@@ -227,6 +235,21 @@ impl Settings {
         }
     }
 
+    /// First-come issuance's bounds; fails unless the reconciler waits longer than a publish.
+    pub fn issue_settings(&self) -> anyhow::Result<coupons::IssueSettings> {
+        anyhow::ensure!(
+            self.coupon_reconcile_after_ms > self.coupon_publish_timeout_ms,
+            "STAMPEDE_COUPON_RECONCILE_AFTER_MS ({}) must be more than \
+             STAMPEDE_COUPON_PUBLISH_TIMEOUT_MS ({}): a request still publishing would be withdrawn",
+            self.coupon_reconcile_after_ms,
+            self.coupon_publish_timeout_ms
+        );
+        Ok(coupons::IssueSettings {
+            publish_timeout: Duration::from_millis(self.coupon_publish_timeout_ms.max(1)),
+            reconcile_after: Duration::from_millis(self.coupon_reconcile_after_ms),
+        })
+    }
+
     pub fn order_settings(&self) -> orders::OrderSettings {
         orders::OrderSettings {
             max_open_orders: self.max_open_orders.max(1),
@@ -249,6 +272,7 @@ impl Settings {
             },
             kafka_replication: self.kafka_replication.max(1),
             kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms.clamp(1, 5_000)),
+            kafka_linger: Duration::from_millis(self.kafka_linger_ms),
             kafka_instance_id: self.kafka_instance_id.clone(),
             stall_after: Duration::from_secs(self.consumer_stall_secs.max(1)),
             ..eventbus::BusSettings::default()

@@ -42,9 +42,7 @@ impl Application {
         );
         let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
         let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
-            .with_publish_timeout(Duration::from_millis(
-                settings.coupon_publish_timeout_ms.max(1),
-            ));
+            .with_settings(settings.issue_settings()?);
         let catalog = catalog::Catalog::new(db.clone(), cache.clone());
         let orders = orders::Orders::new(
             db.clone(),
@@ -107,6 +105,10 @@ impl Application {
             }
             tasks.push(tokio::spawn(orders::sweeper::run(
                 state.orders.clone(),
+                stop.clone(),
+            )));
+            tasks.push(tokio::spawn(coupons::issue::reconcile::run(
+                state.coupons.clone(),
                 stop.clone(),
             )));
         }

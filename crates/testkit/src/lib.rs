@@ -59,17 +59,23 @@ pub async fn handle(db: &Db, handler: &dyn Handler, event: Envelope) -> Vec<Enve
     let mut tx = db.begin().await.unwrap();
     handler.handle(&mut tx, &event).await.unwrap();
     tx.commit().await.unwrap();
+    outbox(db, &event.key)
+        .await
+        .into_iter()
+        .filter(|reply| reply.causation_id == Some(event.id))
+        .collect()
+}
+
+/// The events in the outbox with `key`, oldest first.
+pub async fn outbox(db: &Db, key: &str) -> Vec<Envelope> {
     let rows: Vec<sqlx::types::Json<Envelope>> = db::on_db!(db, c => sqlx::query_scalar(
         "SELECT envelope FROM outbox WHERE event_key = $1 ORDER BY seq",
     )
-    .bind(&event.key)
+    .bind(key)
     .fetch_all(c)
     .await)
     .unwrap();
-    rows.into_iter()
-        .map(|row| row.0)
-        .filter(|reply| reply.causation_id == Some(event.id))
-        .collect()
+    rows.into_iter().map(|row| row.0).collect()
 }
 
 /// Declares each test twice, on the embedded adapters and on PostgreSQL + Redis (skipped when

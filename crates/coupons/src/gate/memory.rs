@@ -9,7 +9,7 @@ use std::{
 use cache::MemoryCache;
 use uuid::Uuid;
 
-use super::{pending_key, Admission, PendingTask, Snapshot, Take, PENDING_TTL_MS};
+use super::{pending_key, Admission, PendingTask, Snapshot, Take, Withdrawal, PENDING_TTL_MS};
 
 #[derive(Default)]
 struct CouponState {
@@ -18,6 +18,8 @@ struct CouponState {
     open: i64,
     users: HashSet<i64>,
     takes: HashMap<Uuid, Take>,
+    /// Unpublished requests: task → (user, admitted at, ms).
+    unpublished: HashMap<Uuid, (i64, i64)>,
 }
 
 /// Coupon states by id, and pending tasks in the process cache. Cheap to clone.
@@ -46,11 +48,18 @@ impl MemoryGate {
         if state.users.contains(&pending.user_id) {
             return Admission::AlreadyRequested;
         }
-        if state.open <= 0 || state.stock <= 0 {
+        if state.stock <= 0 {
             return Admission::SoldOut;
+        }
+        if state.open <= 0 {
+            if state.unpublished.is_empty() {
+                return Admission::SoldOut;
+            }
+            return Admission::Held;
         }
         state.open -= 1;
         state.users.insert(pending.user_id);
+        state.unpublished.insert(task, (pending.user_id, now_ms));
         let json = serde_json::to_string(&pending).expect("a pending task serializes");
         self.cache.set(
             &pending_key(task),
@@ -60,7 +69,7 @@ impl MemoryGate {
         Admission::Admitted
     }
 
-    pub(super) fn undo(&self, task: Uuid, pending: PendingTask) -> bool {
+    pub(super) fn undo(&self, task: Uuid, pending: PendingTask, withdrawal: Withdrawal) -> bool {
         if let Some(state) = self
             .coupons
             .lock()
@@ -68,15 +77,46 @@ impl MemoryGate {
             .get_mut(&pending.coupon_id)
         {
             if let Some(done) = state.takes.get(&task) {
+                if *done != Take::Withdrawn {
+                    state.unpublished.remove(&task);
+                }
                 return *done == Take::Withdrawn;
             }
             state.takes.insert(task, Take::Withdrawn);
             if state.users.remove(&pending.user_id) {
                 state.open += 1;
             }
+            if withdrawal == Withdrawal::Refused {
+                state.unpublished.remove(&task);
+            }
         }
-        self.cache.delete(&pending_key(task));
+        if withdrawal == Withdrawal::Refused {
+            self.cache.delete(&pending_key(task));
+        }
         true
+    }
+
+    pub(super) fn settle(&self, task: Uuid, pending: PendingTask) {
+        if let Some(state) = self
+            .coupons
+            .lock()
+            .expect("gate lock")
+            .get_mut(&pending.coupon_id)
+        {
+            state.unpublished.remove(&task);
+        }
+    }
+
+    pub(super) fn unpublished(&self, before_ms: i64, limit: usize) -> Vec<(Uuid, PendingTask)> {
+        let coupons = self.coupons.lock().expect("gate lock");
+        let found = coupons.iter().flat_map(|(&coupon_id, state)| {
+            state
+                .unpublished
+                .iter()
+                .filter(move |(_, &(_, admitted))| admitted < before_ms)
+                .map(move |(&task, &(user_id, _))| (task, PendingTask { coupon_id, user_id }))
+        });
+        found.take(limit).collect()
     }
 
     pub(super) fn take(&self, coupon: i64, task: Uuid) -> Take {
@@ -112,7 +152,7 @@ impl MemoryGate {
                 stock: snapshot.stock,
                 open: snapshot.stock,
                 users: snapshot.users.iter().copied().collect(),
-                takes: HashMap::new(),
+                ..CouponState::default()
             });
     }
 }

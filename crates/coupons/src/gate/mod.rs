@@ -10,6 +10,12 @@
 //! (a new process, Redis restarted or flushed) the caller gets `Unknown` and [`rebuild`]s it
 //! from the database before going on.
 //!
+//! An admitted request stays *unpublished* until its `coupon-issued` is on the bus
+//! ([`Gate::settle`]) or it is withdrawn ([`Gate::undo`]). While an unpublished request holds a
+//! unit the gate answers [`Admission::Held`] rather than `SOLD_OUT`: that unit may yet reopen.
+//! A request whose process died between the two steps is found by
+//! [`Gate::unpublished`] and withdrawn by the [`reconciler`](crate::issue::reconcile).
+//!
 //! The gate is a fast filter, not the truth: after a rebuild it may admit more than the
 //! database will issue, never fewer, and the store consumer's guarded `UPDATE` decides.
 
@@ -30,8 +36,22 @@ pub enum Admission {
     AlreadyRequested,
     SoldOut,
     Expired,
+    /// No unit is open, but some are held by requests not yet on the bus, which may still be
+    /// withdrawn: ask again shortly.
+    Held,
     /// The coupon's state is not in the cache: rebuild it, then ask again.
     Unknown,
+}
+
+/// Who learns that a request was withdrawn, and so what the gate keeps of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// Its requester is answered with an error and never learns the task: the gate forgets it.
+    Refused,
+    /// Its requester may hold the task id (its process died, or a 202 went out): the task stays
+    /// pending, and unpublished, until its failure is stored and the caller
+    /// [`settles`](Gate::settle) it.
+    Abandoned,
 }
 
 /// The stock consumer's outcome for one task; the same for every delivery of the task.
@@ -101,12 +121,41 @@ impl Gate {
     /// Withdraws a request [`Self::admit`] let in, when it could not be published (or its
     /// publish was not confirmed in time): its unit is open again, the user may ask again, and
     /// a `coupon-issued` of it that still arrives takes nothing ([`Take::Withdrawn`]). Returns
-    /// false, and changes nothing, when the task's unit was already taken: the request did go
-    /// through.
-    pub async fn undo(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<bool> {
+    /// false, and changes nothing but settling it, when the task's unit was already taken: the
+    /// request did go through. Withdrawing twice has the effect of once.
+    pub async fn undo(
+        &self,
+        task: Uuid,
+        pending: PendingTask,
+        withdrawal: Withdrawal,
+    ) -> anyhow::Result<bool> {
         match self {
-            Gate::Memory(m) => Ok(m.undo(task, pending)),
-            Gate::Redis(r) => redis::undo(r, task, pending).await,
+            Gate::Memory(m) => Ok(m.undo(task, pending, withdrawal)),
+            Gate::Redis(r) => redis::undo(r, task, pending, withdrawal).await,
+        }
+    }
+
+    /// The request is no longer unpublished: its `coupon-issued` is on the bus, or its
+    /// withdrawal's failure is stored.
+    pub async fn settle(&self, task: Uuid, pending: PendingTask) -> anyhow::Result<()> {
+        match self {
+            Gate::Memory(m) => {
+                m.settle(task, pending);
+                Ok(())
+            }
+            Gate::Redis(r) => redis::settle(r, task, pending).await,
+        }
+    }
+
+    /// Up to `limit` requests admitted before `before_ms` and still unpublished.
+    pub async fn unpublished(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Uuid, PendingTask)>> {
+        match self {
+            Gate::Memory(m) => Ok(m.unpublished(before_ms, limit)),
+            Gate::Redis(r) => redis::unpublished(r, before_ms, limit).await,
         }
     }
 
@@ -150,6 +199,18 @@ fn users_key(coupon: i64) -> String {
 
 fn takes_key(coupon: i64) -> String {
     format!("coupon:{coupon}:takes")
+}
+
+/// A coupon's unpublished requests: `task:user` scored by when it was admitted (ms).
+fn unpublished_key(coupon: i64) -> String {
+    format!("coupon:{coupon}:unpublished")
+}
+
+/// The coupons that may have unpublished requests.
+const UNPUBLISHED_INDEX: &str = "coupons:unpublished";
+
+fn unpublished_member(task: Uuid, user: i64) -> String {
+    format!("{task}:{user}")
 }
 
 fn pending_key(task: Uuid) -> String {

@@ -7,11 +7,12 @@ use redis::Script;
 use uuid::Uuid;
 
 use super::{
-    coupon_key, pending_key, takes_key, users_key, Admission, PendingTask, Snapshot, Take,
-    PENDING_TTL_MS,
+    coupon_key, pending_key, takes_key, unpublished_key, unpublished_member, users_key, Admission,
+    PendingTask, Snapshot, Take, Withdrawal, PENDING_TTL_MS, UNPUBLISHED_INDEX,
 };
 
-/// KEYS: coupon, users, pending task. ARGV: user, now (ms), pending JSON, pending TTL (ms).
+/// KEYS: coupon, users, pending task, unpublished, unpublished index. ARGV: user, now (ms),
+/// pending JSON, pending TTL (ms), unpublished member, coupon.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -19,24 +20,33 @@ local expires = redis.call('HGET', KEYS[1], 'expiresAt')
 if not expires then return 'UNKNOWN' end
 if tonumber(ARGV[2]) >= tonumber(expires) then return 'EXPIRED' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'ALREADY_REQUESTED' end
-if tonumber(redis.call('HGET', KEYS[1], 'open')) <= 0
-  or tonumber(redis.call('HGET', KEYS[1], 'stock')) <= 0 then return 'SOLD_OUT' end
+local stock = tonumber(redis.call('HGET', KEYS[1], 'stock'))
+if stock <= 0 then return 'SOLD_OUT' end
+if tonumber(redis.call('HGET', KEYS[1], 'open')) <= 0 then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return 'HELD' end
+  return 'SOLD_OUT'
+end
+local keep = redis.call('HGET', KEYS[1], 'keepUntil')
 redis.call('HINCRBY', KEYS[1], 'open', -1)
 redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('PEXPIREAT', KEYS[2], redis.call('HGET', KEYS[1], 'keepUntil'))
+redis.call('PEXPIREAT', KEYS[2], keep)
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[5])
+redis.call('PEXPIREAT', KEYS[4], keep)
+redis.call('SADD', KEYS[5], ARGV[6])
 return 'ADMITTED'
 ",
     )
 });
 
-/// KEYS: coupon, users, pending task, takes. ARGV: user, task, keep (ms, when the coupon's
-/// state is gone).
+/// KEYS: coupon, users, pending task, takes, unpublished. ARGV: user, task, keep (ms, when
+/// the coupon's state is gone), unpublished member, `1` to forget the task (refused).
 static UNDO: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('HSETNX', KEYS[4], ARGV[2], 'WITHDRAWN') == 0 then
   if redis.call('HGET', KEYS[4], ARGV[2]) == 'WITHDRAWN' then return 1 end
+  redis.call('ZREM', KEYS[5], ARGV[4])
   return 0
 end
 local keep = redis.call('HGET', KEYS[1], 'keepUntil')
@@ -45,8 +55,22 @@ elseif redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[
 if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and keep then
   redis.call('HINCRBY', KEYS[1], 'open', 1)
 end
-redis.call('DEL', KEYS[3])
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[5], ARGV[4])
+end
 return 1
+",
+    )
+});
+
+/// KEYS: unpublished, unpublished index. ARGV: coupon. Drops the coupon from the index once it
+/// has no unpublished request (atomic, so an admission in between is never dropped).
+static FORGET_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return 0
 ",
     )
 });
@@ -94,12 +118,20 @@ pub(super) async fn admit(
     let answer: String = redis
         .script(
             &ADMIT,
-            &[&coupon_key(coupon), &users_key(coupon), &pending_key(task)],
+            &[
+                &coupon_key(coupon),
+                &users_key(coupon),
+                &pending_key(task),
+                &unpublished_key(coupon),
+                UNPUBLISHED_INDEX,
+            ],
             &[
                 pending.user_id.to_string(),
                 now_ms.to_string(),
                 serde_json::to_string(&pending)?,
                 PENDING_TTL_MS.to_string(),
+                unpublished_member(task, pending.user_id),
+                coupon.to_string(),
             ],
         )
         .await?;
@@ -108,6 +140,7 @@ pub(super) async fn admit(
         "ALREADY_REQUESTED" => Admission::AlreadyRequested,
         "SOLD_OUT" => Admission::SoldOut,
         "EXPIRED" => Admission::Expired,
+        "HELD" => Admission::Held,
         "UNKNOWN" => Admission::Unknown,
         other => anyhow::bail!("unexpected gate answer {other:?}"),
     })
@@ -117,24 +150,88 @@ pub(super) async fn undo(
     redis: &RedisCache,
     task: Uuid,
     pending: PendingTask,
+    withdrawal: Withdrawal,
 ) -> anyhow::Result<bool> {
+    let coupon = pending.coupon_id;
     let withdrawn = redis
         .script::<i64>(
             &UNDO,
             &[
-                &coupon_key(pending.coupon_id),
-                &users_key(pending.coupon_id),
+                &coupon_key(coupon),
+                &users_key(coupon),
                 &pending_key(task),
-                &takes_key(pending.coupon_id),
+                &takes_key(coupon),
+                &unpublished_key(coupon),
             ],
             &[
                 pending.user_id.to_string(),
                 task.to_string(),
-                (24 * 3600 * 1000).to_string(),
+                PENDING_TTL_MS.to_string(),
+                unpublished_member(task, pending.user_id),
+                u8::from(withdrawal == Withdrawal::Refused).to_string(),
             ],
         )
         .await?;
     Ok(withdrawn == 1)
+}
+
+pub(super) async fn settle(
+    redis: &RedisCache,
+    task: Uuid,
+    pending: PendingTask,
+) -> anyhow::Result<()> {
+    redis::cmd("ZREM")
+        .arg(redis.key(&unpublished_key(pending.coupon_id)))
+        .arg(unpublished_member(task, pending.user_id))
+        .query_async::<()>(&mut redis.connection())
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn unpublished(
+    redis: &RedisCache,
+    before_ms: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<(Uuid, PendingTask)>> {
+    let mut conn = redis.connection();
+    let coupons: Vec<i64> = redis::cmd("SMEMBERS")
+        .arg(redis.key(UNPUBLISHED_INDEX))
+        .query_async(&mut conn)
+        .await?;
+    let mut found = Vec::new();
+    for coupon in coupons {
+        if found.len() >= limit {
+            break;
+        }
+        let key = unpublished_key(coupon);
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(redis.key(&key))
+            .arg("-inf")
+            .arg(format!("({before_ms}"))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit - found.len())
+            .query_async(&mut conn)
+            .await?;
+        if members.is_empty() {
+            redis
+                .script::<i64>(
+                    &FORGET_IF_EMPTY,
+                    &[&key, UNPUBLISHED_INDEX],
+                    &[coupon.to_string()],
+                )
+                .await?;
+        }
+        found.extend(members.iter().filter_map(|member| {
+            let (task, user) = member.split_once(':')?;
+            let pending = PendingTask {
+                coupon_id: coupon,
+                user_id: user.parse().ok()?,
+            };
+            Some((task.parse().ok()?, pending))
+        }));
+    }
+    Ok(found)
 }
 
 pub(super) async fn take(redis: &RedisCache, coupon: i64, task: Uuid) -> anyhow::Result<Take> {

@@ -1,6 +1,8 @@
 //! First-come issuance: the request ([`request`]), the stock consumer ([`take_stock`]), the
-//! store consumer ([`store`]) and the task a client follows ([`task`]).
+//! store consumer ([`store`]), the task a client follows ([`task`]) and the reconciler that
+//! withdraws requests their process left half done ([`reconcile`]).
 
+pub mod reconcile;
 pub mod request;
 pub mod store;
 pub mod take_stock;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{CouponIssued, Task, TaskStatus};
 use crate::{
-    gate::{self, Admission, PendingTask},
+    gate::{self, Admission, PendingTask, Withdrawal},
     CouponError, Coupons,
 };
 
@@ -55,7 +55,11 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             "the coupon gate did not answer; undoing"
         );
         count("unavailable");
-        if let Err(undo) = coupons.gate.undo(task_id, pending).await {
+        if let Err(undo) = coupons
+            .gate
+            .undo(task_id, pending, Withdrawal::Refused)
+            .await
+        {
             tracing::error!(error = format!("{undo:#}"), "undoing the gate mark failed");
         }
         return Err(CouponError::Unavailable(error));
@@ -79,7 +83,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
         user_id: user,
     };
     let envelope = Envelope::new(&event, task_id.to_string());
-    let deadline = coupons.publish_timeout;
+    let deadline = coupons.settings.publish_timeout;
     let published = match tokio::time::timeout(deadline, coupons.bus.publish_now(&[envelope])).await
     {
         Ok(published) => published,
@@ -92,7 +96,11 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             error = format!("{error:#}"),
             "publishing coupon-issued failed; withdrawing the request"
         );
-        match coupons.gate.undo(task_id, pending).await {
+        match coupons
+            .gate
+            .undo(task_id, pending, Withdrawal::Refused)
+            .await
+        {
             // The event did arrive and its unit was taken: the request went through.
             Ok(false) => {}
             Ok(true) => {
@@ -108,6 +116,12 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
                 return Err(CouponError::Unavailable(error));
             }
         }
+    } else if let Err(error) = coupons.gate.settle(task_id, pending).await {
+        // The reconciler settles it later: its unit was taken, or it is withdrawn then.
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "marking a request published failed"
+        );
     }
     count("accepted");
     Ok(Task {
@@ -143,6 +157,7 @@ async fn admit(coupons: &Coupons, task: Uuid, pending: PendingTask) -> Result<()
             Admission::AlreadyRequested => return Err(CouponError::AlreadyRequested),
             Admission::SoldOut => return Err(CouponError::SoldOut),
             Admission::Expired => return Err(CouponError::Expired),
+            Admission::Held => return Err(CouponError::Held),
             Admission::Unknown => gate::rebuild(coupons, pending.coupon_id).await?,
         }
     }
@@ -160,6 +175,7 @@ fn refused_label(refused: &CouponError) -> &'static str {
         CouponError::SoldOut => "sold_out",
         CouponError::Expired => "expired",
         CouponError::NotFound => "not_found",
+        CouponError::Held => "held",
         _ => "error",
     }
 }

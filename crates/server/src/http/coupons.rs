@@ -35,6 +35,9 @@ impl From<CouponError> for ApiError {
                     "the request could not be accepted right now; nothing was kept, retry",
                 )
             }
+            CouponError::Held => ApiError::unavailable(
+                "every unit left is held by a request that may still fail; retry shortly",
+            ),
             CouponError::Unknown(e) => ApiError::internal(e),
         }
     }
@@ -77,7 +80,7 @@ pub async fn get_coupon(
         (status = 409, description = "`ALREADY_REQUESTED` or `SOLD_OUT`", body = Problem),
         (status = 422, description = "`COUPON_EXPIRED`", body = Problem),
         (status = 429, description = "`RATE_LIMITED`: too many issue requests by this user (`Retry-After`)", body = Problem),
-        (status = 503, description = "not accepted (the bus is unreachable); nothing was kept", body = Problem)))]
+        (status = 503, description = "`UNAVAILABLE` (`Retry-After`): the bus could not take the request (nothing was kept), or every unit left is held by a request that may still fail", body = Problem)))]
 pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,98 +6,17 @@
 //! restarted on the same data directory and port. Production: an API instance runs in the
 //! test and a `stampede serve --role worker` process beside it is killed and restarted.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 use server::{http::auth::Tokens, Role};
 
-use crate::helpers::{shared_services, spawn_with, unique, Deployment, TestApp};
-
-const SECRET: &str = "crash-test-secret-of-enough-length";
-
-/// A `stampede serve` child process, restartable with the same environment.
-struct Process {
-    env: Vec<(String, String)>,
-    role: &'static str,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(env: Vec<(String, String)>, role: &'static str) -> Self {
-        let mut process = Self {
-            env,
-            role,
-            child: None,
-        };
-        process.restart();
-        process
-    }
-
-    /// Starts the process and waits until it logs its address.
-    fn restart(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .args(["serve", "--role", self.role])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("STAMPEDE_JWT_SECRET", SECRET)
-            // A few users place every order here: lift the per-user abuse limits.
-            .env("STAMPEDE_MAX_OPEN_ORDERS", "1000")
-            .env("STAMPEDE_RATE_ORDERS", "100000")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("the server logs before it exits")
-                .unwrap();
-            if line.contains("listening on http://") {
-                break;
-            }
-        }
-        // Keep draining its output (into a file the failure message names) so it never blocks
-        // on a full pipe.
-        let log = std::env::temp_dir().join(format!("stampede-crash-{}.log", child.id()));
-        eprintln!("{} process log: {}", self.role, log.display());
-        let mut file = std::fs::File::create(log).unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for line in lines.map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-            }
-        });
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no graceful shutdown, in-flight batches are cut off.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::{
+    helpers::{shared_services, spawn_with, unique, Deployment, TestApp},
+    process::{self, free_port, Process, SECRET},
+};
 
 /// Where the test talks to the API, and how it mints tokens.
 struct Api {
@@ -400,32 +319,8 @@ async fn a_killed_worker_loses_no_order_production() {
     else {
         return;
     };
-    let settings = &app.state.settings;
-    let env = vec![
-        ("STAMPEDE_BIND".to_owned(), "127.0.0.1:0".to_owned()),
-        (
-            "STAMPEDE_DATABASE_URL".to_owned(),
-            services.database.clone(),
-        ),
-        (
-            "STAMPEDE_DATABASE_SCHEMA".to_owned(),
-            settings.database_schema.clone().unwrap(),
-        ),
-        ("STAMPEDE_CACHE_URL".to_owned(), services.cache.clone()),
-        (
-            "STAMPEDE_CACHE_PREFIX".to_owned(),
-            settings.cache_prefix.clone(),
-        ),
-        ("STAMPEDE_BUS_URL".to_owned(), services.bus.clone()),
-        (
-            "STAMPEDE_TOPIC_PREFIX".to_owned(),
-            settings.topic_prefix.clone(),
-        ),
-        (
-            "STAMPEDE_BUS_PARTITIONS".to_owned(),
-            settings.bus_partitions.to_string(),
-        ),
-        ("STAMPEDE_BUS_POLL_INTERVAL_MS".to_owned(), "100".to_owned()),
+    let mut env = process::sharing(&app, &services);
+    env.extend([
         // Restarted under its name, the worker takes its partitions back at once. (Tansu never
         // drops an anonymous member that died without leaving, so an anonymous restart would
         // find the dead member still holding partitions.)
@@ -433,7 +328,7 @@ async fn a_killed_worker_loses_no_order_production() {
             "STAMPEDE_KAFKA_INSTANCE_ID".to_owned(),
             "crash-worker-1".to_owned(),
         ),
-    ];
+    ]);
     let mut worker = Process::start(env, "worker");
     a_killed_worker_loses_no_order(Api::new(app.address.clone()), &mut worker).await;
 }

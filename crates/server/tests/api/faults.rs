@@ -1,6 +1,6 @@
 //! Fault drills on the production adapters with a broker or a Redis of the test's own (so that
 //! it may be paused): `KAFKA_PORT=<port> ../shared/tools/kafka-up <dir>`, or `redis-server` on a
-//! free port, stopped by its pid.
+//! free port, stopped by its pid; or with a `stampede serve` process of its own, killed.
 
 use std::{
     path::PathBuf,
@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::{
     coupons::{create_coupon, issue},
-    helpers::{assert_problem, shared_services, spawn_with, Deployment},
+    helpers::{assert_problem, shared_services, spawn_with, Deployment, TestApp, TestUser},
     orders::product,
+    process::{self, free_port, Process, SECRET},
 };
 
 /// A Kafka-protocol broker on a free port, stopped when dropped.
@@ -26,11 +27,7 @@ struct Broker {
 impl Broker {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/kafka-up");
         let started = Command::new(&script)
@@ -85,6 +82,51 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-CONT", &self.pid]).status();
         let _ = Command::new("kill").arg(&self.pid).status();
+    }
+}
+
+/// A `redis-server` on a free port, keeping nothing on disk, stopped when dropped.
+struct Redis {
+    process: std::process::Child,
+    pid: String,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let process = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            pid: process.id().to_string(),
+            process,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    fn resume(&self) {
+        let _ = Command::new("kill").args(["-CONT", &self.pid]).status();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
@@ -157,37 +199,16 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
     if shared_services().is_none() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let pid = redis.id().to_string();
-    let url = format!("redis://127.0.0.1:{port}");
-    let app = loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break spawn_with(Deployment::Production, |s| s.cache_url = url.clone().into())
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let redis = Redis::start();
+    let app = spawn_with(Deployment::Production, |s| {
+        s.cache_url = redis.url.clone().into()
+    })
+    .await
+    .unwrap();
     let admin = app.new_admin().await;
     let user = app.new_user().await;
     let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
-    pause(&pid);
+    pause(&redis.pid);
     let asked = Instant::now();
     let placed = app
         .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
@@ -196,10 +217,317 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
         .await
         .unwrap();
     let waited = asked.elapsed();
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.resume();
     assert_eq!(placed.status(), 202);
     // Redis's own response timeout is 5 s: each of the two waits would take that long.
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+}
+
+/// Asks for `coupon` as `user` until the answer is final, for at most `within`; returns status
+/// and code. Not final: 503 (units held by requests that may still fail) and, for a user whose
+/// own request is one of those, `ALREADY_REQUESTED`.
+async fn issue_until_decided(
+    app: &TestApp,
+    token: &str,
+    coupon: i64,
+    within: Duration,
+) -> (u16, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let response = issue(app, token, coupon).await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let code = body["code"].as_str().unwrap_or_default().to_owned();
+        if !(status == 503 || code == "ALREADY_REQUESTED") || Instant::now() > deadline {
+            return (status, code);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Drill: an API process killed (-9) while the gate has admitted two requests whose events are
+/// still in its producer's buffer. Until the reconciler withdraws them, others are told to
+/// retry, never `SOLD_OUT`; then the two units are open again, the cut-off users may ask again,
+/// every unit is issued exactly once and no event is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_units_issued() {
+    let Some(services) = shared_services() else {
+        return;
+    };
+    // This in-test app is the worker: it runs the consumers and the reconciler.
+    let worker = spawn_with(Deployment::Production, |s| {
+        s.jwt_secret = Some(SECRET.to_owned().into());
+        s.coupon_reconcile_after_ms = 3_000;
+        s.rate_coupon_issues = 10_000;
+    })
+    .await
+    .unwrap();
+    let mut env = process::sharing(&worker, &services);
+    let port = free_port();
+    env.extend([
+        ("STAMPEDE_BIND".to_owned(), format!("127.0.0.1:{port}")),
+        // Every event waits 10 s in the producer's buffer before it is sent: the kill below
+        // lands before any of them reaches the broker.
+        ("STAMPEDE_KAFKA_LINGER_MS".to_owned(), "10000".to_owned()),
+        (
+            "STAMPEDE_COUPON_PUBLISH_TIMEOUT_MS".to_owned(),
+            "20000".to_owned(),
+        ),
+        (
+            "STAMPEDE_COUPON_RECONCILE_AFTER_MS".to_owned(),
+            "30000".to_owned(),
+        ),
+    ]);
+    let mut api = Process::start(env, "api");
+    let admin = worker.new_admin().await;
+    let coupon = create_coupon(&worker, &admin, 3, Duration::from_secs(3600)).await;
+    let users = futures::future::join_all((0..5).map(|_| worker.new_user())).await;
+    let (cut_off, others) = users.split_at(2);
+
+    let base = format!("http://127.0.0.1:{port}");
+    let asked: Vec<_> = cut_off
+        .iter()
+        .map(|user| {
+            let request = reqwest::Client::new()
+                .post(format!("{base}/api/coupons/{coupon}/issue"))
+                .bearer_auth(&user.token)
+                .json(&serde_json::json!({}))
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    api.kill();
+    for request in asked {
+        assert!(request.await.unwrap().is_err(), "cut off before its answer");
+    }
+
+    // One unit is open; the two held ones may still reopen, so the next user hears "retry".
+    assert_eq!(issue(&worker, &others[0].token, coupon).await.status(), 202);
+    assert_problem(
+        issue(&worker, &others[1].token, coupon).await,
+        503,
+        "UNAVAILABLE",
+    )
+    .await;
+
+    // Once the reconciler has withdrawn the two, their units are had, the cut-off users' too.
+    let within = Duration::from_secs(20);
+    for user in [&cut_off[0], &others[1]] {
+        assert_eq!(
+            issue_until_decided(&worker, &user.token, coupon, within).await,
+            (202, String::new())
+        );
+    }
+    for user in [&others[2], &cut_off[1]] {
+        assert_eq!(
+            issue_until_decided(&worker, &user.token, coupon, within).await,
+            (409, "SOLD_OUT".to_owned()),
+            "sold out, and the cut-off user is not told ALREADY_REQUESTED"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    worker.drain_events().await;
+    let detail: Value = worker
+        .get(&format!("/api/coupons/{coupon}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["remainingQuantity"], 0, "every unit issued");
+    let holders = [&others[0], &cut_off[0], &others[1]];
+    for user in holders {
+        let held: Value = worker
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/users/{}/coupons", user.id),
+                Some(&user.token),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    }
+    assert!(eventbus::dead_letters::pending(&worker.state.db)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Drill: Redis paused for longer than a gate call waits, in the middle of a coupon rush. Gate
+/// calls that time out are withdrawn; while their units may still reopen nobody is told
+/// `SOLD_OUT`, so users who retry get them: every unit is issued once, every accepted task ends,
+/// and no event is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
+    if shared_services().is_none() {
+        return;
+    }
+    let redis = Redis::start();
+    let app = spawn_with(Deployment::Production, |s| {
+        s.cache_url = redis.url.clone().into();
+        s.coupon_reconcile_after_ms = 3_000;
+        s.rate_coupon_issues = 10_000;
+    })
+    .await
+    .unwrap();
+    let admin = app.new_admin().await;
+    let units = 20;
+    let coupon = create_coupon(&app, &admin, units, Duration::from_secs(3600)).await;
+    let app = std::sync::Arc::new(app);
+    let rush: Vec<_> = (0..40)
+        .map(|i| {
+            let (app, token) = (app.clone(), app.token_for(7_000 + i));
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50 * i as u64)).await;
+                issue_until_decided(&app, &token, coupon, Duration::from_secs(40)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(&redis.pid);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    redis.resume();
+
+    let mut answers = std::collections::BTreeMap::<(u16, String), i64>::new();
+    for user in rush {
+        *answers.entry(user.await.unwrap()).or_default() += 1;
+    }
+    let issued = answers.get(&(202, String::new())).copied().unwrap_or(0);
+    let sold_out = answers
+        .get(&(409, "SOLD_OUT".to_owned()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        (issued, sold_out),
+        (units, 40 - units),
+        "every user got a unit or a final SOLD_OUT: {answers:?}"
+    );
+    app.drain_events().await;
+    let detail: Value = app
+        .get(&format!("/api/coupons/{coupon}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["remainingQuantity"], 0, "every unit issued");
+    let stored: i64 = db::on_db!(&app.state.db, c => db::sqlx::query_scalar(
+        "SELECT COUNT(*) FROM coupon_tasks WHERE coupon_id = $1 AND status = 'SUCCESS'",
+    )
+    .bind(coupon)
+    .fetch_one(c)
+    .await)
+    .unwrap();
+    assert_eq!(stored, units, "each accepted request succeeded");
+    assert!(eventbus::dead_letters::pending(&app.state.db)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Places an order for one unit of `option` as `user`; returns its id.
+async fn place_one(app: &TestApp, user: &TestUser, option: i64) -> i64 {
+    let placed = app
+        .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
+        .json(&serde_json::json!({ "items": [{ "productOptionId": option, "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    placed.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Waits up to `within` for order `id` to leave `PENDING`; returns its status.
+async fn settled_status(app: &TestApp, user: &TestUser, id: i64, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let order: Value = app
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/orders/{id}"),
+                Some(&user.token),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = order["status"].as_str().unwrap().to_owned();
+        if status != "PENDING" || Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Drill: the broker paused for longer than the consumers' session (20 s against 10 s). Orders
+/// are still accepted meanwhile (the outbox holds their events); once the broker is back, the
+/// consumers rejoin their groups and every saga goes on, without a restart of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumers_session() {
+    if shared_services().is_none() {
+        return;
+    }
+    let broker = Broker::start();
+    let app = spawn_with(Deployment::Production, |s| {
+        s.bus_url = broker.url.clone();
+        s.kafka_instance_id = Some("drill-1".to_owned());
+        s.consumer_stall_secs = 10;
+    })
+    .await
+    .unwrap();
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = product(&app, &admin, &[(1_000, 100)]).await;
+    let before = place_one(&app, &user, options[0]).await;
+    assert_eq!(
+        settled_status(&app, &user, before, Duration::from_secs(30)).await,
+        "AWAITING_PAYMENT"
+    );
+
+    broker.pause();
+    let during = place_one(&app, &user, options[0]).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    broker.signal("-CONT");
+    let after = place_one(&app, &user, options[0]).await;
+    let coupon = create_coupon(&app, &admin, 1, Duration::from_secs(3600)).await;
+    let issued = issue_until_decided(&app, &user.token, coupon, Duration::from_secs(30)).await;
+    assert_eq!(issued, (202, String::new()));
+    for id in [during, after] {
+        assert_eq!(
+            settled_status(&app, &user, id, Duration::from_secs(90)).await,
+            "AWAITING_PAYMENT",
+            "order {id}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Value = app
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/users/{}/coupons", user.id),
+                Some(&user.token),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if held.as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the coupon was not issued");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(eventbus::dead_letters::pending(&app.state.db)
+        .await
+        .unwrap()
+        .is_empty());
 }

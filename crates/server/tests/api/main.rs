@@ -11,6 +11,7 @@ mod limits;
 mod operations;
 mod orders;
 mod points;
+mod process;
 mod products;
 mod ranking;
 mod shutdown;
