@@ -112,15 +112,24 @@ struct Rush {
 }
 
 /// Fires one request per entry of `users` (repeats are duplicates) at `apps` in turn, 200 at a
-/// time. Every answer is 202 or 409; a user is accepted at most once.
+/// time, each asked again while the answer is 503 (the last units are held by requests still
+/// being published). Every final answer is 202 or 409; a user is accepted at most once.
 async fn rush(apps: &[&TestApp], coupon: i64, users: &[i64]) -> Rush {
     let answers: Vec<(i64, u16, Value)> = stream::iter(users.iter().enumerate())
         .map(|(i, &user)| {
             let app = apps[i % apps.len()];
             async move {
-                let response = issue(app, &app.token_for(user), coupon).await;
-                let status = response.status().as_u16();
-                (user, status, response.json::<Value>().await.unwrap())
+                for _ in 0..100 {
+                    let response = issue(app, &app.token_for(user), coupon).await;
+                    let status = response.status().as_u16();
+                    let body = response.json::<Value>().await.unwrap();
+                    if status != 503 {
+                        return (user, status, body);
+                    }
+                    assert_eq!(body["code"], "UNAVAILABLE");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("user {user} was told to retry a hundred times")
             }
         })
         .buffer_unordered(200)
