@@ -409,7 +409,7 @@ impl KafkaBus {
 }
 
 /// The generation of `group`'s Kafka group id: 0 until it was first moved.
-async fn generation(db: &Db, group: &str) -> anyhow::Result<i64> {
+pub(crate) async fn generation(db: &Db, group: &str) -> anyhow::Result<i64> {
     let generation: Option<i64> = on_db!(db, c => sqlx::query_scalar(
         "SELECT generation FROM kafka_group_generations WHERE consumer_group = $1",
     )

@@ -355,6 +355,15 @@ impl EventBus {
         }
     }
 
+    /// How many times `group` has moved to a fresh Kafka group id (always 0 on db://).
+    pub(crate) async fn group_generation(&self, group: &str) -> anyhow::Result<i64> {
+        match &self.inner.transport {
+            Transport::Db => Ok(0),
+            #[cfg(feature = "kafka")]
+            Transport::Kafka(_) => kafka::generation(&self.inner.db, group).await,
+        }
+    }
+
     /// Lag of every consumer group started in this process.
     pub async fn lags(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let groups = self

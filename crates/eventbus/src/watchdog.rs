@@ -2,7 +2,8 @@
 //! gauge `stampede_consumer_stalled`, [`crate::EventBus::stalled`] — and restarted by its
 //! process: its workers are dropped (a Kafka consumer leaves its group) and started afresh.
 //! When a restart did not help either, the broker is keeping the group from forming: the group
-//! moves to a fresh Kafka group id that starts where it stopped ([`EventBus::move_group`]).
+//! moves to a fresh Kafka group id that starts where it stopped ([`EventBus::move_group`]), and
+//! the consumers of every process follow it when they see the move.
 
 use std::{
     sync::{Arc, Mutex},
@@ -63,6 +64,8 @@ pub(crate) async fn supervise(
         inner: handler,
         last: last.clone(),
     });
+    let generation = || async { bus.group_generation(&group).await.unwrap_or(-1) };
+    let mut joined = generation().await;
     let mut workers = bus.start_workers(watched.clone(), &shutdown);
     // When the workers were last (re)started: a stall is reported until they handle an event.
     let mut started = Instant::now();
@@ -72,6 +75,15 @@ pub(crate) async fn supervise(
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => break,
+        }
+        let current = generation().await;
+        if current > joined {
+            tracing::info!(consumer = %group, generation = current, "following the consumer group to its new Kafka group id");
+            stop(workers).await;
+            joined = current;
+            workers = bus.start_workers(watched.clone(), &shutdown);
+            started = Instant::now();
+            continue;
         }
         let handled = *last.lock().expect("progress lock");
         let quiet = handled.max(started).elapsed();
@@ -99,6 +111,7 @@ pub(crate) async fn supervise(
                     if let Err(error) = bus.move_group(&group, &topics).await {
                         tracing::warn!(consumer = %group, error = format!("{error:#}"), "cannot move the consumer group");
                     }
+                    joined = generation().await;
                 }
                 workers = bus.start_workers(watched.clone(), &shutdown);
                 started = Instant::now();
