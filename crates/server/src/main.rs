@@ -50,6 +50,15 @@ enum Command {
     /// The popular-products ranking.
     #[command(subcommand)]
     Ranking(RankingCommand),
+    /// Test data for load tests, written into the deployment's database: users sharing one
+    /// password, an admin, products and coupons; and a file of their ids and tokens.
+    Seed {
+        #[command(flatten)]
+        plan: server::seed::SeedPlan,
+        /// Where to write the ids and tokens.
+        #[arg(long, default_value = "stampede-seed.json")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +136,12 @@ async fn main() -> anyhow::Result<()> {
             let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
             let added = ranking::rebuild::rebuild_from_scratch(&ranking).await?;
             println!("ranking rebuilt: {added} paid order lines counted");
+            Ok(())
+        }
+        Command::Seed { plan, out } => {
+            let seeded = server::seed::seed(&settings, &plan).await?;
+            server::seed::write(&seeded, &out)?;
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters) => {

@@ -5,6 +5,7 @@ mod create_admin;
 mod find;
 mod hashing;
 mod password;
+pub mod seed;
 mod sign_up;
 
 pub use authenticate::authenticate;

@@ -92,3 +92,66 @@ fn an_unsupported_bus_url_fails_at_start_with_a_clear_error() {
         + &String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("unsupported bus URL"), "{text}");
 }
+
+/// `stampede seed` twice: the second run makes nothing new and writes the same accounts, and
+/// the tokens it writes are accepted by a server of that deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = |name: &str| {
+        let out = dir.path().join(name);
+        let output = stampede(dir.path())
+            .args([
+                "seed",
+                "--users",
+                "120",
+                "--products",
+                "2",
+                "--coupons",
+                "1",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let seeded: server::seed::Seeded =
+            serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
+        seeded
+    };
+    let (first, second) = (seed("first.json"), seed("second.json"));
+    let ids = |s: &server::seed::Seeded| s.users.iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(ids(&first).len(), 120);
+    assert_eq!(ids(&first), ids(&second));
+    assert_eq!(
+        (first.products.len(), first.coupons.len()),
+        (2, 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        (&first.products, &first.coupons),
+        (&second.products, &second.coupons)
+    );
+
+    let data_dir = dir.path().to_owned();
+    let app = crate::helpers::spawn_with(crate::helpers::Deployment::Embedded, |s| {
+        s.data_dir = data_dir;
+    })
+    .await
+    .unwrap();
+    let user = &second.users[7];
+    let points = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/users/{}/points", user.id),
+            Some(&user.token),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(points.status(), 200);
+    let product = app
+        .get(&format!("/api/products/{}", second.products[1]))
+        .await;
+    assert_eq!(product.status(), 200);
+}
