@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, default_value = "stampede-seed.json")]
         out: PathBuf,
     },
+    /// Drives a deployment with a scenario, reports latency per step and checks the
+    /// invariants afterwards (exits non-zero when one is broken).
+    Load(loadkit::cli::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -138,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             println!("ranking rebuilt: {added} paid order lines counted");
             Ok(())
         }
+        Command::Load(args) => loadkit::cli::load(args).await,
         Command::Seed { plan, out } => {
             let seeded = server::seed::seed(&settings, &plan).await?;
             server::seed::write(&seeded, &out)?;

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use catalog::{NewOption, NewProduct};
 use coupons::{DiscountType, NewCoupon};
 use db::{on_db, sqlx, Db};
+pub use loadkit::{Seeded, SeededUser};
 use points::users::seed::{seed_email, SEED_DOMAIN};
 use secrecy::ExposeSecret as _;
-use serde::{Deserialize, Serialize};
 
 use crate::{http::auth::Tokens, startup::connect_database, Settings};
 
@@ -39,22 +39,6 @@ pub struct SeedPlan {
     /// How long the written tokens stay valid, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     pub token_ttl_secs: u64,
-}
-
-/// One seeded account and its bearer token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeededUser {
-    pub id: i64,
-    pub token: String,
-}
-
-/// The file `stampede seed` writes and `stampede load` reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Seeded {
-    pub admin: SeededUser,
-    pub users: Vec<SeededUser>,
-    pub products: Vec<i64>,
-    pub coupons: Vec<i64>,
 }
 
 /// Seeds `plan` into the deployment of `settings`, reporting progress on stderr.

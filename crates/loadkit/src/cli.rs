@@ -1,0 +1,138 @@
+//! `stampede load`: its arguments, and the run from seed file to verdict.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    http::Target,
+    report,
+    run::{run, Plan},
+    scenario::{RunLog, Scenario},
+    verdict, Seeded,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// The deployment to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub base_url: String,
+    /// The file `stampede seed` wrote for this deployment.
+    #[arg(long, default_value = "stampede-seed.json")]
+    pub tokens: PathBuf,
+    #[arg(long, value_enum, default_value = "journey")]
+    pub scenario: Scenario,
+    /// How long to run (`30s`, `2m`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Virtual users (closed model), or the most iterations in flight (open model).
+    #[arg(long, default_value_t = 40)]
+    pub vus: usize,
+    /// Open model: iterations started per second, on schedule whatever the server's pace.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Pause of each virtual user after each iteration (`1s` is the origin's k6 run).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub think: Duration,
+    /// `flash-sale`: the coupon to ask for; by default a new one is created.
+    #[arg(long)]
+    pub coupon: Option<i64>,
+    /// `flash-sale`: units of the coupon it creates.
+    #[arg(long, default_value_t = 1_000)]
+    pub coupon_quantity: i64,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write an HTML page with latency and throughput plots.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Where the run notes what the verdict checks (read again by `--check-only`).
+    #[arg(long, default_value = "stampede-load-state.json")]
+    pub state: PathBuf,
+    /// Only check the invariants of the run noted in `--state`.
+    #[arg(long)]
+    pub check_only: bool,
+    /// Skip the checks after the run.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// Runs `args`; an error names the broken invariants.
+pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let target = Target::parse(&args.base_url)?;
+    let seed = Seeded::read(&args.tokens)?;
+    if args.check_only {
+        let log: RunLog = serde_json::from_slice(
+            &std::fs::read(&args.state)
+                .with_context(|| format!("reading {}", args.state.display()))?,
+        )?;
+        let checks = verdict::check(target, &seed, &log).await?;
+        for c in &checks {
+            println!(
+                "{} {} ({})",
+                if c.held { "ok  " } else { "FAIL" },
+                c.invariant,
+                c.detail
+            );
+        }
+        return conclude(&checks);
+    }
+    let plan = Plan {
+        scenario: args.scenario,
+        duration: args.duration,
+        vus: args.vus,
+        rate: args.rate,
+        think: args.think,
+        coupon: args.coupon,
+        coupon_quantity: args.coupon_quantity,
+        progress: true,
+    };
+    let outcome = run(target.clone(), seed.clone(), plan).await?;
+    std::fs::write(&args.state, serde_json::to_vec(&outcome.log)?)
+        .with_context(|| format!("writing {}", args.state.display()))?;
+    let checks = if args.no_check {
+        Vec::new()
+    } else {
+        verdict::check(target, &seed, &outcome.log).await?
+    };
+    print!("{}", report::table(&outcome, &checks));
+    if let Some(path) = &args.json {
+        std::fs::write(path, report::json(&outcome, &checks)?)?;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&outcome, &checks))?;
+    }
+    conclude(&checks)
+}
+
+fn conclude(checks: &[verdict::Check]) -> anyhow::Result<()> {
+    let broken: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.held)
+        .map(|c| c.invariant)
+        .collect();
+    anyhow::ensure!(
+        broken.is_empty(),
+        "broken invariant(s): {}",
+        broken.join("; ")
+    );
+    Ok(())
+}
+
+/// `250ms`, `10s`, `2m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("not a duration: {text:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}

@@ -1,0 +1,264 @@
+//! A run: prepare (note the state the verdict compares against, make the flash sale's coupon),
+//! drive the scenario for a duration under a closed or open model with a live progress line,
+//! then gather every virtual user's measurements.
+
+use std::{
+    io::IsTerminal as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::Method;
+use serde_json::json;
+
+use crate::{
+    http::{Conn, Target},
+    scenario::{RunLog, Scenario, Shared, Vu},
+    stats::{histogram, Recorder, Second, Window},
+    Seeded,
+};
+
+/// How a run is driven.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub duration: Duration,
+    /// Virtual users (closed model), or the most iterations in flight at once (open model).
+    pub vus: usize,
+    /// Iterations started per second (open model); `None`: closed model.
+    pub rate: Option<f64>,
+    pub think: Duration,
+    /// The coupon of `flash-sale`; `None`: a new one of `coupon_quantity` units is created.
+    pub coupon: Option<i64>,
+    pub coupon_quantity: i64,
+    /// Print the live progress line.
+    pub progress: bool,
+}
+
+/// What a run measured.
+pub struct Outcome {
+    pub plan: Plan,
+    pub elapsed: Duration,
+    pub recorder: Recorder,
+    pub timeline: Vec<Second>,
+    /// Open model: how late iterations started (µs), for those that had to wait for a free
+    /// virtual user.
+    pub late: Histogram<u64>,
+    pub log: RunLog,
+}
+
+impl Outcome {
+    pub fn requests_per_second(&self) -> f64 {
+        self.recorder.requests() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `plan` against `target` with the accounts of `seed`.
+pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::Result<Outcome> {
+    let mut log = RunLog::default();
+    let mut conn = Conn::new(target.clone());
+    if plan.scenario != Scenario::Live {
+        note_stock(&mut conn, &seed, &mut log).await?;
+    }
+    if matches!(plan.scenario, Scenario::FlashSale) {
+        let coupon = match plan.coupon {
+            Some(coupon) => coupon,
+            None => create_coupon(&mut conn, &seed, plan.coupon_quantity).await?,
+        };
+        let detail = conn
+            .send(Method::GET, &format!("/api/coupons/{coupon}"), None, None)
+            .await?
+            .json();
+        let issued = detail["totalQuantity"].as_i64().unwrap_or(0)
+            - detail["remainingQuantity"].as_i64().unwrap_or(0);
+        log.coupons_issued_before.insert(coupon, issued);
+        plan.coupon = Some(coupon);
+    }
+    let vus = plan.vus.max(1);
+    let shared = Arc::new(Shared {
+        target,
+        seed,
+        coupon: plan.coupon,
+        think: plan.think,
+        vus,
+        window: Mutex::new(Window::default()),
+        log: Mutex::new(log),
+    });
+
+    let started = Instant::now();
+    let deadline = started + plan.duration;
+    let ticker = tokio::spawn(progress(shared.clone(), started, deadline, plan.progress));
+    let (recorder, late) = match plan.rate {
+        None => (
+            closed(&shared, plan.scenario, vus, deadline).await,
+            histogram(),
+        ),
+        Some(rate) => open(&shared, plan.scenario, vus, rate, deadline).await,
+    };
+    let elapsed = started.elapsed();
+    let timeline = ticker.await.context("progress")?;
+    let log = shared.log.lock().expect("run log").clone();
+    Ok(Outcome {
+        plan,
+        elapsed,
+        recorder,
+        timeline,
+        late,
+        log,
+    })
+}
+
+/// Closed model: `vus` users, each starting its next iteration when the last one ended.
+async fn closed(
+    shared: &Arc<Shared>,
+    scenario: Scenario,
+    vus: usize,
+    deadline: Instant,
+) -> Recorder {
+    let users: Vec<_> = (0..vus)
+        .map(|index| {
+            let mut vu = Vu::new(index, shared.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    vu.iterate(scenario).await;
+                }
+                vu.recorder
+            })
+        })
+        .collect();
+    let mut recorder = Recorder::default();
+    for user in users {
+        if let Ok(measured) = user.await {
+            recorder.merge(&measured);
+        }
+    }
+    recorder
+}
+
+/// Open model: an iteration starts every `1/rate` s on a fixed schedule, on whichever of the
+/// `vus` users is free; one that must wait for a free user starts late, and is counted so.
+async fn open(
+    shared: &Arc<Shared>,
+    scenario: Scenario,
+    vus: usize,
+    rate: f64,
+    deadline: Instant,
+) -> (Recorder, Histogram<u64>) {
+    let (free_tx, mut free) = tokio::sync::mpsc::channel(vus);
+    for index in 0..vus {
+        let _ = free_tx.try_send(Vu::new(index, shared.clone()));
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let start = Instant::now();
+    let mut late = histogram();
+    for k in 0.. {
+        let due = start + interval.mul_f64(k as f64);
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let Some(mut vu) = free.recv().await else {
+            break;
+        };
+        let lateness = due.elapsed();
+        if lateness > Duration::from_millis(1) {
+            let _ = late.record((lateness.as_micros() as u64).max(1));
+        }
+        let back = free_tx.clone();
+        tokio::spawn(async move {
+            vu.iterate(scenario).await;
+            let _ = back.send(vu).await;
+        });
+    }
+    drop(free_tx);
+    let mut recorder = Recorder::default();
+    for _ in 0..vus {
+        match free.recv().await {
+            Some(vu) => recorder.merge(&vu.recorder),
+            None => break,
+        }
+    }
+    (recorder, late)
+}
+
+/// Closes the shared window every second until `deadline`, printing a progress line.
+async fn progress(
+    shared: Arc<Shared>,
+    started: Instant,
+    deadline: Instant,
+    print: bool,
+) -> Vec<Second> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut timeline = Vec::new();
+    let mut t = 0;
+    while Instant::now() < deadline {
+        t += 1;
+        tokio::time::sleep_until((started + Duration::from_secs(t)).min(deadline).into()).await;
+        let second = shared.window.lock().expect("window").close(t);
+        if print && (terminal || t % 5 == 0) {
+            let line = format!(
+                "{:>5}s {:>9.0} req/s {:>7} errors  p50 {:>7.2} ms  p99 {:>8.2} ms",
+                t, second.requests as f64, second.errors, second.p50_ms, second.p99_ms
+            );
+            if terminal {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        timeline.push(second);
+    }
+    if print && terminal {
+        eprintln!();
+    }
+    timeline
+}
+
+/// Notes every seeded option's stock before the run.
+async fn note_stock(conn: &mut Conn, seed: &Seeded, log: &mut RunLog) -> anyhow::Result<()> {
+    for product in &seed.products {
+        let reply = conn
+            .send(Method::GET, &format!("/api/products/{product}"), None, None)
+            .await?;
+        anyhow::ensure!(
+            reply.status == 200,
+            "product {product}: status {}",
+            reply.status
+        );
+        for option in reply.json()["options"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(stock)) = (option["id"].as_i64(), option["stock"].as_i64()) {
+                log.stock_before.insert(id, stock);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the flash sale's coupon as the seeded admin; its id.
+async fn create_coupon(conn: &mut Conn, seed: &Seeded, quantity: i64) -> anyhow::Result<i64> {
+    let body = json!({
+        "name": "load flash sale",
+        "discountType": "FIXED",
+        "discountValue": 1000,
+        "totalQuantity": quantity,
+        "expiresAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+    });
+    let reply = conn
+        .send(
+            Method::POST,
+            "/api/admin/coupons",
+            Some(&seed.admin.token),
+            Some(Bytes::from(body.to_string())),
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.status == 201,
+        "creating the flash sale's coupon: {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_i64().context("no coupon id")
+}

@@ -1,0 +1,144 @@
+//! What a run measures: per step an HDR histogram of latencies (microseconds) and its answers
+//! by status and problem code; per second the throughput and latency of all steps together.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies from 1 µs to 10 min, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One step's latencies and answers.
+#[derive(Clone)]
+pub struct Step {
+    pub latency: Histogram<u64>,
+    /// Answers that were errors (unexpected status, or no answer), by `status code`.
+    pub errors: BTreeMap<String, u64>,
+    /// Expected answers other than 2xx (`409 SOLD_OUT`, …), by `status code`.
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Self {
+            latency: histogram(),
+            errors: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Step {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// How an answer is counted.
+pub enum Answer<'a> {
+    Expected { status: u16, code: Option<&'a str> },
+    Error { label: String },
+}
+
+/// A run's (or one virtual user's) measurements, by step name.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub steps: BTreeMap<&'static str, Step>,
+}
+
+impl Recorder {
+    pub fn record(&mut self, step: &'static str, elapsed: Duration, answer: Answer<'_>) {
+        let entry = self.steps.entry(step).or_default();
+        let micros = (elapsed.as_micros() as u64).clamp(1, 600_000_000);
+        let _ = entry.latency.record(micros);
+        match answer {
+            Answer::Expected { status, code } if status >= 300 => {
+                *entry.outcomes.entry(label(status, code)).or_default() += 1;
+            }
+            Answer::Expected { .. } => {}
+            Answer::Error { label } => *entry.errors.entry(label).or_default() += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Recorder) {
+        for (name, step) in &other.steps {
+            let entry = self.steps.entry(name).or_default();
+            let _ = entry.latency.add(&step.latency);
+            for (k, v) in &step.errors {
+                *entry.errors.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &step.outcomes {
+                *entry.outcomes.entry(k.clone()).or_default() += v;
+            }
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.steps.values().map(|s| s.latency.len()).sum()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.steps.values().map(Step::error_count).sum()
+    }
+}
+
+pub fn label(status: u16, code: Option<&str>) -> String {
+    match code {
+        Some(code) => format!("{status} {code}"),
+        None => status.to_string(),
+    }
+}
+
+/// One second of a run, for the progress line and the report's plots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The requests of the current second, shared by every virtual user.
+pub struct Window {
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            latency: histogram(),
+            errors: 0,
+        }
+    }
+}
+
+impl Window {
+    pub fn record(&mut self, elapsed: Duration, error: bool) {
+        let _ = self
+            .latency
+            .record((elapsed.as_micros() as u64).clamp(1, 600_000_000));
+        self.errors += u64::from(error);
+    }
+
+    /// Closes the window as second `t` and starts an empty one.
+    pub fn close(&mut self, t: u64) -> Second {
+        let second = Second {
+            t,
+            requests: self.latency.len(),
+            errors: self.errors,
+            p50_ms: ms(self.latency.value_at_quantile(0.5)),
+            p99_ms: ms(self.latency.value_at_quantile(0.99)),
+        };
+        *self = Self::default();
+        second
+    }
+}
+
+pub fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
