@@ -36,7 +36,7 @@ pub async fn check(target: Arc<Target>, seed: &Seeded, log: &RunLog) -> anyhow::
     if !log.coupon_tasks.is_empty() || !log.coupons_issued_before.is_empty() {
         checks.extend(coupons(&mut conn, seed, log).await?);
     }
-    if !log.orders.is_empty() {
+    if !log.orders.is_empty() || !log.stock_before.is_empty() {
         checks.extend(orders(&mut conn, seed, log).await?);
     }
     Ok(checks)

@@ -8,6 +8,7 @@ mod faults;
 mod health;
 mod helpers;
 mod limits;
+mod load;
 mod operations;
 mod orders;
 mod points;
