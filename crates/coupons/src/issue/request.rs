@@ -21,6 +21,11 @@ use crate::{
 /// later; a duplicate request gets `SOLD_OUT` instead of `ALREADY_REQUESTED` (both 409).
 const SOLD_OUT_MEMORY: Duration = Duration::from_millis(100);
 
+/// How long a request waits for the last units' requests to be published before it is told to
+/// retry (503), and how often it asks the gate meanwhile.
+const HELD_WAIT: Duration = Duration::from_millis(500);
+const HELD_POLL: Duration = Duration::from_millis(50);
+
 /// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
 /// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
 /// the bus cannot take the event within the publish deadline the request is withdrawn from the
@@ -148,20 +153,33 @@ pub fn recently_sold_out(coupons: &Coupons, coupon: i64) -> bool {
     }
 }
 
-/// Passes the gate, rebuilding the coupon's state first if the cache has lost it.
+/// Passes the gate, rebuilding the coupon's state first if the cache has lost it. While the
+/// last units are held by requests still being published, asks again for up to [`HELD_WAIT`]:
+/// they are nearly always published, and then the answer is a final `SOLD_OUT` rather than a
+/// retry.
 async fn admit(coupons: &Coupons, task: Uuid, pending: PendingTask) -> Result<(), CouponError> {
-    for _ in 0..3 {
+    let (mut rebuilds, held_until) = (0, Instant::now() + HELD_WAIT);
+    loop {
         let now_ms = Utc::now().timestamp_millis();
         match coupons.gate.admit(task, pending, now_ms).await? {
             Admission::Admitted => return Ok(()),
             Admission::AlreadyRequested => return Err(CouponError::AlreadyRequested),
             Admission::SoldOut => return Err(CouponError::SoldOut),
             Admission::Expired => return Err(CouponError::Expired),
-            Admission::Held => return Err(CouponError::Held),
-            Admission::Unknown => gate::rebuild(coupons, pending.coupon_id).await?,
+            Admission::Held if Instant::now() >= held_until => return Err(CouponError::Held),
+            Admission::Held => tokio::time::sleep(HELD_POLL).await,
+            Admission::Unknown if rebuilds == 3 => {
+                return Err(anyhow::anyhow!(
+                    "the coupon's gate state vanished right after each rebuild"
+                )
+                .into())
+            }
+            Admission::Unknown => {
+                rebuilds += 1;
+                gate::rebuild(coupons, pending.coupon_id).await?;
+            }
         }
     }
-    Err(anyhow::anyhow!("the coupon's gate state vanished right after each rebuild").into())
 }
 
 /// Counts an issue request by its outcome (`stampede_coupon_issue_requests_total`).
