@@ -21,6 +21,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// The server at `address`.
+    pub fn at(address: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            address,
+            host: address.to_string(),
+        })
+    }
+
     pub fn parse(base_url: &str) -> anyhow::Result<Arc<Self>> {
         let host = base_url
             .strip_prefix("http://")
@@ -102,6 +110,12 @@ impl Conn {
             target,
             sender: None,
         }
+    }
+
+    /// Connects now rather than on the first request.
+    pub async fn open(&mut self) -> anyhow::Result<()> {
+        self.sender = Some(self.target.connect().await?);
+        Ok(())
     }
 
     pub async fn send(

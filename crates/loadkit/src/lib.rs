@@ -5,6 +5,7 @@
 //! rate that a slow server cannot slow down), measures every step ([`stats`]), then checks
 //! what must hold afterwards over the same API ([`verdict`]) and reports ([`report`]).
 
+pub mod batch;
 pub mod cli;
 pub mod http;
 pub mod report;

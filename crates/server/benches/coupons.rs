@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use loadkit::batch::{connect, fire, get, post, send_once, Call};
 use server::Settings;
-use support::raw::{connect, fire, get, post, send_once};
 
 mod support;
 
@@ -34,9 +34,7 @@ async fn run(name: &str, settings: Settings, users: usize, stock: usize) -> anyh
 
     let connections = connect(address, CONNECTIONS).await?;
 
-    let ceiling: Vec<Vec<u8>> = (0..users)
-        .map(|_| b"GET /health/live HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec())
-        .collect();
+    let ceiling = vec![get("/health/live"); users];
     let (connections, _) = fire(
         &format!("{name}: GET /health/live (ceiling)"),
         connections,
@@ -44,7 +42,7 @@ async fn run(name: &str, settings: Settings, users: usize, stock: usize) -> anyh
     )
     .await?;
 
-    let requests: Vec<Vec<u8>> = (0..users)
+    let requests: Vec<Call> = (0..users)
         .map(|n| {
             let token = state
                 .tokens

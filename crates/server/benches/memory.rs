@@ -29,8 +29,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use loadkit::batch::{connect, fire, post, Call};
 use server::http::auth::Tokens;
-use support::raw::{connect, fire, post};
 
 mod support;
 
@@ -296,7 +296,7 @@ async fn login_flood(server: &Server, emails: Arc<Vec<String>>, seconds: u64) {
     println!(
         "{:<44} GET /health/live meanwhile: {} ({} probes)",
         "login flood",
-        support::raw::percentiles(&mut latencies),
+        loadkit::batch::percentiles(&latencies),
         latencies.len()
     );
     tally.lock().unwrap().print("login flood");
@@ -307,7 +307,7 @@ async fn coupon_burst(server: &Server, users: usize, stock: usize) -> anyhow::Re
     let tokens = Tokens::from_secret(SECRET.as_bytes(), Duration::from_secs(3600));
     let admin = tokens.issue(1, true)?.0;
     let coupon = support::create_coupon(server.address, &admin, stock).await?;
-    let requests: Vec<Vec<u8>> = (0..users)
+    let requests: Vec<Call> = (0..users)
         .map(|n| {
             let token = tokens.issue(100_000 + n as i64, false).expect("token").0;
             post(&format!("/api/coupons/{coupon}/issue"), &token, "{}")

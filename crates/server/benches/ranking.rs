@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use catalog::{NewOption, NewProduct};
 use chrono::Utc;
 use events::{order::ProductSold, Envelope};
+use loadkit::batch::{connect, fire, get};
 use server::Settings;
-use support::raw::{connect, fire, get};
 
 mod support;
 

@@ -1,10 +1,8 @@
-//! What the server benches share: the deployments they measure, and a raw HTTP load
-//! generator.
+//! What the server benches share: the deployments they measure and how they start them (they
+//! send their load with the load kit's `loadkit::batch`).
 
 // Not every bench uses every helper.
 #![allow(dead_code)]
-
-pub mod raw;
 
 use server::{Settings, SharedServices};
 
@@ -44,9 +42,9 @@ pub async fn create_coupon(
         "totalQuantity": stock,
         "expiresAt": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
     });
-    let created = raw::send_once(
+    let created = loadkit::batch::send_once(
         address,
-        &raw::post("/api/admin/coupons", admin, &body.to_string()),
+        &loadkit::batch::post("/api/admin/coupons", admin, &body.to_string()),
     )
     .await?;
     let coupon: serde_json::Value = serde_json::from_str(&created)?;
