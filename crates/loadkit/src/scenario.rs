@@ -203,15 +203,13 @@ impl Vu {
         let path = format!("/api/products/{product}");
         self.call("products.detail", Method::GET, &path, None, None, &[200])
             .await;
-        self.call(
-            "products.popular",
-            Method::GET,
-            "/api/products/popular?days=3&limit=5",
-            None,
-            None,
-            &[200],
-        )
-        .await;
+        self.popular().await;
+    }
+
+    async fn popular(&mut self) {
+        let path = "/api/products/popular?days=3&limit=5";
+        self.call("products.popular", Method::GET, path, None, None, &[200])
+            .await;
     }
 
     async fn charge(&mut self) {
@@ -232,15 +230,7 @@ impl Vu {
     async fn journey(&mut self) {
         let (user_index, user) = self.user();
         let token = Some(user.token.as_str());
-        self.call(
-            "products.popular",
-            Method::GET,
-            "/api/products/popular?days=3&limit=5",
-            None,
-            None,
-            &[200],
-        )
-        .await;
+        self.popular().await;
         let products = &self.shared.seed.products;
         let product = products[(self.index + self.iteration) % products.len()];
         let path = format!("/api/products/{product}");

@@ -178,18 +178,7 @@ async fn an_issue_request_the_paused_broker_cannot_acknowledge_fails_fast_and_ho
     };
     assert_eq!(again.status(), 202);
     assert_problem(issue(&app, &third, coupon).await, 409, "SOLD_OUT").await;
-    app.drain_events().await;
-    let detail: Value = app
-        .get(&format!("/api/coupons/{coupon}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(detail["remainingQuantity"], 0, "both units issued");
-    assert!(eventbus::dead_letters::pending(&app.state.db)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
 }
 
 /// A paused Redis (it answers nothing) does not hold up placing an order: the rate check and
@@ -221,6 +210,39 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
     assert_eq!(placed.status(), 202);
     // Redis's own response timeout is 5 s: each of the two waits would take that long.
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+}
+
+/// Once every event is handled: `coupon` has no unit left, and no event was dead-lettered.
+async fn assert_all_issued_and_nothing_dead_lettered(app: &TestApp, coupon: i64) {
+    app.drain_events().await;
+    let detail: Value = app
+        .get(&format!("/api/coupons/{coupon}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["remainingQuantity"], 0, "every unit issued");
+    let dead = eventbus::dead_letters::pending(&app.state.db)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{} dead letters", dead.len());
+}
+
+/// How many coupons `user` holds.
+async fn coupons_held(app: &TestApp, user: &TestUser) -> usize {
+    let held: Value = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/users/{}/coupons", user.id),
+            Some(&user.token),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    held.as_array().unwrap().len()
 }
 
 /// Asks for `coupon` as `user` until the answer is final, for at most `within`; returns status
@@ -327,34 +349,10 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    worker.drain_events().await;
-    let detail: Value = worker
-        .get(&format!("/api/coupons/{coupon}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(detail["remainingQuantity"], 0, "every unit issued");
-    let holders = [&others[0], &cut_off[0], &others[1]];
-    for user in holders {
-        let held: Value = worker
-            .request(
-                reqwest::Method::GET,
-                &format!("/api/users/{}/coupons", user.id),
-                Some(&user.token),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    assert_all_issued_and_nothing_dead_lettered(&worker, coupon).await;
+    for user in [&others[0], &cut_off[0], &others[1]] {
+        assert_eq!(coupons_held(&worker, user).await, 1, "user {}", user.id);
     }
-    assert!(eventbus::dead_letters::pending(&worker.state.db)
-        .await
-        .unwrap()
-        .is_empty());
 }
 
 /// Drill: Redis paused for longer than a gate call waits, in the middle of a coupon rush. Gate
@@ -406,14 +404,7 @@ async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
         (units, 40 - units),
         "every user got a unit or a final SOLD_OUT: {answers:?}"
     );
-    app.drain_events().await;
-    let detail: Value = app
-        .get(&format!("/api/coupons/{coupon}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(detail["remainingQuantity"], 0, "every unit issued");
+    assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
     let stored: i64 = db::on_db!(&app.state.db, c => db::sqlx::query_scalar(
         "SELECT COUNT(*) FROM coupon_tasks WHERE coupon_id = $1 AND status = 'SUCCESS'",
     )
@@ -422,10 +413,6 @@ async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
     .await)
     .unwrap();
     assert_eq!(stored, units, "each accepted request succeeded");
-    assert!(eventbus::dead_letters::pending(&app.state.db)
-        .await
-        .unwrap()
-        .is_empty());
 }
 
 /// Places an order for one unit of `option` as `user`; returns its id.
@@ -506,28 +493,6 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
             "order {id}"
         );
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let held: Value = app
-            .request(
-                reqwest::Method::GET,
-                &format!("/api/users/{}/coupons", user.id),
-                Some(&user.token),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if held.as_array().unwrap().len() == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the coupon was not issued");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(eventbus::dead_letters::pending(&app.state.db)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
+    assert_eq!(coupons_held(&app, &user).await, 1);
 }
