@@ -53,8 +53,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = accept(&listener) => match accepted {
+                Ok(stream) => stream,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accepting a connection failed");
@@ -64,7 +64,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -90,5 +89,24 @@ pub async fn serve(
             grace_ms = limits.grace.as_millis() as u64,
             "grace period over; dropping the connections still open"
         ),
+    }
+}
+
+/// The next connection, with Nagle's algorithm off: an SSE event written while the previous one
+/// is unacknowledged would otherwise wait for the client's delayed ACK (40 ms on Linux).
+async fn accept(listener: &TcpListener) -> std::io::Result<tokio::net::TcpStream> {
+    let (stream, _) = listener.accept().await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, _client) = tokio::join!(super::accept(&listener), client);
+        assert!(accepted.unwrap().nodelay().unwrap(), "TCP_NODELAY is set");
     }
 }
