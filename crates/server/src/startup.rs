@@ -15,7 +15,7 @@ use crate::{
     config::{Role, Settings},
     http,
     serve::{serve, ConnectionLimits},
-    state::AppState,
+    state::{AppState, Handles},
 };
 
 /// A built application: adapters connected, migrations applied, listener bound.
@@ -57,7 +57,7 @@ impl Application {
         tracing::info!(deployment = settings.describe(), "started");
         Ok(Self {
             listener,
-            state: AppState {
+            state: AppState::new(Handles {
                 hashing: points::users::Hashing::new(settings.hashing_limits()),
                 limits: Arc::new(http::limits::Limits::new(&settings)),
                 settings: Arc::new(settings),
@@ -71,7 +71,7 @@ impl Application {
                 orders,
                 ranking,
                 shutdown: CancellationToken::new(),
-            },
+            }),
         })
     }
 

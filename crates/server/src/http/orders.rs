@@ -115,7 +115,7 @@ pub async fn place(
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let coupon = body.user_coupon_id;
+    let (coupon, context) = (body.user_coupon_id, state.orders.clone());
     idempotency::once(
         &state.db,
         &key,
@@ -125,7 +125,7 @@ pub async fn place(
         |tx| {
             Box::pin(async move {
                 let order =
-                    orders::place::place(&state.orders, tx, caller.user_id, &lines, coupon).await?;
+                    orders::place::place(&context, tx, caller.user_id, &lines, coupon).await?;
                 let location = format!("/api/orders/{}", order.id);
                 Ok(Stored::new(StatusCode::ACCEPTED, order)?.located(location))
             })
@@ -182,6 +182,7 @@ pub async fn pay(
     AppPath(order): AppPath<String>,
 ) -> Result<Response, ApiError> {
     let order = visible_order(&state, &caller, &order).await?;
+    let context = state.orders.clone();
     idempotency::once(
         &state.db,
         &key,
@@ -190,7 +191,7 @@ pub async fn pay(
         &order.id,
         |tx| {
             Box::pin(async move {
-                let payment = orders::pay::pay(&state.orders, tx, order.id).await?;
+                let payment = orders::pay::pay(&context, tx, order.id).await?;
                 Stored::new(StatusCode::OK, payment)
             })
         },
