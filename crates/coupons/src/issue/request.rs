@@ -27,10 +27,11 @@ const HELD_WAIT: Duration = Duration::from_millis(500);
 const HELD_POLL: Duration = Duration::from_millis(50);
 
 /// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
-/// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`; when
-/// the bus cannot take the event within the publish deadline the request is withdrawn from the
-/// gate (a late delivery of it takes nothing) and the answer is `Unavailable`, so an accepted
-/// request is never lost and a refused one holds nothing.
+/// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`, or
+/// `Held` while the last units are held by requests not yet on the bus; when the bus cannot
+/// take the event within the publish deadline the request is withdrawn from the gate (a late
+/// delivery of it takes nothing) and the answer is `Unavailable`, so an accepted request is
+/// never lost and a refused one holds nothing. After `settle` the reconciler leaves it alone.
 ///
 /// The gate step and the publish run in a task of their own, so a client that hangs up midway
 /// cannot leave a unit admitted but never published.
