@@ -347,6 +347,7 @@ impl EventBus {
 
     /// Gives `group` a fresh Kafka group id that starts where the current one stopped, for a
     /// group the broker will not form again (a no-op on db://, which has no groups to form).
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub(crate) async fn move_group(&self, group: &str, topics: &[String]) -> anyhow::Result<()> {
         match &self.inner.transport {
             Transport::Db => Ok(()),
@@ -356,6 +357,7 @@ impl EventBus {
     }
 
     /// How many times `group` has moved to a fresh Kafka group id (always 0 on db://).
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub(crate) async fn group_generation(&self, group: &str) -> anyhow::Result<i64> {
         match &self.inner.transport {
             Transport::Db => Ok(0),
