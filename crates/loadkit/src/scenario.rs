@@ -154,42 +154,39 @@ impl Vu {
         let started = Instant::now();
         let result = self.conn.send(method, path, token, body).await;
         let elapsed = started.elapsed();
-        let (answer, reply) = match result {
-            Ok(reply) => {
-                let code = reply.code();
-                let answer = if expected.contains(&reply.status) {
-                    Answer::Expected {
-                        status: reply.status,
-                        code: code.as_deref(),
-                    }
-                } else {
-                    Answer::Error {
-                        label: crate::stats::label(reply.status, code.as_deref()),
-                    }
-                };
-                let error = matches!(answer, Answer::Error { .. });
-                self.recorder.record(step, elapsed, answer);
-                self.shared
-                    .window
-                    .lock()
-                    .expect("window")
-                    .record(elapsed, error);
-                return (!error).then_some(reply);
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(error) => {
+                let label = format!("no answer ({})", short(&error));
+                self.note(step, elapsed, Answer::Error { label });
+                return None;
             }
-            Err(error) => (
-                Answer::Error {
-                    label: format!("no answer ({})", short(&error)),
-                },
-                None,
-            ),
         };
+        let code = reply.code();
+        let ok = expected.contains(&reply.status);
+        let answer = if ok {
+            Answer::Expected {
+                status: reply.status,
+                code: code.as_deref(),
+            }
+        } else {
+            Answer::Error {
+                label: crate::stats::label(reply.status, code.as_deref()),
+            }
+        };
+        self.note(step, elapsed, answer);
+        ok.then_some(reply)
+    }
+
+    /// Counts `answer` in this user's measurements and in the current second's.
+    fn note(&mut self, step: &'static str, elapsed: Duration, answer: Answer<'_>) {
+        let error = matches!(answer, Answer::Error { .. });
         self.recorder.record(step, elapsed, answer);
         self.shared
             .window
             .lock()
             .expect("window")
-            .record(elapsed, true);
-        reply
+            .record(elapsed, error);
     }
 
     async fn browse(&mut self) {
@@ -394,13 +391,7 @@ impl Vu {
                 label: short(&error),
             },
         };
-        let error = matches!(answer, Answer::Error { .. });
-        self.recorder.record(step, elapsed, answer);
-        self.shared
-            .window
-            .lock()
-            .expect("window")
-            .record(elapsed, error);
+        self.note(step, elapsed, answer);
     }
 }
 

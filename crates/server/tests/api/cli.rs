@@ -5,7 +5,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-fn stampede(data_dir: &std::path::Path) -> Command {
+pub fn stampede(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
     command
         .env("STAMPEDE_DATA_DIR", data_dir)

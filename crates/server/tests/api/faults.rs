@@ -318,7 +318,24 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
             tokio::spawn(request)
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Kill it once the gate holds both requests, unpublished.
+    let cache::Cache::Redis(redis) = &worker.state.cache else {
+        panic!("production runs on Redis")
+    };
+    let unpublished = redis.key(&format!("coupon:{coupon}:unpublished"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held: usize = redis::cmd("ZCARD")
+            .arg(&unpublished)
+            .query_async(&mut redis.connection())
+            .await
+            .unwrap();
+        if held == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{held} requests admitted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     api.kill();
     for request in asked {
         assert!(request.await.unwrap().is_err(), "cut off before its answer");

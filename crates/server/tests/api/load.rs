@@ -12,13 +12,11 @@ use crate::{
     process::{free_port, Process, SECRET},
 };
 
+/// `stampede` in `dir`, its data under `dir/data`.
 fn stampede(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
-    command
-        .current_dir(dir)
-        .env("STAMPEDE_DATA_DIR", dir.join("data"))
-        // The server below signs with the secret every child process of the tests uses.
-        .env("STAMPEDE_JWT_SECRET", SECRET);
+    let mut command = crate::cli::stampede(&dir.join("data"));
+    // The server below signs with the secret every child process of the tests uses.
+    command.current_dir(dir).env("STAMPEDE_JWT_SECRET", SECRET);
     command
 }
 
