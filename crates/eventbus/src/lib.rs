@@ -387,9 +387,16 @@ impl EventBus {
     pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
+            // The outbox is read again after the lags: a handler that commits between the
+            // first read and the lags leaves its input consumed and its output in the outbox,
+            // which only the second read sees. Once the lags are 0 no handler is in flight, so
+            // no new outbox row can appear without the second read seeing it.
             let backlog = self.backlog().await?;
             let lags = self.lags().await?;
-            if backlog == 0 && lags.iter().all(|(_, lag)| *lag == 0) {
+            let idle = backlog == 0
+                && lags.iter().all(|(_, lag)| *lag == 0)
+                && self.backlog().await? == 0;
+            if idle {
                 return Ok(());
             }
             if Instant::now() > deadline {
