@@ -12,9 +12,8 @@
 //! and the cache's state is rebuilt from the database whenever it is missing.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use cache::Cache;
@@ -72,9 +71,8 @@ pub struct Coupons {
     cache: Cache,
     gate: gate::Gate,
     bus: EventBus,
-    /// Coupons the gate recently answered `SOLD_OUT` for, until when this process answers so
-    /// itself (see [`issue::request`]).
-    sold_out: Arc<Mutex<HashMap<i64, Instant>>>,
+    /// Refusals this process answers itself (see [`issue::request`]).
+    remembered: Arc<Mutex<issue::Remembered>>,
     settings: IssueSettings,
 }
 
@@ -106,7 +104,7 @@ impl Coupons {
             db,
             cache,
             bus,
-            sold_out: Arc::default(),
+            remembered: Arc::default(),
             settings: IssueSettings::default(),
         }
     }

@@ -224,6 +224,36 @@ async fn a_request_its_process_never_published_is_withdrawn_and_its_task_fails(f
     ));
 }
 
+/// A user asking again for a coupon whose request this process published is refused from
+/// memory: here the gate has been made to forget the user, and would admit them.
+async fn a_repeat_of_a_request_this_process_published_is_refused_without_the_gate(f: Fixture) {
+    let coupons = &f.coupons;
+    let coupon = new_coupon(coupons, 5).await;
+    let first = issue::request(coupons, coupon.id, 1).await.unwrap();
+    let pending = PendingTask {
+        coupon_id: coupon.id,
+        user_id: 1,
+    };
+    assert!(coupons
+        .gate
+        .undo(first.task_id, pending, Withdrawal::Refused)
+        .await
+        .unwrap());
+    assert!(matches!(
+        issue::request(coupons, coupon.id, 1).await,
+        Err(CouponError::AlreadyRequested)
+    ));
+    let elsewhere = Coupons::new(
+        coupons.db.clone(),
+        coupons.cache.clone(),
+        coupons.bus.clone(),
+    );
+    assert!(
+        issue::request(&elsewhere, coupon.id, 1).await.is_ok(),
+        "another process asks the gate"
+    );
+}
+
 /// Sends a `coupon-issued-success` for `user` through the store consumer; returns the task.
 async fn store_success(coupons: &Coupons, coupon: i64, user: i64, task: Uuid) -> Task {
     let event = Envelope::new(
@@ -398,6 +428,7 @@ testkit::on_both_adapter_sets!(
     fixture;
     the_gate_admits_each_user_once_while_stock_lasts_and_takes_once_per_task,
     a_request_its_process_never_published_is_withdrawn_and_its_task_fails,
+    a_repeat_of_a_request_this_process_published_is_refused_without_the_gate,
     the_database_never_issues_more_than_the_total_or_twice_to_a_user,
     a_coupon_is_used_once_per_order_and_restored_once,
     the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first,

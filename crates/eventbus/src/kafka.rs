@@ -19,7 +19,8 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer},
-    error::RDKafkaErrorCode,
+    error::{KafkaResult, RDKafkaErrorCode},
+    message::BorrowedMessage,
     producer::{FutureProducer, FutureRecord, Producer as _},
     util::Timeout,
     ClientConfig, Message, Offset, TopicPartitionList,
@@ -28,9 +29,14 @@ use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
+use crate::doorbell::{Doorbell, LOOK_AGAIN};
 use crate::BusSettings;
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A consumer that received nothing for this many fetch waits pauses its partitions until
+/// its topics ring ([`Doorbell`]).
+const AWAKE_FETCHES: u32 = 5;
 
 /// A connection to a Kafka-protocol cluster.
 pub(crate) struct KafkaBus {
@@ -39,6 +45,7 @@ pub(crate) struct KafkaBus {
     producer: FutureProducer,
     /// One metadata client per consumer group, for lag queries.
     observers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl KafkaBus {
@@ -51,14 +58,23 @@ impl KafkaBus {
             .set("linger.ms", settings.kafka_linger.as_millis().to_string())
             .set("message.timeout.ms", "30000")
             .create()?;
+        let topics = events::topics::ALL
+            .iter()
+            .copied()
+            .chain(settings.extra_topics.iter().map(String::as_str));
         let bus = Self {
             bootstrap: bootstrap.to_owned(),
             prefix: settings.topic_prefix.clone(),
             producer,
             observers: Mutex::default(),
+            doorbell: Arc::new(Doorbell::new(&settings.topic_prefix, topics)),
         };
         bus.create_topics(settings).await?;
         Ok(bus)
+    }
+
+    pub(crate) fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.doorbell
     }
 
     fn topic(&self, name: &str) -> String {
@@ -114,6 +130,8 @@ impl KafkaBus {
         let acknowledged = results.iter().take_while(|r| r.is_ok()).count();
         let seqs: Vec<i64> = rows[..acknowledged].iter().map(|r| r.0).collect();
         if !seqs.is_empty() {
+            self.doorbell
+                .ring(rows[..acknowledged].iter().map(|(_, Json(e))| e.topic()));
             mark_published(db, &seqs).await?;
         }
         for (_, Json(event)) in &rows[..acknowledged] {
@@ -160,6 +178,7 @@ impl KafkaBus {
             counter!("stampede_events_published_total", "topic" => event.topic().to_owned())
                 .increment(1);
         }
+        self.doorbell.ring(events.iter().map(Envelope::topic));
         Ok(())
     }
 
@@ -319,15 +338,19 @@ impl KafkaBus {
             // when this runs out, so keep it short; a batch takes far less.
             .set("max.poll.interval.ms", "20000")
             .create()?;
-        let topics: Vec<String> = handler.topics().iter().map(|t| self.topic(t)).collect();
-        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let topics = handler.topics();
+        let kafka_topics = self.topics_of(&topics);
+        let topic_refs: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
         let batch_size = settings.batch_size.max(1) as usize;
+        let idle_after = settings.kafka_fetch_wait * AWAKE_FETCHES;
 
         loop {
-            let first = tokio::select! {
-                message = consumer.recv() => message,
-                () = shutdown.cancelled() => break,
+            let Some(first) = self
+                .next_message(&consumer, &topics, idle_after, &shutdown)
+                .await
+            else {
+                break;
             };
             // Per partition: the events to apply, and the last offset received (which may be a
             // message that is not an event, skipped but committed past once the rest is done).
@@ -405,6 +428,43 @@ impl KafkaBus {
             }
         }
         Ok(())
+    }
+
+    /// Waits for `consumer`'s next message; `None` on shutdown. Having received nothing for
+    /// `idle_after`, it pauses its partitions, so an idle group costs the broker no fetches,
+    /// until the [`Doorbell`] rings for one of `topics` or [`LOOK_AGAIN`] passes. It keeps
+    /// polling meanwhile: the group would drop a member that stops.
+    async fn next_message<'c>(
+        &self,
+        consumer: &'c StreamConsumer,
+        topics: &[String],
+        idle_after: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<KafkaResult<BorrowedMessage<'c>>> {
+        loop {
+            tokio::select! {
+                message = consumer.recv() => return Some(message),
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(idle_after) => {}
+            }
+            let Some(listening) = self.doorbell.listen(topics) else {
+                continue;
+            };
+            if let Err(error) = consumer.assignment().and_then(|a| consumer.pause(&a)) {
+                return Some(Err(error));
+            }
+            let message = tokio::select! {
+                message = consumer.recv() => Some(message),
+                () = listening.rung(LOOK_AGAIN) => None,
+                () = shutdown.cancelled() => return None,
+            };
+            if let Err(error) = consumer.assignment().and_then(|a| consumer.resume(&a)) {
+                return Some(Err(error));
+            }
+            if message.is_some() {
+                return message;
+            }
+        }
     }
 }
 

@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 mod consumer;
 pub mod dblog;
 pub mod dead_letters;
+#[cfg(feature = "kafka")]
+mod doorbell;
 mod group_commit;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -36,6 +38,9 @@ mod relay;
 mod watchdog;
 
 pub use consumer::{Handler, RetryPolicy};
+
+/// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
+const BUS_CHANNEL: &str = "stampede_bus";
 
 /// Whether `error` says a dependency (the database, the cache, the broker) could not be
 /// reached or answer in time, rather than that the work itself is wrong. Consumers retry such
@@ -187,24 +192,27 @@ impl EventBus {
         &self.inner.db
     }
 
-    /// Starts the relay (and, on PostgreSQL, the `LISTEN` task that wakes it and the db://
-    /// consumers when other instances commit). Every role runs it: it is how events written by
-    /// this process leave it.
+    /// Starts the relay (and, on PostgreSQL, the `LISTEN` task that wakes it, the db://
+    /// consumers and paused Kafka consumers when other instances commit or publish). Every role
+    /// runs it: it is how events written by this process leave it.
     pub async fn start(&self, shutdown: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
         if let Db::Postgres(pool) = &self.inner.db {
             let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
             listener
-                .listen_all(["stampede_outbox", "stampede_log"])
+                .listen_all(["stampede_outbox", "stampede_log", BUS_CHANNEL])
                 .await
                 .context("LISTEN for outbox notifications")?;
-            let (bus, shutdown) = (self.clone(), shutdown.clone());
+            let (bus, stop) = (self.clone(), shutdown.clone());
             tasks.push(tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         notification = listener.recv() => match notification {
-                            Ok(n) if n.channel() == "stampede_outbox" => bus.inner.relay_wake.notify_one(),
-                            Ok(_) => bus.inner.log_tick.send_modify(|tick| *tick += 1),
+                            Ok(n) => match n.channel() {
+                                "stampede_outbox" => bus.inner.relay_wake.notify_one(),
+                                "stampede_log" => bus.inner.log_tick.send_modify(|tick| *tick += 1),
+                                _ => bus.heard(n.payload()),
+                            },
                             // The database is shutting down: give the connection back, or
                             // closing the pool would wait for it forever.
                             Err(sqlx::Error::PoolClosed) => break,
@@ -213,13 +221,30 @@ impl EventBus {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         },
-                        () = shutdown.cancelled() => break,
+                        () = stop.cancelled() => break,
                     }
                 }
             }));
+            #[cfg(feature = "kafka")]
+            if let Transport::Kafka(kafka) = &self.inner.transport {
+                let announce = kafka
+                    .doorbell()
+                    .clone()
+                    .announce(pool.clone(), shutdown.clone());
+                tasks.push(tokio::spawn(announce));
+            }
         }
         tasks.push(tokio::spawn(relay::run(self.clone(), shutdown.clone())));
         Ok(tasks)
+    }
+
+    /// Rings the Kafka consumers' doorbell for topics another process published to.
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    fn heard(&self, topics: &str) {
+        #[cfg(feature = "kafka")]
+        if let Transport::Kafka(kafka) = &self.inner.transport {
+            kafka.doorbell().heard(topics);
+        }
     }
 
     /// Starts the workers of `handler`'s consumer group in this process, under a watchdog that
@@ -387,15 +412,16 @@ impl EventBus {
     pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            // The outbox is read again after the lags: a handler that commits between the
-            // first read and the lags leaves its input consumed and its output in the outbox,
-            // which only the second read sees. Once the lags are 0 no handler is in flight, so
-            // no new outbox row can appear without the second read seeing it.
-            let backlog = self.backlog().await?;
+            // The outbox is read again after the lags, and must not have moved: a handler that
+            // commits between the first read and the lags leaves its input consumed and its
+            // output in the outbox, and the relay may publish that output before the second
+            // read, to a group whose lag was already read. Once the lags are 0 no handler is in
+            // flight, so an unmoved outbox means nothing is on its way.
+            let (backlog, written) = Outbox::watermark(&self.inner.db).await?;
             let lags = self.lags().await?;
             let idle = backlog == 0
                 && lags.iter().all(|(_, lag)| *lag == 0)
-                && self.backlog().await? == 0;
+                && Outbox::watermark(&self.inner.db).await? == (backlog, written);
             if idle {
                 return Ok(());
             }

@@ -56,6 +56,17 @@ impl Outbox {
             .fetch_one(c)
             .await)
     }
+
+    /// The backlog and the last sequence number written: a second reading equal to a first
+    /// means no event was written or published in between.
+    pub(crate) async fn watermark(db: &Db) -> sqlx::Result<(i64, i64)> {
+        on_db!(db, c => sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE published_at IS NULL), \
+                    (SELECT COALESCE(MAX(seq), 0) FROM outbox)",
+        )
+        .fetch_one(c)
+        .await)
+    }
 }
 
 /// Stable partition of a key (FNV-1a), the same in every process and release.

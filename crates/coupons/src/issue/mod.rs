@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use request::{recently_sold_out, request};
+pub(crate) use request::Remembered;
+pub use request::{remembered, request};
 pub use task::{find_task, task_channel, Task, TaskStatus};
 
 /// Why an accepted task failed.

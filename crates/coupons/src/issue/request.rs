@@ -1,7 +1,10 @@
 //! An issue request: the gate, then `coupon-issued` on the bus, then 202. No SQL unless the
 //! coupon's gate state has to be rebuilt.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use events::Envelope;
@@ -18,8 +21,48 @@ use crate::{
 /// How long this process answers `SOLD_OUT` itself after the gate did: most of a flash sale's
 /// traffic arrives after the last unit is gone, and this spares it the cache round trip. A unit
 /// reopened meanwhile (a request that could not be published) is admitted at most this much
-/// later; a duplicate request gets `SOLD_OUT` instead of `ALREADY_REQUESTED` (both 409).
+/// later; a duplicate of a request another process published gets `SOLD_OUT` instead of
+/// `ALREADY_REQUESTED` (both 409).
 const SOLD_OUT_MEMORY: Duration = Duration::from_millis(100);
+
+/// How many `(coupon, user)` requests this process remembers as published (see
+/// [`Remembered`]); it forgets them all when this many more arrive.
+const REQUESTED_MEMORY: usize = 200_000;
+
+/// Answers this process gives itself, sparing the cache a round trip (and the caller its rate
+/// limit): most of a flash sale's traffic is users asking again.
+#[derive(Default)]
+pub(crate) struct Remembered {
+    /// Coupons the gate recently answered `SOLD_OUT` for, until when.
+    sold_out: HashMap<i64, Instant>,
+    /// `(coupon, user)` requests this process published and settled. Such a request is never
+    /// withdrawn, so the user stays marked and the answer stays `ALREADY_REQUESTED` (from the
+    /// gate, `COUPON_EXPIRED` once the coupon expires; both refusals).
+    requested: HashSet<(i64, i64)>,
+}
+
+impl Remembered {
+    fn refusal(&mut self, coupon: i64, user: i64) -> Option<CouponError> {
+        if self.requested.contains(&(coupon, user)) {
+            return Some(CouponError::AlreadyRequested);
+        }
+        match self.sold_out.get(&coupon) {
+            Some(until) if *until > Instant::now() => Some(CouponError::SoldOut),
+            Some(_) => {
+                self.sold_out.remove(&coupon);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn published(&mut self, coupon: i64, user: i64) {
+        if self.requested.len() >= REQUESTED_MEMORY {
+            self.requested.clear();
+        }
+        self.requested.insert((coupon, user));
+    }
+}
 
 /// How long a request waits for the last units' requests to be published before it is told to
 /// retry (503), and how often it asks the gate meanwhile.
@@ -37,9 +80,9 @@ const HELD_POLL: Duration = Duration::from_millis(50);
 /// cannot leave a unit admitted but never published.
 #[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
 pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
-    if recently_sold_out(coupons, coupon) {
-        count("sold_out");
-        return Err(CouponError::SoldOut);
+    if let Some(refusal) = remembered(coupons, coupon, user) {
+        count(refused_label(&refusal));
+        return Err(refusal);
     }
     let coupons = coupons.clone();
     tokio::spawn(async move { admit_and_publish(&coupons, coupon, user).await }.in_current_span())
@@ -73,11 +116,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
     if let Err(refused) = admitted {
         if let CouponError::SoldOut = refused {
             let until = Instant::now() + SOLD_OUT_MEMORY;
-            coupons
-                .sold_out
-                .lock()
-                .expect("sold-out memory")
-                .insert(coupon, until);
+            remember(coupons).sold_out.insert(coupon, until);
         }
         count(refused_label(&refused));
         return Err(refused);
@@ -122,12 +161,15 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
                 return Err(CouponError::Unavailable(error));
             }
         }
-    } else if let Err(error) = coupons.gate.settle(task_id, pending).await {
-        // The reconciler settles it later: its unit was taken, or it is withdrawn then.
-        tracing::warn!(
-            error = format!("{error:#}"),
-            "marking a request published failed"
-        );
+    } else {
+        match coupons.gate.settle(task_id, pending).await {
+            Ok(()) => remember(coupons).published(coupon, user),
+            // The reconciler settles it later: its unit was taken, or it is withdrawn then.
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "marking a request published failed"
+            ),
+        }
     }
     count("accepted");
     Ok(Task {
@@ -140,18 +182,15 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
     })
 }
 
-/// Whether this process answers `SOLD_OUT` for `coupon` from memory right now (the gate said so
-/// within the last 100 ms).
-pub fn recently_sold_out(coupons: &Coupons, coupon: i64) -> bool {
-    let mut sold_out = coupons.sold_out.lock().expect("sold-out memory");
-    match sold_out.get(&coupon) {
-        Some(until) if *until > Instant::now() => true,
-        Some(_) => {
-            sold_out.remove(&coupon);
-            false
-        }
-        None => false,
-    }
+/// The refusal this process gives `user`'s request for `coupon` from memory, if any: the
+/// gate answered `SOLD_OUT` within the last 100 ms, or this process published the user's
+/// request.
+pub fn remembered(coupons: &Coupons, coupon: i64, user: i64) -> Option<CouponError> {
+    remember(coupons).refusal(coupon, user)
+}
+
+fn remember(coupons: &Coupons) -> std::sync::MutexGuard<'_, Remembered> {
+    coupons.remembered.lock().expect("answer memory")
 }
 
 /// Passes the gate, rebuilding the coupon's state first if the cache has lost it. While the

@@ -87,8 +87,8 @@ pub async fn issue(
     AppPath(coupon): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let coupon = path_id(&coupon, "coupon")?;
-    // Requests this instance answers SOLD_OUT from memory cost nothing: only count the others.
-    if !coupons::issue::recently_sold_out(&state.coupons, coupon) {
+    // Requests this instance refuses from memory cost nothing: only count the others.
+    if coupons::issue::remembered(&state.coupons, coupon, caller.user_id).is_none() {
         state
             .limits
             .check_rate(
