@@ -229,7 +229,7 @@ fn created(order: i64, option: i64, quantity: i64) -> Envelope {
         }],
         user_coupon_id: Some(3),
     };
-    Envelope::new(&event, order.to_string())
+    Envelope::new(&event)
 }
 
 async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first(f: Fixture) {
@@ -257,7 +257,7 @@ async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes
         ("OUT_OF_STOCK", Some(option))
     );
 
-    let cancel = |order| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
+    let cancel = |order| Envelope::new(&OrderCancelled { order_id: order });
     handle(&catalog.db, release, cancel(3)).await;
     let late = handle(&catalog.db, reserve, created(3, option, 1)).await;
     assert_eq!(

@@ -256,14 +256,11 @@ async fn a_repeat_of_a_request_this_process_published_is_refused_without_the_gat
 
 /// Sends a `coupon-issued-success` for `user` through the store consumer; returns the task.
 async fn store_success(coupons: &Coupons, coupon: i64, user: i64, task: Uuid) -> Task {
-    let event = Envelope::new(
-        &CouponIssuedSuccess {
-            task_id: task,
-            coupon_id: coupon,
-            user_id: user,
-        },
-        task.to_string(),
-    );
+    let event = Envelope::new(&CouponIssuedSuccess {
+        task_id: task,
+        coupon_id: coupon,
+        user_id: user,
+    });
     handle(&coupons.db, &StoreResult::new(coupons.clone()), event).await;
     issue::find_task(coupons, task).await.unwrap()
 }
@@ -376,10 +373,9 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
             items: Vec::new(),
             user_coupon_id,
         };
-        Envelope::new(&event, order.to_string())
+        Envelope::new(&event)
     };
-    let cancelled =
-        |order: i64| Envelope::new(&OrderCancelled { order_id: order }, order.to_string());
+    let cancelled = |order: i64| Envelope::new(&OrderCancelled { order_id: order });
 
     let used: CouponUsed = handle(&coupons.db, use_coupon, decreased(100, held)).await[0]
         .decode()

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use db::{exec, sqlx, Tx};
-use events::Envelope;
+use events::{correlation, Envelope};
 use metrics::counter;
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// A consumer of events. Each handler is one consumer group: every group sees every event of
 /// its topics; the workers of one group share them.
@@ -85,7 +86,31 @@ pub(crate) enum Outcome {
 
 /// Applies one event inside `tx`, under a savepoint so a failure leaves the rest of the batch
 /// intact. Returns `Duplicate` (and does nothing) when this group already applied the event.
+///
+/// The handler runs in a span naming the group, the event and its correlation and causation
+/// ids (so every line it logs carries them), and in the event's correlation scope (so the
+/// events it creates carry its correlation id).
 pub(crate) async fn apply(
+    tx: &mut Tx,
+    handler: &dyn Handler,
+    policy: &RetryPolicy,
+    event: &Envelope,
+) -> anyhow::Result<Outcome> {
+    let span = tracing::info_span!(
+        "event",
+        consumer = handler.group(),
+        topic = event.topic(),
+        event_id = %event.id,
+        correlation_id = %event.correlation_id,
+        causation_id = event.causation_id.map(tracing::field::display),
+    );
+    let applied = apply_in_scope(tx, handler, policy, event);
+    correlation::scope(event.correlation_id.clone(), applied)
+        .instrument(span)
+        .await
+}
+
+async fn apply_in_scope(
     tx: &mut Tx,
     handler: &dyn Handler,
     policy: &RetryPolicy,
@@ -118,6 +143,7 @@ pub(crate) async fn apply(
         Ok(outcome) => {
             tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
             record(handler.group(), event.topic(), &outcome);
+            tracing::debug!(?outcome, "event handled");
             Ok(outcome)
         }
         Err(error) => {
@@ -126,7 +152,7 @@ pub(crate) async fn apply(
             tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
             tx.discard_hooks_since(hooks);
             counter!("stampede_events_failed_total", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned()).increment(1);
-            tracing::warn!(consumer = handler.group(), event_id = %event.id, correlation_id = %event.correlation_id, error = format!("{error:#}"), "event handler failed");
+            tracing::warn!(error = format!("{error:#}"), "event handler failed");
             Err(error)
         }
     }

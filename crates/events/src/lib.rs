@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod correlation;
 pub mod order;
 pub mod topics;
 
@@ -32,7 +33,8 @@ pub struct Envelope {
     pub event_type: String,
     pub key: String,
     pub occurred_at: DateTime<Utc>,
-    /// The business flow this event belongs to (an order id or a coupon task id).
+    /// The work this event belongs to: the id of the HTTP request that caused it (or of the
+    /// job that did, or the event it follows from), shared by every event that follows.
     pub correlation_id: String,
     /// The event that caused this one, if any.
     pub causation_id: Option<Uuid>,
@@ -64,12 +66,17 @@ impl std::fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 impl Envelope {
-    /// Wraps `event` as the first event of a flow identified by `correlation_id`.
-    pub fn new<E: Event>(event: &E, correlation_id: impl Into<String>) -> Self {
+    /// Wraps `event` with the correlation id in [`correlation::scope`], or a fresh one.
+    pub fn new<E: Event>(event: &E) -> Self {
+        let correlation_id = correlation::current().unwrap_or_else(|| Uuid::new_v4().to_string());
+        Self::with_correlation(event, correlation_id)
+    }
+
+    fn with_correlation<E: Event>(event: &E, correlation_id: String) -> Self {
         Self::raw(
             E::TYPE,
             event.key(),
-            correlation_id.into(),
+            correlation_id,
             None,
             E::VERSION,
             serde_json::to_value(event).expect("event payloads serialize to JSON"),
@@ -78,7 +85,7 @@ impl Envelope {
 
     /// Wraps `event` as a consequence of `cause`: same correlation id, `causationId = cause.id`.
     pub fn caused_by<E: Event>(event: &E, cause: &Envelope) -> Self {
-        let mut envelope = Self::new(event, cause.correlation_id.clone());
+        let mut envelope = Self::with_correlation(event, cause.correlation_id.clone());
         envelope.causation_id = Some(cause.id);
         envelope
     }
@@ -142,9 +149,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_envelope_round_trips_through_json_in_camel_case() {
-        let cause = Envelope::new(&Ping { n: 1 }, "flow-1");
+    #[tokio::test]
+    async fn an_envelope_round_trips_through_json_in_camel_case() {
+        let cause =
+            correlation::scope("flow-1".into(), async { Envelope::new(&Ping { n: 1 }) }).await;
         let effect = Envelope::caused_by(&Ping { n: 2 }, &cause);
         let json = serde_json::to_value(&effect).unwrap();
         assert_eq!(json["type"], "ping");
@@ -154,6 +162,21 @@ mod tests {
         assert_eq!(back, effect);
         assert_eq!(back.decode::<Ping>().unwrap(), Ping { n: 2 });
         assert!(cause.id < effect.id, "v7 ids are time-ordered");
+    }
+
+    #[tokio::test]
+    async fn events_made_in_one_scope_share_its_correlation_id_and_others_get_their_own() {
+        let (a, b) = correlation::scope("req-7".into(), async {
+            (Envelope::new(&Ping { n: 1 }), Envelope::new(&Ping { n: 2 }))
+        })
+        .await;
+        assert_eq!(
+            (a.correlation_id.as_str(), b.correlation_id.as_str()),
+            ("req-7", "req-7")
+        );
+        let (c, d) = (Envelope::new(&Ping { n: 3 }), Envelope::new(&Ping { n: 4 }));
+        assert_ne!(c.correlation_id, d.correlation_id);
+        assert!(correlation::current().is_none());
     }
 
     #[test]
@@ -166,7 +189,7 @@ mod tests {
                 String::new()
             }
         }
-        let envelope = Envelope::new(&Ping { n: 1 }, "x");
+        let envelope = Envelope::new(&Ping { n: 1 });
         assert!(envelope.decode::<Other>().is_err());
     }
 }

@@ -16,7 +16,7 @@ pub async fn cancel(orders: &Orders, tx: &mut Tx, id: i64) -> Result<Order, Orde
     if !move_status(tx, id, &open, OrderStatus::Cancelled).await? {
         return Err(OrderError::NotCancellable(current_status(tx, id).await?));
     }
-    let event = Envelope::new(&OrderCancelled { order_id: id }, id.to_string());
+    let event = Envelope::new(&OrderCancelled { order_id: id });
     orders.bus.outbox().append(tx, &[event]).await?;
     record_change(orders, tx, id).await
 }

@@ -73,29 +73,22 @@ pub async fn pay(orders: &Orders, tx: &mut Tx, id: i64) -> Result<Payment, Order
     .bind(id)
     .fetch_all(c)
     .await)?;
-    let correlation = id.to_string();
-    let mut events = vec![Envelope::new(
-        &OrderPaid {
-            order_id: id,
-            user_id,
-            amount,
-            paid_at: now,
-        },
-        correlation.clone(),
-    )];
+    let mut events = vec![Envelope::new(&OrderPaid {
+        order_id: id,
+        user_id,
+        amount,
+        paid_at: now,
+    })];
     events.extend(
         sold.into_iter()
             .map(|(product_option_id, product_id, quantity)| {
-                Envelope::new(
-                    &ProductSold {
-                        order_id: id,
-                        product_option_id,
-                        product_id,
-                        quantity,
-                        sold_at: now,
-                    },
-                    correlation.clone(),
-                )
+                Envelope::new(&ProductSold {
+                    order_id: id,
+                    product_option_id,
+                    product_id,
+                    quantity,
+                    sold_at: now,
+                })
             }),
     );
     orders.bus.outbox().append(tx, &events).await?;

@@ -186,6 +186,6 @@ pub(crate) async fn write_created(
     orders
         .bus
         .outbox()
-        .append(tx, &[Envelope::new(&created, id.to_string())])
+        .append(tx, &[Envelope::new(&created)])
         .await
 }

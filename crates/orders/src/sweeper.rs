@@ -69,7 +69,7 @@ async fn expire(orders: &Orders, tx: &mut Tx, id: i64) -> anyhow::Result<bool> {
     if !move_status(tx, id, &open, OrderStatus::Expired).await? {
         return Ok(false);
     }
-    let event = Envelope::new(&OrderExpired { order_id: id }, id.to_string());
+    let event = Envelope::new(&OrderExpired { order_id: id });
     orders.bus.outbox().append(tx, &[event]).await?;
     record_change(orders, tx, id).await?;
     Ok(true)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use db::{on_db, sqlx};
+
 use events::{
     order::{CouponDiscount, CouponUseFailed, CouponUsed, ReservedLine, StockDecreaseFailed},
     topics, Envelope,
@@ -74,16 +74,10 @@ async fn place_order(orders: &Orders, user: i64, lines: &[Line], coupon: Option<
 
 /// The events with `topic` in the outbox for `order`, oldest first.
 async fn outbox(orders: &Orders, topic: &str, order: i64) -> Vec<Envelope> {
-    let rows: Vec<sqlx::types::Json<Envelope>> = on_db!(orders.db(), c => sqlx::query_scalar(
-        "SELECT envelope FROM outbox WHERE topic = $1 ORDER BY seq",
-    )
-    .bind(topic)
-    .fetch_all(c)
-    .await)
-    .unwrap();
-    rows.into_iter()
-        .map(|r| r.0)
-        .filter(|e| e.correlation_id == order.to_string())
+    testkit::outbox(orders.db(), &order.to_string())
+        .await
+        .into_iter()
+        .filter(|e| e.topic() == topic)
         .collect()
 }
 
@@ -106,7 +100,7 @@ fn coupon_used(order: &Order, discount: Option<CouponDiscount>) -> Envelope {
         user_coupon_id: order.user_coupon_id,
         discount,
     };
-    Envelope::new(&used, order.id.to_string())
+    Envelope::new(&used)
 }
 
 async fn priced(f: &Fixture, order: &Order, discount: Option<CouponDiscount>) -> Order {
@@ -185,7 +179,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
         reason: "OUT_OF_STOCK".into(),
         product_option_id: Some(1),
     };
-    handle(f.orders.db(), &saga, Envelope::new(&failed, "x")).await;
+    handle(f.orders.db(), &saga, Envelope::new(&failed)).await;
     let after = find::find(f.orders.db(), out_of_stock.id).await.unwrap();
     assert_eq!(after.status, OrderStatus::Failed);
     assert_eq!(after.failure_reason.as_deref(), Some("OUT_OF_STOCK"));
@@ -196,7 +190,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
         reason: "COUPON_INVALID".into(),
         detail: "not yours".into(),
     };
-    handle(f.orders.db(), &saga, Envelope::new(&failed, "x")).await;
+    handle(f.orders.db(), &saga, Envelope::new(&failed)).await;
     let after = find::find(f.orders.db(), bad_coupon.id).await.unwrap();
     assert_eq!(after.failure_reason.as_deref(), Some("COUPON_INVALID"));
 
@@ -212,7 +206,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
         reason: "CANCELLED".into(),
         product_option_id: None,
     };
-    handle(f.orders.db(), &saga, Envelope::new(&failed, "x")).await;
+    handle(f.orders.db(), &saga, Envelope::new(&failed)).await;
     let late = coupon_used(&cancelled, None);
     handle(f.orders.db(), &saga, late).await;
     let after = find::find(f.orders.db(), cancelled.id).await.unwrap();

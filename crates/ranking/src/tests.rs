@@ -55,16 +55,13 @@ impl Fixture {
 
     /// Delivers a `product-sold` for line `(order, option)` through the consumer.
     async fn sold(&self, order: i64, option: i64, product: i64, quantity: i64, at: DateTime<Utc>) {
-        let event = Envelope::new(
-            &ProductSold {
-                order_id: order,
-                product_option_id: option,
-                product_id: product,
-                quantity,
-                sold_at: at,
-            },
-            order.to_string(),
-        );
+        let event = Envelope::new(&ProductSold {
+            order_id: order,
+            product_option_id: option,
+            product_id: product,
+            quantity,
+            sold_at: at,
+        });
         self.deliver(event).await;
     }
 
@@ -106,16 +103,13 @@ async fn sales_rank_by_units_with_ties_by_product_id(f: Fixture) {
 
 async fn a_sale_delivered_twice_counts_once(f: Fixture) {
     let product = f.product("A").await;
-    let event = Envelope::new(
-        &ProductSold {
-            order_id: 7,
-            product_option_id: 70,
-            product_id: product,
-            quantity: 3,
-            sold_at: Utc::now(),
-        },
-        "7",
-    );
+    let event = Envelope::new(&ProductSold {
+        order_id: 7,
+        product_option_id: 70,
+        product_id: product,
+        quantity: 3,
+        sold_at: Utc::now(),
+    });
     f.deliver(event.clone()).await;
     f.deliver(event.clone()).await;
     // The same line again under a new event id (written twice by a retried transaction).

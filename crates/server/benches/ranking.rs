@@ -57,16 +57,13 @@ async fn run(name: &str, settings: Settings, sales: usize, requests: usize) -> a
                 let (product, option) = products[n % PRODUCTS];
                 expected[n % PRODUCTS] += (n % PRODUCTS) as i64 + 1;
                 let order = n as i64 + 1;
-                Envelope::new(
-                    &ProductSold {
-                        order_id: order,
-                        product_option_id: option,
-                        product_id: product,
-                        quantity: (n % PRODUCTS) as i64 + 1,
-                        sold_at: now,
-                    },
-                    order.to_string(),
-                )
+                Envelope::new(&ProductSold {
+                    order_id: order,
+                    product_option_id: option,
+                    product_id: product,
+                    quantity: (n % PRODUCTS) as i64 + 1,
+                    sold_at: now,
+                })
             })
             .collect();
         let mut tx = state.db.begin().await?;

@@ -21,10 +21,21 @@ pub enum Role {
     All,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, span fields inline.
+    Text,
+    /// For log pipelines: one JSON object per line, with the fields of every enclosing span.
+    Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub bind: SocketAddr,
     pub role: Role,
+    pub log_format: LogFormat,
     /// Where the embedded deployment keeps its files (SQLite database, generated secrets).
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; defaults to `sqlite://<data_dir>/stampede.db`.
@@ -123,6 +134,7 @@ pub struct Settings {
 const DEFAULTS: &str = r#"
 bind = "127.0.0.1:8080"
 role = "all"
+log_format = "text"
 data_dir = "./data"
 cache_url = "memory://"
 cache_prefix = "stampede:"

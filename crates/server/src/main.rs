@@ -98,8 +98,8 @@ enum EventsCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init();
     let mut settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(settings.log_format);
     match cli.command {
         Command::Serve { role } => {
             if let Some(role) = role {

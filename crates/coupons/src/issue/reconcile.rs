@@ -75,7 +75,7 @@ async fn withdraw(coupons: &Coupons, task: Uuid, pending: PendingTask) -> anyhow
         coupons
             .bus
             .outbox()
-            .append(&mut tx, &[Envelope::new(&failed, task.to_string())])
+            .append(&mut tx, &[Envelope::new(&failed)])
             .await?;
         tx.commit().await?;
         tracing::warn!(

@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono::Utc;
-use events::Envelope;
+use events::{correlation, Envelope};
 use metrics::counter;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -85,7 +85,8 @@ pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, 
         return Err(refusal);
     }
     let coupons = coupons.clone();
-    tokio::spawn(async move { admit_and_publish(&coupons, coupon, user).await }.in_current_span())
+    let work = async move { admit_and_publish(&coupons, coupon, user).await };
+    tokio::spawn(correlation::carried(work).in_current_span())
         .await
         .map_err(|e| CouponError::Unknown(e.into()))?
 }
@@ -127,7 +128,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
         coupon_id: coupon,
         user_id: user,
     };
-    let envelope = Envelope::new(&event, task_id.to_string());
+    let envelope = Envelope::new(&event);
     let deadline = coupons.settings.publish_timeout;
     let published = match tokio::time::timeout(deadline, coupons.bus.publish_now(&[envelope])).await
     {

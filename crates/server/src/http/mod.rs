@@ -7,11 +7,7 @@ use axum::{
     http::Request,
     Router,
 };
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
@@ -29,6 +25,7 @@ pub mod metrics;
 pub mod orders;
 pub mod points;
 pub mod products;
+pub mod request_id;
 pub mod users;
 
 /// `?page&size` of a listing: page from 0, 1 to 100 items (the use case checks the ranges).
@@ -149,7 +146,7 @@ pub fn router(state: AppState, role: Role) -> Router {
                         .unwrap_or("unmatched");
                     let request_id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(&request_id::HEADER)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
                     tracing::info_span!("http", method = %request.method(), route, request_id)
@@ -160,7 +157,6 @@ pub fn router(state: AppState, role: Role) -> Router {
                     },
                 ),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }

@@ -103,7 +103,7 @@ pub async fn spawn_with(
 /// Logs to the test output when `TEST_LOG` is set (quiet otherwise).
 fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
-        server::telemetry::init();
+        server::telemetry::init(server::config::LogFormat::Text);
     }
 }
 

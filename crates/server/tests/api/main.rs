@@ -1,6 +1,7 @@
 //! Integration tests that drive the real application over HTTP.
 
 mod cli;
+mod correlation;
 mod coupons;
 mod crash;
 mod events;

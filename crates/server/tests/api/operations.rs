@@ -60,15 +60,31 @@ async fn the_openapi_document_and_docs_page_are_served_offline(app: TestApp) {
     assert_eq!(script.status(), 200, "assets are embedded");
 }
 
-async fn responses_carry_a_request_id(app: TestApp) {
+async fn responses_carry_a_request_id_the_clients_own_only_when_short_and_plain(app: TestApp) {
     let response = app.get("/health/live").await;
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(id.len(), 36, "a UUID: {id}");
+    let asked = |id: String| {
+        app.request(reqwest::Method::GET, "/health/live", None)
+            .header("x-request-id", id)
+            .send()
+    };
+    let kept = asked("checkout-42.retry:1".into()).await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "checkout-42.retry:1");
+    for strange in [
+        "two words".to_owned(),
+        "<script>".to_owned(),
+        "x".repeat(65),
+    ] {
+        let replaced = asked(strange.clone()).await.unwrap();
+        let id = replaced.headers()["x-request-id"].to_str().unwrap();
+        assert!(id != strange && id.len() == 36, "{strange:?} → {id}");
+    }
 }
 
 crate::on_both_deployments!(
     unknown_routes_and_methods_are_problems,
     metrics_count_requests_per_route_and_show_the_outbox,
     the_openapi_document_and_docs_page_are_served_offline,
-    responses_carry_a_request_id,
+    responses_carry_a_request_id_the_clients_own_only_when_short_and_plain,
 );

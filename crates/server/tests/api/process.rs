@@ -17,6 +17,7 @@ pub struct Process {
     env: Vec<(String, String)>,
     role: &'static str,
     child: Option<Child>,
+    log: std::path::PathBuf,
 }
 
 impl Process {
@@ -25,46 +26,60 @@ impl Process {
             env,
             role,
             child: None,
+            log: Default::default(),
         };
         process.restart();
         process
     }
 
-    /// Starts the process and waits until it logs its address.
+    /// Starts the process and waits until it logs its address. Its environment comes after
+    /// these defaults, so it may override them.
     pub fn restart(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
             .args(["serve", "--role", self.role])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("STAMPEDE_JWT_SECRET", SECRET)
             // A few users place every order here: lift the per-user abuse limits.
             .env("STAMPEDE_MAX_OPEN_ORDERS", "1000")
             .env("STAMPEDE_RATE_ORDERS", "100000")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut lines_before = Vec::new();
         loop {
             let line = lines
                 .next()
                 .expect("the server logs before it exits")
                 .unwrap();
-            if line.contains("listening on http://") {
+            lines_before.push(line);
+            if lines_before
+                .last()
+                .unwrap()
+                .contains("listening on http://")
+            {
                 break;
             }
         }
         // Keep draining its output (into a file the failure message names) so it never blocks
         // on a full pipe.
-        let log = std::env::temp_dir().join(format!("stampede-crash-{}.log", child.id()));
-        eprintln!("{} process log: {}", self.role, log.display());
-        let mut file = std::fs::File::create(log).unwrap();
+        self.log = std::env::temp_dir().join(format!("stampede-crash-{}.log", child.id()));
+        eprintln!("{} process log: {}", self.role, self.log.display());
+        let mut file = std::fs::File::create(&self.log).unwrap();
         std::thread::spawn(move || {
             use std::io::Write;
-            for line in lines.map_while(Result::ok) {
+            for line in lines_before.into_iter().chain(lines.map_while(Result::ok)) {
                 let _ = writeln!(file, "{line}");
+                let _ = file.flush();
             }
         });
         self.child = Some(child);
+    }
+
+    /// What the process has logged so far (since its last start).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGKILL: no graceful shutdown, in-flight batches are cut off.
