@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 const RECENT_RING: Duration = Duration::from_secs(2);
 
 /// How often a paused group fetches anyway, in case a ring was lost.
-pub(crate) const LOOK_AGAIN: Duration = Duration::from_secs(10);
+pub(crate) const LOOK_AGAIN: Duration = Duration::from_secs(30);
 
 /// How long rings gather before they are announced to other processes in one `NOTIFY`: at most
 /// one per this interval under load, at the cost of this much delay for a paused group there.

@@ -323,21 +323,23 @@ impl KafkaBus {
         if let Some(instance) = &settings.kafka_instance_id {
             config.set("group.instance.id", instance);
         }
-        let consumer: StreamConsumer = config
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", &group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "fetch.wait.max.ms",
-                settings.kafka_fetch_wait.as_millis().to_string(),
-            )
-            .set("session.timeout.ms", "10000")
-            // Also the rebalance timeout: how long a rebalance waits for members to rejoin. A
-            // member killed without leaving never does, and some brokers (Tansu) only drop it
-            // when this runs out, so keep it short; a batch takes far less.
-            .set("max.poll.interval.ms", "20000")
-            .create()?;
+        let consumer: Arc<StreamConsumer> = Arc::new(
+            config
+                .set("bootstrap.servers", &self.bootstrap)
+                .set("group.id", &group_id)
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest")
+                .set(
+                    "fetch.wait.max.ms",
+                    settings.kafka_fetch_wait.as_millis().to_string(),
+                )
+                .set("session.timeout.ms", "10000")
+                // Also the rebalance timeout: how long a rebalance waits for members to rejoin. A
+                // member killed without leaving never does, and some brokers (Tansu) only drop it
+                // when this runs out, so keep it short; a batch takes far less.
+                .set("max.poll.interval.ms", "20000")
+                .create()?,
+        );
         let topics = handler.topics();
         let kafka_topics = self.topics_of(&topics);
         let topic_refs: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
@@ -436,7 +438,7 @@ impl KafkaBus {
     /// polling meanwhile: the group would drop a member that stops.
     async fn next_message<'c>(
         &self,
-        consumer: &'c StreamConsumer,
+        consumer: &'c Arc<StreamConsumer>,
         topics: &[String],
         idle_after: Duration,
         shutdown: &CancellationToken,
@@ -458,7 +460,7 @@ impl KafkaBus {
                 () = listening.rung(LOOK_AGAIN) => None,
                 () = shutdown.cancelled() => return None,
             };
-            if let Err(error) = consumer.assignment().and_then(|a| consumer.resume(&a)) {
+            if let Err(error) = resume(consumer) {
                 return Some(Err(error));
             }
             if message.is_some() {
@@ -466,6 +468,38 @@ impl KafkaBus {
             }
         }
     }
+}
+
+/// Resumes fetching every partition of `consumer`. librdkafka's fetcher notices a resumed
+/// partition only at its next periodic look, up to a second later (each hop into a paused group
+/// took one), unless something wakes it: a seek of a partition to where it stands, or, when no
+/// partition has consumed anything yet, a request to the broker.
+fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
+    let assignment = consumer.assignment()?;
+    consumer.resume(&assignment)?;
+    let mut here = TopicPartitionList::new();
+    for element in consumer.position()?.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            here.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(offset),
+            )?;
+        }
+    }
+    if here.count() > 0 {
+        consumer.seek_partitions(here, Duration::ZERO)?;
+    } else if let Some(first) = assignment.elements().first() {
+        let (consumer, topic, partition) = (
+            consumer.clone(),
+            first.topic().to_owned(),
+            first.partition(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _ = consumer.fetch_watermarks(&topic, partition, NETWORK_TIMEOUT);
+        });
+    }
+    Ok(())
 }
 
 /// The generation of `group`'s Kafka group id: 0 until it was first moved.

@@ -4,6 +4,10 @@
 //! When a restart did not help either, the broker is keeping the group from forming: the group
 //! moves to a fresh Kafka group id that starts where it stopped ([`EventBus::move_group`]), and
 //! the consumers of every process follow it when they see the move.
+//!
+//! Lag costs the broker a request per partition to measure, so a quiet group whose lag was
+//! found 0 is asked again only a stall period later: an idle deployment stays idle, and a
+//! group that stalls right after is reported within two stall periods.
 
 use std::{
     sync::{Arc, Mutex},
@@ -71,6 +75,9 @@ pub(crate) async fn supervise(
     let mut started = Instant::now();
     // Whether the workers were restarted for a stall and have handled nothing since.
     let mut restarted_in_vain = false;
+    // When the lag was last found 0: an idle group is asked again only a stall period later
+    // (each ask costs the broker a request per partition).
+    let mut caught_up_at: Option<Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -94,8 +101,14 @@ pub(crate) async fn supervise(
             }
             continue;
         }
+        if caught_up_at.is_some_and(|at| at.elapsed() < stall_after) {
+            continue;
+        }
         match bus.lag(&group, &topics).await {
-            Ok(0) => mark(&bus, &group, false),
+            Ok(0) => {
+                caught_up_at = Some(Instant::now());
+                mark(&bus, &group, false)
+            }
             Ok(lag) => {
                 tracing::warn!(
                     consumer = %group,
