@@ -34,6 +34,7 @@ pub mod saga;
 pub mod sales;
 mod status;
 pub mod sweeper;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;

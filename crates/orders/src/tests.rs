@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use db::{on_db, sqlx};
 
 use events::{
     order::{CouponDiscount, CouponUseFailed, CouponUsed, ReservedLine, StockDecreaseFailed},
@@ -74,10 +75,16 @@ async fn place_order(orders: &Orders, user: i64, lines: &[Line], coupon: Option<
 
 /// The events with `topic` in the outbox for `order`, oldest first.
 async fn outbox(orders: &Orders, topic: &str, order: i64) -> Vec<Envelope> {
-    testkit::outbox(orders.db(), &order.to_string())
-        .await
-        .into_iter()
-        .filter(|e| e.topic() == topic)
+    let rows: Vec<sqlx::types::Json<Envelope>> = on_db!(orders.db(), c => sqlx::query_scalar(
+        "SELECT envelope FROM outbox WHERE topic = $1 ORDER BY seq",
+    )
+    .bind(topic)
+    .fetch_all(c)
+    .await)
+    .unwrap();
+    rows.into_iter()
+        .map(|r| r.0)
+        .filter(|e| e.payload["orderId"] == order)
         .collect()
 }
 
@@ -364,7 +371,85 @@ async fn a_stuck_saga_is_re_driven_a_bounded_number_of_times(f: Fixture) {
     assert_eq!(created[0].payload, created[3].payload);
 }
 
+/// The trace reads the records the bus keeps: the outbox row, the dedupe records of the groups
+/// that applied the event, and the dead letters of those that gave up on it.
+async fn a_trace_shows_each_event_who_applied_it_and_its_dead_letters(f: Fixture) {
+    let user = new_user(&f.orders).await;
+    let order = place_order(&f.orders, user, &[line(1, 5_000, 1)], None).await;
+    let created = outbox(&f.orders, topics::ORDER_CREATED, order.id)
+        .await
+        .pop()
+        .unwrap();
+    let db = f.orders.db();
+    let now = chrono::Utc::now();
+    let mut tx = db.begin().await.unwrap();
+    db::exec!(
+        tx,
+        "UPDATE outbox SET published_at = $1 WHERE event_id = $2",
+        now,
+        created.id
+    )
+    .unwrap();
+    db::exec!(
+        tx,
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)",
+        "catalog-reserve",
+        created.id,
+        now
+    )
+    .unwrap();
+    db::exec!(
+        tx,
+        "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        "coupon-use",
+        created.id,
+        created.topic(),
+        sqlx::types::Json(&created),
+        "boom",
+        5
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let trace = trace::trace(db, order.id).await.unwrap();
+    assert_eq!(trace.order.status, OrderStatus::Pending);
+    let [step] = &trace.steps[..] else {
+        panic!("one event: {trace:?}")
+    };
+    assert_eq!(step.event.id, created.id);
+    assert!(step.published_at.is_some());
+    assert_eq!(
+        step.applied
+            .iter()
+            .map(|(g, _)| g.as_str())
+            .collect::<Vec<_>>(),
+        ["catalog-reserve"]
+    );
+    assert_eq!(
+        (
+            step.dead_letters[0].consumer.as_str(),
+            step.dead_letters[0].attempts
+        ),
+        ("coupon-use", 5)
+    );
+    let shown = trace.to_string();
+    for expected in [
+        "PENDING",
+        "order-created",
+        "applied by catalog-reserve",
+        "DEAD LETTER of coupon-use",
+    ] {
+        assert!(shown.contains(expected), "{expected}: {shown}");
+    }
+    assert!(matches!(
+        trace::trace(db, order.id + 1000).await,
+        Err(OrderError::NotFound)
+    ));
+}
+
 testkit::on_both_adapter_sets!(fixture;
+    a_trace_shows_each_event_who_applied_it_and_its_dead_letters,
     placing_stores_a_pending_order_and_order_created_in_one_transaction,
     coupon_used_prices_the_order_once_with_the_reserved_prices,
     failure_replies_fail_a_pending_order_with_their_reason,

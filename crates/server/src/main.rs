@@ -47,6 +47,9 @@ enum Command {
     /// Dead-lettered events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Orders, as the deployment's records tell them.
+    #[command(subcommand)]
+    Orders(OrdersCommand),
     /// The popular-products ranking.
     #[command(subcommand)]
     Ranking(RankingCommand),
@@ -62,6 +65,16 @@ enum Command {
     /// Drives a deployment with a scenario, reports latency per step and checks the
     /// invariants afterwards (exits non-zero when one is broken).
     Load(loadkit::cli::LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum OrdersCommand {
+    /// The saga of one order: each event, when it was written and published, which consumer
+    /// groups applied it and how long after, and its dead letters.
+    Trace {
+        /// The order's id.
+        id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +159,15 @@ async fn main() -> anyhow::Result<()> {
             let seeded = server::seed::seed(&settings, &plan).await?;
             server::seed::write(&seeded, &out)?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Orders(OrdersCommand::Trace { id }) => {
+            let db = connect_database(&settings).await?;
+            match orders::trace::trace(&db, id).await {
+                Ok(trace) => print!("{trace}"),
+                Err(orders::OrderError::NotFound) => anyhow::bail!("no order {id}"),
+                Err(error) => return Err(error.into()),
+            }
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters) => {

@@ -654,3 +654,79 @@ async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
     )
     .await;
 }
+
+/// `stampede orders trace ID` tells the saga of a paid, a failed and an expired order from the
+/// deployment's own records: each event and the consumer groups that applied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_command_tells_a_paid_a_failed_and_an_expired_orders_saga() {
+    let app = spawn_with(Deployment::Embedded, |s| {
+        s.payment_window_secs = 1;
+        s.order_sweep_ms = 100;
+    })
+    .await
+    .unwrap();
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = product(&app, &admin, &[(2_000, 4)]).await;
+    charge(&app, &user, 10_000).await;
+    let one = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+
+    let paid = placed(&app, &user, &one).await;
+    app.drain_events().await;
+    let payment = post(&app, &user, &format!("/api/orders/{paid}/payment")).await;
+    assert_eq!(payment.status(), 200);
+    let too_many = json!({ "items": [{ "productOptionId": options[0], "quantity": 9 }] });
+    let failed = placed(&app, &user, &too_many).await;
+    let expired = placed(&app, &user, &one).await;
+    let statuses = status_events(&app, &user, expired, None).await;
+    assert_eq!(statuses.last().unwrap().1["status"], "EXPIRED");
+    app.drain_events().await;
+
+    let trace = |id: i64| {
+        let out = crate::cli::stampede(&app.state.settings.data_dir)
+            .args(["orders", "trace", &id.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let expectations: [(i64, &[&str]); 3] = [
+        (
+            paid,
+            &[
+                ": PAID",
+                "order-created",
+                "applied by catalog-reserve",
+                "stock-decreased",
+                "(after order-created)",
+                "coupon-used",
+                "applied by order-saga",
+                "order-paid",
+            ],
+        ),
+        (
+            failed,
+            &[
+                ": FAILED (OUT_OF_STOCK)",
+                "stock-decrease-failed",
+                "applied by order-saga",
+            ],
+        ),
+        (
+            expired,
+            &[": EXPIRED", "order-expired", "applied by catalog-release"],
+        ),
+    ];
+    for (id, expected) in expectations {
+        let shown = trace(id);
+        for line in expected {
+            assert!(shown.contains(line), "order {id} lacks {line:?}:\n{shown}");
+        }
+    }
+    let missing = crate::cli::stampede(&app.state.settings.data_dir)
+        .args(["orders", "trace", "999999"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no order 999999"));
+}
