@@ -241,6 +241,14 @@ impl Db {
         Ok(Db::Postgres(pool))
     }
 
+    /// Connections open and idle in the pool that writes (the one requests queue on).
+    pub fn pool_use(&self) -> (usize, usize) {
+        match self {
+            Db::Sqlite(db) => (db.write.size() as usize, db.write.num_idle()),
+            Db::Postgres(pool) => (pool.size() as usize, pool.num_idle()),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use db::{exec, sqlx, Tx};
 use events::{correlation, Envelope};
-use metrics::counter;
+use metrics::{counter, histogram};
 use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -143,6 +143,11 @@ async fn apply_in_scope(
         Ok(outcome) => {
             tx.execute_raw("RELEASE SAVEPOINT stampede_event").await?;
             record(handler.group(), event.topic(), &outcome);
+            if outcome == Outcome::Applied {
+                let delay = (chrono::Utc::now() - event.occurred_at).num_microseconds();
+                histogram!("stampede_event_delay_seconds", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned())
+                    .record(delay.unwrap_or(0).max(0) as f64 / 1e6);
+            }
             tracing::debug!(?outcome, "event handled");
             Ok(outcome)
         }

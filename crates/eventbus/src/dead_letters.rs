@@ -34,6 +34,15 @@ pub async fn pending(db: &Db) -> sqlx::Result<Vec<DeadLetter>> {
     .await)
 }
 
+/// Dead letters not yet replayed, per consumer group.
+pub async fn pending_by_consumer(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
+    on_db!(db, c => sqlx::query_as(
+        "SELECT consumer, COUNT(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY consumer",
+    )
+    .fetch_all(c)
+    .await)
+}
+
 /// Replays the pending dead letter `id`, or every pending one when `id` is `None`; returns how
 /// many were replayed. Each is marked replayed in the transaction that re-appends it.
 pub async fn replay(db: &Db, outbox: &Outbox, id: Option<i64>) -> anyhow::Result<usize> {

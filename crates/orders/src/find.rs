@@ -200,3 +200,19 @@ fn assemble(row: OrderRow, items: Vec<ItemRow>) -> anyhow::Result<Order> {
         updated_at,
     })
 }
+
+/// How many orders are open (`PENDING`, `AWAITING_PAYMENT`) right now, per status; each count
+/// reads its status's partial index.
+pub async fn open_counts(db: &Db) -> sqlx::Result<Vec<(OrderStatus, i64)>> {
+    let mut counts = Vec::with_capacity(2);
+    for status in [OrderStatus::Pending, OrderStatus::AwaitingPayment] {
+        let count: i64 = on_db!(db, c => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders WHERE status = $1",
+        )
+        .bind(status.as_str())
+        .fetch_one(c)
+        .await)?;
+        counts.push((status, count));
+    }
+    Ok(counts)
+}

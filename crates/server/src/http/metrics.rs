@@ -1,6 +1,8 @@
-//! Prometheus metrics: per-route HTTP counters and latency histograms, and the bus gauges
-//! (outbox backlog, consumer lag) refreshed at each scrape. Event counters are recorded by
-//! `eventbus` where events are published, consumed, failed and dead-lettered.
+//! Prometheus metrics: per-route HTTP counters and latency histograms, and the gauges refreshed
+//! at each scrape (outbox backlog, consumer lag, dead letters pending, open orders by status,
+//! open SSE streams, database connections). Event counters and the event delay histogram
+//! (written → applied, per consumer group: each saga hop) are recorded by `eventbus`.
+//! Latencies are histograms with fixed buckets, so they add up across instances.
 
 use std::{sync::OnceLock, time::Instant};
 
@@ -20,19 +22,147 @@ pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Suffix("duration_seconds".into()),
+                    Matcher::Suffix("_seconds".into()),
                     &[
                         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0,
+                        5.0, 10.0, 30.0,
                     ],
                 )
                 .expect("valid buckets")
                 .install_recorder()
-                .expect("the metrics recorder is installed once")
+                .expect("the metrics recorder is installed once");
+            describe();
+            handle
         })
         .clone()
+}
+
+/// Help text of every metric, shown on `/metrics`.
+fn describe() {
+    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h, Unit};
+    c!(
+        "stampede_http_requests_total",
+        "HTTP requests answered, by method, route template and status"
+    );
+    h!(
+        "stampede_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by method, route template and status"
+    );
+    c!(
+        "stampede_http_shed_total",
+        "Requests refused 503 OVERLOADED because too many were in flight"
+    );
+    c!(
+        "stampede_http_timeouts_total",
+        "Requests that ran past the request deadline (503 UNAVAILABLE)"
+    );
+    c!(
+        "stampede_rate_limited_total",
+        "Requests refused 429 RATE_LIMITED, by limit"
+    );
+    c!(
+        "stampede_password_hash_rejected_total",
+        "Sign-ups and logins refused because the password hashing queue was full or too slow"
+    );
+    g!(
+        "stampede_sse_streams",
+        "Open server-sent event streams in this process"
+    );
+    c!(
+        "stampede_sse_refused_total",
+        "Server-sent event streams refused at the stream limits"
+    );
+    g!(
+        "stampede_pubsub_channels",
+        "Cache pub/sub channels this process listens on (one per followed order or task)"
+    );
+    g!(
+        "stampede_db_connections",
+        "Database connections of the pool that writes, busy or idle"
+    );
+    c!(
+        "stampede_events_published_total",
+        "Events the bus acknowledged, by topic"
+    );
+    c!(
+        "stampede_events_consumed_total",
+        "Events a consumer group applied, by group and topic"
+    );
+    c!(
+        "stampede_events_duplicate_total",
+        "Redeliveries a consumer group recognised and skipped, by group and topic"
+    );
+    c!("stampede_events_failed_total", "Failed attempts at an event, by group and topic (retried, or dead-lettered after the last)");
+    c!(
+        "stampede_events_dead_lettered_total",
+        "Events a consumer group gave up on, by group and topic"
+    );
+    c!(
+        "stampede_events_waiting_total",
+        "Attempts put off because a dependency was unreachable (no attempt counted), by group"
+    );
+    h!("stampede_event_delay_seconds", Unit::Seconds, "From an event being written to a consumer group applying it: each saga hop, by group and topic");
+    g!(
+        "stampede_outbox_backlog",
+        "Events written but not yet published"
+    );
+    g!(
+        "stampede_consumer_lag",
+        "Events published but not yet applied, by consumer group"
+    );
+    g!(
+        "stampede_consumer_stalled",
+        "1 while a consumer group has lag and handles nothing (it is being restarted)"
+    );
+    c!(
+        "stampede_consumer_restarts_total",
+        "Consumer restarts for a stall, by group"
+    );
+    g!(
+        "stampede_dead_letters_pending",
+        "Dead letters not yet replayed, by consumer group"
+    );
+    g!(
+        "stampede_orders_open",
+        "Orders PENDING (saga running) or AWAITING_PAYMENT, by status"
+    );
+    c!(
+        "stampede_saga_outcomes_total",
+        "Order status changes, by new status and failure reason"
+    );
+    g!(
+        "stampede_sagas_stuck",
+        "Orders PENDING longer than the stuck limit"
+    );
+    c!(
+        "stampede_saga_redrives_total",
+        "Stuck sagas whose order-created was published again"
+    );
+    h!(
+        "stampede_order_pricing_seconds",
+        Unit::Seconds,
+        "Time to price an order once its coupon step is done"
+    );
+    c!("stampede_coupon_issue_requests_total", "Coupon issue requests, by outcome (accepted, sold_out, already_requested, held, unavailable, ...)");
+    c!(
+        "stampede_coupon_tasks_total",
+        "Coupon issue tasks finished, by result"
+    );
+    c!(
+        "stampede_coupon_requests_withdrawn_total",
+        "Admitted coupon requests withdrawn because their event never reached the bus"
+    );
+    c!(
+        "stampede_ranking_lines_counted_total",
+        "Sold order lines counted into the popular-products ranking"
+    );
+    c!(
+        "stampede_ranking_rebuilds_total",
+        "Rebuilds of the popular-products ranking from paid orders"
+    );
 }
 
 /// Records count and latency of each request under its route template.
@@ -85,6 +215,25 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         }
         Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot measure consumer lag"),
     }
+    match eventbus::dead_letters::pending_by_consumer(&state.db).await {
+        Ok(pending) => {
+            for (group, count) in pending {
+                gauge!("stampede_dead_letters_pending", "consumer" => group).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot count dead letters"),
+    }
+    match orders::find::open_counts(&state.db).await {
+        Ok(counts) => {
+            for (status, count) in counts {
+                gauge!("stampede_orders_open", "status" => status.as_str()).set(count as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot count open orders"),
+    }
+    let (size, idle) = state.db.pool_use();
+    gauge!("stampede_db_connections", "state" => "idle").set(idle as f64);
+    gauge!("stampede_db_connections", "state" => "busy").set(size.saturating_sub(idle) as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -19,6 +19,60 @@ async fn metrics_count_requests_per_route_and_show_the_outbox(app: TestApp) {
     assert!(text.contains("stampede_outbox_backlog"));
 }
 
+/// What an operator watches during a sale: open orders by status, each saga hop's delay per
+/// consumer group (a histogram, so instances add up), dead letters pending, pool use.
+async fn metrics_show_open_orders_hop_delays_dead_letters_and_connections(app: TestApp) {
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (_, options) = crate::orders::product(&app, &admin, &[(1_000, 5)]).await;
+    let placed = app
+        .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
+        .json(&serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    app.drain_events().await;
+    let mut tx = app.state.db.begin().await.unwrap();
+    let event = uuid::Uuid::now_v7();
+    db::exec!(
+        tx,
+        "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        "metrics-test-group",
+        event,
+        "order-created",
+        sqlx::types::Json(serde_json::json!({})),
+        "boom",
+        5
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for expected in [
+        r#"stampede_orders_open{status="AWAITING_PAYMENT"}"#,
+        r#"stampede_event_delay_seconds_bucket{consumer="order-saga",topic="coupon-used",le="0.1"}"#,
+        r#"stampede_dead_letters_pending{consumer="metrics-test-group"} 1"#,
+        r#"stampede_db_connections{state="busy"}"#,
+        "# HELP stampede_event_delay_seconds",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    for sample in text.lines().filter(|l| l.starts_with("stampede_")) {
+        let name = sample.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| text.contains(&format!("# TYPE {family} histogram")))
+            .unwrap_or(name);
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family} has no help text"
+        );
+    }
+}
+
 async fn the_openapi_document_and_docs_page_are_served_offline(app: TestApp) {
     let doc: serde_json::Value = app
         .get("/api-docs/openapi.json")
@@ -85,6 +139,7 @@ async fn responses_carry_a_request_id_the_clients_own_only_when_short_and_plain(
 crate::on_both_deployments!(
     unknown_routes_and_methods_are_problems,
     metrics_count_requests_per_route_and_show_the_outbox,
+    metrics_show_open_orders_hop_delays_dead_letters_and_connections,
     the_openapi_document_and_docs_page_are_served_offline,
     responses_carry_a_request_id_the_clients_own_only_when_short_and_plain,
 );
