@@ -39,130 +39,61 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
-/// Help text of every metric, shown on `/metrics`.
+/// What a metric is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// In seconds, with the buckets above.
+    Histogram,
+}
+
+/// Every metric the server exports, with its help text (dashboards and alert rules may name
+/// only these: a test checks).
+pub const METRICS: &[(Kind, &str, &str)] = &[
+    (Kind::Counter, "stampede_http_requests_total", "HTTP requests answered, by method, route template and status"),
+    (Kind::Histogram, "stampede_http_request_duration_seconds", "HTTP request latency, by method, route template and status"),
+    (Kind::Counter, "stampede_http_shed_total", "Requests refused 503 OVERLOADED because too many were in flight"),
+    (Kind::Counter, "stampede_http_timeouts_total", "Requests that ran past the request deadline (503 UNAVAILABLE)"),
+    (Kind::Counter, "stampede_rate_limited_total", "Requests refused 429 RATE_LIMITED, by limit"),
+    (Kind::Counter, "stampede_password_hash_rejected_total", "Sign-ups and logins refused because the password hashing queue was full or too slow"),
+    (Kind::Gauge, "stampede_sse_streams", "Open server-sent event streams in this process"),
+    (Kind::Counter, "stampede_sse_refused_total", "Server-sent event streams refused at the stream limits"),
+    (Kind::Gauge, "stampede_pubsub_channels", "Cache pub/sub channels this process listens on (one per followed order or task)"),
+    (Kind::Gauge, "stampede_db_connections", "Database connections of the pool that writes, busy or idle"),
+    (Kind::Counter, "stampede_events_published_total", "Events the bus acknowledged, by topic"),
+    (Kind::Counter, "stampede_events_consumed_total", "Events a consumer group applied, by group and topic"),
+    (Kind::Counter, "stampede_events_duplicate_total", "Redeliveries a consumer group recognised and skipped, by group and topic"),
+    (Kind::Counter, "stampede_events_failed_total", "Failed attempts at an event, by group and topic (retried, or dead-lettered after the last)"),
+    (Kind::Counter, "stampede_events_dead_lettered_total", "Events a consumer group gave up on, by group and topic"),
+    (Kind::Counter, "stampede_events_waiting_total", "Attempts put off because a dependency was unreachable (no attempt counted), by group"),
+    (Kind::Histogram, "stampede_event_delay_seconds", "From an event being written to a consumer group applying it: each saga hop, by group and topic"),
+    (Kind::Gauge, "stampede_outbox_backlog", "Events written but not yet published"),
+    (Kind::Gauge, "stampede_consumer_lag", "Events published but not yet applied, by consumer group"),
+    (Kind::Gauge, "stampede_consumer_stalled", "1 while a consumer group has lag and handles nothing (it is being restarted)"),
+    (Kind::Counter, "stampede_consumer_restarts_total", "Consumer restarts for a stall, by group"),
+    (Kind::Gauge, "stampede_dead_letters_pending", "Dead letters not yet replayed, by consumer group"),
+    (Kind::Gauge, "stampede_orders_open", "Orders PENDING (saga running) or AWAITING_PAYMENT, by status"),
+    (Kind::Counter, "stampede_saga_outcomes_total", "Order status changes, by new status and failure reason"),
+    (Kind::Gauge, "stampede_sagas_stuck", "Orders PENDING longer than the stuck limit"),
+    (Kind::Counter, "stampede_saga_redrives_total", "Stuck sagas whose order-created was published again"),
+    (Kind::Histogram, "stampede_order_pricing_seconds", "Time to price an order once its coupon step is done"),
+    (Kind::Counter, "stampede_coupon_issue_requests_total", "Coupon issue requests, by outcome (accepted, sold_out, already_requested, held, unavailable, ...)"),
+    (Kind::Counter, "stampede_coupon_tasks_total", "Coupon issue tasks finished, by result"),
+    (Kind::Counter, "stampede_coupon_requests_withdrawn_total", "Admitted coupon requests withdrawn because their event never reached the bus"),
+    (Kind::Counter, "stampede_ranking_lines_counted_total", "Sold order lines counted into the popular-products ranking"),
+    (Kind::Counter, "stampede_ranking_rebuilds_total", "Rebuilds of the popular-products ranking from paid orders"),
+];
+
+/// Gives every metric its help text, shown on `/metrics`.
 fn describe() {
-    use metrics::{describe_counter as c, describe_gauge as g, describe_histogram as h, Unit};
-    c!(
-        "stampede_http_requests_total",
-        "HTTP requests answered, by method, route template and status"
-    );
-    h!(
-        "stampede_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request latency, by method, route template and status"
-    );
-    c!(
-        "stampede_http_shed_total",
-        "Requests refused 503 OVERLOADED because too many were in flight"
-    );
-    c!(
-        "stampede_http_timeouts_total",
-        "Requests that ran past the request deadline (503 UNAVAILABLE)"
-    );
-    c!(
-        "stampede_rate_limited_total",
-        "Requests refused 429 RATE_LIMITED, by limit"
-    );
-    c!(
-        "stampede_password_hash_rejected_total",
-        "Sign-ups and logins refused because the password hashing queue was full or too slow"
-    );
-    g!(
-        "stampede_sse_streams",
-        "Open server-sent event streams in this process"
-    );
-    c!(
-        "stampede_sse_refused_total",
-        "Server-sent event streams refused at the stream limits"
-    );
-    g!(
-        "stampede_pubsub_channels",
-        "Cache pub/sub channels this process listens on (one per followed order or task)"
-    );
-    g!(
-        "stampede_db_connections",
-        "Database connections of the pool that writes, busy or idle"
-    );
-    c!(
-        "stampede_events_published_total",
-        "Events the bus acknowledged, by topic"
-    );
-    c!(
-        "stampede_events_consumed_total",
-        "Events a consumer group applied, by group and topic"
-    );
-    c!(
-        "stampede_events_duplicate_total",
-        "Redeliveries a consumer group recognised and skipped, by group and topic"
-    );
-    c!("stampede_events_failed_total", "Failed attempts at an event, by group and topic (retried, or dead-lettered after the last)");
-    c!(
-        "stampede_events_dead_lettered_total",
-        "Events a consumer group gave up on, by group and topic"
-    );
-    c!(
-        "stampede_events_waiting_total",
-        "Attempts put off because a dependency was unreachable (no attempt counted), by group"
-    );
-    h!("stampede_event_delay_seconds", Unit::Seconds, "From an event being written to a consumer group applying it: each saga hop, by group and topic");
-    g!(
-        "stampede_outbox_backlog",
-        "Events written but not yet published"
-    );
-    g!(
-        "stampede_consumer_lag",
-        "Events published but not yet applied, by consumer group"
-    );
-    g!(
-        "stampede_consumer_stalled",
-        "1 while a consumer group has lag and handles nothing (it is being restarted)"
-    );
-    c!(
-        "stampede_consumer_restarts_total",
-        "Consumer restarts for a stall, by group"
-    );
-    g!(
-        "stampede_dead_letters_pending",
-        "Dead letters not yet replayed, by consumer group"
-    );
-    g!(
-        "stampede_orders_open",
-        "Orders PENDING (saga running) or AWAITING_PAYMENT, by status"
-    );
-    c!(
-        "stampede_saga_outcomes_total",
-        "Order status changes, by new status and failure reason"
-    );
-    g!(
-        "stampede_sagas_stuck",
-        "Orders PENDING longer than the stuck limit"
-    );
-    c!(
-        "stampede_saga_redrives_total",
-        "Stuck sagas whose order-created was published again"
-    );
-    h!(
-        "stampede_order_pricing_seconds",
-        Unit::Seconds,
-        "Time to price an order once its coupon step is done"
-    );
-    c!("stampede_coupon_issue_requests_total", "Coupon issue requests, by outcome (accepted, sold_out, already_requested, held, unavailable, ...)");
-    c!(
-        "stampede_coupon_tasks_total",
-        "Coupon issue tasks finished, by result"
-    );
-    c!(
-        "stampede_coupon_requests_withdrawn_total",
-        "Admitted coupon requests withdrawn because their event never reached the bus"
-    );
-    c!(
-        "stampede_ranking_lines_counted_total",
-        "Sold order lines counted into the popular-products ranking"
-    );
-    c!(
-        "stampede_ranking_rebuilds_total",
-        "Rebuilds of the popular-products ranking from paid orders"
-    );
+    for (kind, name, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help),
+        }
+    }
 }
 
 /// Records count and latency of each request under its route template.

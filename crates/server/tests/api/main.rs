@@ -4,6 +4,7 @@ mod cli;
 mod correlation;
 mod coupons;
 mod crash;
+mod deploy;
 mod events;
 mod faults;
 mod health;
