@@ -73,6 +73,8 @@ pub struct Coupons {
     bus: EventBus,
     /// Refusals this process answers itself (see [`issue::request`]).
     remembered: Arc<Mutex<issue::Remembered>>,
+    /// This process's issue requests by outcome.
+    tally: Arc<issue::Tally>,
     settings: IssueSettings,
 }
 
@@ -105,6 +107,7 @@ impl Coupons {
             cache,
             bus,
             remembered: Arc::default(),
+            tally: Arc::default(),
             settings: IssueSettings::default(),
         }
     }
@@ -116,6 +119,11 @@ impl Coupons {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Issue requests this process has answered, by outcome ([`issue::OUTCOMES`]).
+    pub fn request_outcomes(&self) -> Vec<(&'static str, u64)> {
+        self.tally.counts()
     }
 
     /// The consumers of the issuance flow: stock, then store.

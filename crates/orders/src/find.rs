@@ -216,3 +216,10 @@ pub async fn open_counts(db: &Db) -> sqlx::Result<Vec<(OrderStatus, i64)>> {
     }
     Ok(counts)
 }
+
+/// How many orders there are in each status (the saga funnel).
+pub async fn status_counts(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
+    on_db!(db, c => sqlx::query_as("SELECT status, COUNT(*) FROM orders GROUP BY status")
+        .fetch_all(c)
+        .await)
+}

@@ -64,6 +64,6 @@ pub struct NewCoupon {
 }
 
 pub use create::create;
-pub use find::find;
+pub use find::{drops, find, CouponDrop};
 
 pub(crate) use find::CouponRow;

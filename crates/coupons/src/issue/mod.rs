@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub(crate) use request::Remembered;
+pub use request::OUTCOMES;
 pub use request::{remembered, request};
+pub(crate) use request::{Remembered, Tally};
 pub use task::{find_task, task_channel, Task, TaskStatus};
 
 /// Why an accepted task failed.

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -81,7 +82,7 @@ const HELD_POLL: Duration = Duration::from_millis(50);
 #[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
 pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
     if let Some(refusal) = remembered(coupons, coupon, user) {
-        count(refused_label(&refusal));
+        count(coupons, refused_label(&refusal));
         return Err(refusal);
     }
     let coupons = coupons.clone();
@@ -104,7 +105,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             error = format!("{error:#}"),
             "the coupon gate did not answer; undoing"
         );
-        count("unavailable");
+        count(coupons, "unavailable");
         if let Err(undo) = coupons
             .gate
             .undo(task_id, pending, Withdrawal::Refused)
@@ -119,7 +120,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             let until = Instant::now() + SOLD_OUT_MEMORY;
             remember(coupons).sold_out.insert(coupon, until);
         }
-        count(refused_label(&refused));
+        count(coupons, refused_label(&refused));
         return Err(refused);
     }
 
@@ -150,7 +151,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             // The event did arrive and its unit was taken: the request went through.
             Ok(false) => {}
             Ok(true) => {
-                count("unavailable");
+                count(coupons, "unavailable");
                 return Err(CouponError::Unavailable(error));
             }
             Err(undo) => {
@@ -158,7 +159,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
                     error = format!("{undo:#}"),
                     "withdrawing the request failed"
                 );
-                count("unavailable");
+                count(coupons, "unavailable");
                 return Err(CouponError::Unavailable(error));
             }
         }
@@ -172,7 +173,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
             ),
         }
     }
-    count("accepted");
+    count(coupons, "accepted");
     Ok(Task {
         task_id,
         coupon_id: coupon,
@@ -223,9 +224,39 @@ async fn admit(coupons: &Coupons, task: Uuid, pending: PendingTask) -> Result<()
     }
 }
 
-/// Counts an issue request by its outcome (`stampede_coupon_issue_requests_total`).
-fn count(outcome: &'static str) {
+/// Every outcome of an issue request.
+pub const OUTCOMES: [&str; 8] = [
+    "accepted",
+    "already_requested",
+    "sold_out",
+    "held",
+    "expired",
+    "not_found",
+    "unavailable",
+    "error",
+];
+
+/// This process's issue requests by outcome, in [`OUTCOMES`] order (for the operations page;
+/// `stampede_coupon_issue_requests_total` is the same, for Prometheus).
+#[derive(Default)]
+pub(crate) struct Tally([AtomicU64; OUTCOMES.len()]);
+
+impl Tally {
+    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
+        OUTCOMES
+            .iter()
+            .zip(&self.0)
+            .map(|(outcome, n)| (*outcome, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// Counts an issue request by its outcome.
+fn count(coupons: &Coupons, outcome: &'static str) {
     counter!("stampede_coupon_issue_requests_total", "outcome" => outcome).increment(1);
+    if let Some(at) = OUTCOMES.iter().position(|o| *o == outcome) {
+        coupons.tally.0[at].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn refused_label(refused: &CouponError) -> &'static str {

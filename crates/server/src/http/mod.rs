@@ -22,6 +22,7 @@ pub mod health;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod ops;
 pub mod orders;
 pub mod points;
 pub mod products;
@@ -120,7 +121,9 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(orders::order_events))
             .routes(routes!(orders::user_orders))
             .routes(routes!(orders::pay))
-            .routes(routes!(orders::cancel));
+            .routes(routes!(orders::cancel))
+            .routes(routes!(ops::page))
+            .routes(routes!(ops::events));
     }
     let (router, openapi) = routes.split_for_parts();
 

@@ -12,6 +12,7 @@ mod helpers;
 mod limits;
 mod load;
 mod operations;
+mod ops_page;
 mod orders;
 mod points;
 mod process;
