@@ -175,10 +175,75 @@ rate_logins = 10
 max_open_orders = 10
 "#;
 
+/// Keys with no default: unset means none.
+const OPTIONAL_KEYS: &[&str] = &[
+    "database_url",
+    "database_schema",
+    "kafka_instance_id",
+    "jwt_secret",
+];
+
+/// Environment variables of the test suite, not of the server (`STAMPEDE_TEST_DATABASE_URL`, …).
+const TEST_PREFIX: &str = "STAMPEDE_TEST_";
+
+/// Every configuration key (in a file as it is; in the environment as `STAMPEDE_` + the key in
+/// capitals).
+pub fn keys() -> Vec<&'static str> {
+    let mut keys: Vec<&str> = DEFAULTS
+        .lines()
+        .filter_map(|line| line.split_once(" = ").map(|(key, _)| key.trim()))
+        .chain(OPTIONAL_KEYS.iter().copied())
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Refuses a `STAMPEDE_*` variable that names no key, naming the nearest one: a typo would
+/// otherwise start the server on a default without a word.
+fn check_environment(variables: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let keys = keys();
+    for variable in variables {
+        let Some(key) = variable.strip_prefix("STAMPEDE_") else {
+            continue;
+        };
+        if variable.starts_with(TEST_PREFIX) || keys.contains(&key.to_lowercase().as_str()) {
+            continue;
+        }
+        let nearest = keys
+            .iter()
+            .min_by_key(|k| edit_distance(&key.to_lowercase(), k))
+            .expect("there are keys");
+        anyhow::bail!(
+            "unknown configuration variable {variable}; did you mean STAMPEDE_{}?",
+            nearest.to_uppercase()
+        );
+    }
+    Ok(())
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 impl Settings {
     /// Loads the settings: defaults, then `file` (or `./stampede.toml` if present), then the
-    /// environment.
+    /// environment. An unknown `STAMPEDE_*` variable is refused.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        check_environment(std::env::vars().map(|(name, _)| name))?;
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         builder = match file {
@@ -329,6 +394,55 @@ impl SharedServices {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_variable_is_refused_with_the_nearest_known_one() {
+        let vars = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let error = check_environment(vars(&["PATH", "STAMPEDE_DATABSE_URL"]).into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("STAMPEDE_DATABSE_URL"), "{error}");
+        assert!(
+            error.contains("did you mean STAMPEDE_DATABASE_URL?"),
+            "{error}"
+        );
+        let known = vars(&[
+            "STAMPEDE_BIND",
+            "STAMPEDE_JWT_SECRET",
+            "STAMPEDE_LOG_FORMAT",
+            "STAMPEDE_TEST_BUS_URL",
+        ]);
+        check_environment(known.into_iter()).unwrap();
+        for key in [
+            "bind",
+            "database_url",
+            "jwt_secret",
+            "max_open_orders",
+            "log_format",
+        ] {
+            assert!(keys().contains(&key), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_and_loads_as_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stampede.example.toml");
+        let example = std::fs::read_to_string(&path).unwrap();
+        for key in keys() {
+            let listed = example.lines().any(|l| {
+                l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = "))
+            });
+            assert!(listed, "stampede.example.toml lacks {key}");
+        }
+        let loaded = config::Config::builder()
+            .add_source(config::File::from(path.as_path()))
+            .build()
+            .and_then(config::Config::try_deserialize::<Settings>)
+            .unwrap();
+        assert_eq!(loaded.bind, Settings::defaults().bind);
+        assert_eq!(loaded.max_open_orders, Settings::defaults().max_open_orders);
+    }
 
     #[test]
     fn defaults_select_the_embedded_deployment_and_secrets_do_not_print() {

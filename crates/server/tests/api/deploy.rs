@@ -80,3 +80,96 @@ fn the_alert_rules_pass_their_promtool_tests() {
         String::from_utf8_lossy(&tested.stderr)
     );
 }
+
+fn repo_file(path: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `STAMPEDE_*` names in `text` (the test suite's own `STAMPEDE_TEST_*` aside).
+fn variables(text: &str) -> BTreeSet<String> {
+    text.match_indices("STAMPEDE_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|v| v.len() > "STAMPEDE_".len() && !v.starts_with("STAMPEDE_TEST_"))
+        .collect()
+}
+
+/// compose.yaml cannot be run here (no Docker daemon); what can be checked is.
+#[test]
+fn the_compose_file_runs_two_apis_a_worker_and_their_services_with_known_settings() {
+    let text = repo_file("compose.yaml");
+    let compose: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    let command = |name: &str| serde_yaml::to_string(&services[name]["command"]).unwrap();
+    for name in ["postgres", "redis", "kafka", "prometheus", "grafana"] {
+        assert!(services.contains_key(name), "{name}");
+    }
+    for (name, role) in [("api1", "api"), ("api2", "api"), ("worker", "worker")] {
+        assert!(
+            command(name).contains(&format!("- {role}\n")),
+            "{name}: {}",
+            command(name)
+        );
+    }
+    let roles = serde_yaml::to_string(&services["kafka"]["environment"]).unwrap();
+    assert!(
+        roles.contains("broker,controller"),
+        "KRaft, one broker: {roles}"
+    );
+    let keys = server::config::keys();
+    let dockerfile = repo_file("Dockerfile");
+    for variable in variables(&text).union(&variables(&dockerfile)) {
+        let key = variable["STAMPEDE_".len()..].to_lowercase();
+        assert!(
+            keys.contains(&key.as_str()),
+            "{variable} is not a configuration key"
+        );
+    }
+    for mounted in [
+        "deploy/prometheus/prometheus.yml",
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/provisioning/dashboards/stampede.yml",
+        "deploy/grafana/provisioning/datasources/prometheus.yml",
+        "deploy/grafana/dashboards/stampede.json",
+    ] {
+        let is_mounted = std::path::Path::new(mounted)
+            .ancestors()
+            .any(|path| text.contains(&format!("./{}:", path.display())));
+        assert!(is_mounted, "{mounted} is not mounted");
+        repo_file(mounted);
+    }
+}
+
+/// The image is built with the command CI runs, in two stages, and runs as a user with a
+/// health check.
+#[test]
+fn the_dockerfile_builds_the_way_ci_does() {
+    let dockerfile = repo_file("Dockerfile");
+    let build = dockerfile
+        .lines()
+        .rev()
+        .find_map(|line| line.find("cargo build").map(|at| line[at..].trim()))
+        .unwrap();
+    assert!(
+        repo_file(".ci/run")
+            .lines()
+            .any(|line| line.trim() == build),
+        ".ci/run does not run {build:?}"
+    );
+    assert_eq!(dockerfile.matches("\nFROM ").count(), 2, "multi-stage");
+    for needed in [
+        "USER stampede",
+        "HEALTHCHECK",
+        "/health/live",
+        "bookworm-slim",
+    ] {
+        assert!(dockerfile.contains(needed), "{needed}");
+    }
+}
