@@ -12,7 +12,12 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{coupons::create_coupon, helpers::spawn_app, orders::product, process::free_port};
+use crate::{
+    coupons::create_coupon,
+    helpers::spawn_app,
+    orders::{post, product},
+    process::free_port,
+};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -187,16 +192,7 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
     let coupon = create_coupon(&app, &admin, 5, Duration::from_secs(3600)).await;
     for _ in 0..3 {
         let user = app.new_user().await;
-        let asked = app
-            .request(
-                Method::POST,
-                &format!("/api/coupons/{coupon}/issue"),
-                Some(&user.token),
-            )
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        let asked = post(&app, &user, &format!("/api/coupons/{coupon}/issue")).await;
         assert_eq!(asked.status(), 202);
     }
     let buyer = app.new_user().await;
@@ -214,16 +210,7 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
             .unwrap();
         let id = placed["id"].as_i64().unwrap();
         app.drain_events().await;
-        let paid = app
-            .request(
-                Method::POST,
-                &format!("/api/orders/{id}/payment"),
-                Some(&buyer.token),
-            )
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        let paid = post(&app, &buyer, &format!("/api/orders/{id}/payment")).await;
         assert_eq!(paid.status(), 200);
     }
 

@@ -133,7 +133,8 @@ async fn order(app: &TestApp, user: &TestUser, id: i64) -> Value {
     get(app, &format!("/api/orders/{id}"), &user.token).await
 }
 
-async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
+/// `POST path` with an empty JSON body, as `user`.
+pub async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
     app.request(Method::POST, path, Some(&user.token))
         .json(&json!({}))
         .send()
