@@ -209,16 +209,64 @@ fn check_environment(variables: impl Iterator<Item = String>) -> anyhow::Result<
         if variable.starts_with(TEST_PREFIX) || keys.contains(&key.to_lowercase().as_str()) {
             continue;
         }
-        let nearest = keys
-            .iter()
-            .min_by_key(|k| edit_distance(&key.to_lowercase(), k))
-            .expect("there are keys");
         anyhow::bail!(
             "unknown configuration variable {variable}; did you mean STAMPEDE_{}?",
-            nearest.to_uppercase()
+            nearest(&key.to_lowercase(), &keys).to_uppercase()
         );
     }
     Ok(())
+}
+
+/// Every layer of the configuration, with unknown variables and keys refused.
+fn layers(file: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    check_environment(std::env::vars().map(|(name, _)| name))?;
+    let file = match file {
+        Some(path) => config::File::from(path).required(true),
+        None => config::File::with_name("stampede").required(false),
+    };
+    let known = keys();
+    let in_file = config::Config::builder()
+        .add_source(file.clone())
+        .build()
+        .context("reading the configuration file")?;
+    let in_file: std::collections::BTreeMap<String, config::Value> = in_file.try_deserialize()?;
+    for key in in_file.keys() {
+        if !known.contains(&key.as_str()) {
+            anyhow::bail!(
+                "unknown configuration key {key:?} in the configuration file; did you mean {:?}?",
+                nearest(key, &known)
+            );
+        }
+    }
+    config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .add_source(file)
+        .add_source(config::Environment::with_prefix("STAMPEDE").try_parsing(true))
+        .build()
+        .context("reading the configuration")
+}
+
+/// `url` with the password between `user:` and `@` replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The known key nearest to `key`.
+fn nearest<'a>(key: &str, known: &[&'a str]) -> &'a str {
+    known
+        .iter()
+        .min_by_key(|k| edit_distance(key, k))
+        .copied()
+        .expect("there are keys")
 }
 
 /// Levenshtein distance.
@@ -241,20 +289,31 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 impl Settings {
     /// Loads the settings: defaults, then `file` (or `./stampede.toml` if present), then the
-    /// environment. An unknown `STAMPEDE_*` variable is refused.
+    /// environment. An unknown `STAMPEDE_*` variable or file key is refused.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        check_environment(std::env::vars().map(|(name, _)| name))?;
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        builder = match file {
-            Some(path) => builder.add_source(config::File::from(path).required(true)),
-            None => builder.add_source(config::File::with_name("stampede").required(false)),
-        };
-        builder
-            .add_source(config::Environment::with_prefix("STAMPEDE").try_parsing(true))
-            .build()
-            .and_then(config::Config::try_deserialize)
+        layers(file)?
+            .try_deserialize()
             .context("reading the configuration")
+    }
+
+    /// The effective configuration, one `key = value` line per key, secrets and the passwords
+    /// in URLs redacted (`stampede config show`).
+    pub fn show(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+        let values: std::collections::BTreeMap<String, config::Value> =
+            layers(file)?.try_deserialize()?;
+        let mut shown = String::new();
+        for key in keys() {
+            let line = match values.get(key) {
+                None => format!("# {key} (not set)\n"),
+                Some(_) if key == "jwt_secret" => format!("{key} = \"(redacted)\"\n"),
+                Some(value) => match &value.kind {
+                    config::ValueKind::String(text) => format!("{key} = {:?}\n", redact_url(text)),
+                    _ => format!("{key} = {value}\n"),
+                },
+            };
+            shown.push_str(&line);
+        }
+        Ok(shown)
     }
 
     /// The built-in defaults alone: the embedded deployment on 127.0.0.1:8080.
@@ -422,6 +481,34 @@ mod tests {
         ] {
             assert!(keys().contains(&key), "{key}");
         }
+    }
+
+    #[test]
+    fn an_unknown_file_key_is_refused_and_show_redacts_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stampede.toml");
+        std::fs::write(&file, "max_open_order = 3\n").unwrap();
+        let error = format!("{:#}", Settings::load(Some(&file)).unwrap_err());
+        assert!(
+            error.contains("did you mean \"max_open_orders\"?"),
+            "{error}"
+        );
+        std::fs::write(
+            &file,
+            "database_url = \"postgres://app:hunter2@db/shop\"\njwt_secret = \"0123456789abcdefghij\"\n",
+        )
+        .unwrap();
+        let shown = Settings::show(Some(&file)).unwrap();
+        assert!(
+            shown.contains("database_url = \"postgres://app:***@db/shop\""),
+            "{shown}"
+        );
+        assert!(shown.contains("jwt_secret = \"(redacted)\""), "{shown}");
+        assert!(shown.contains("# kafka_instance_id (not set)"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("0123456789"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -50,6 +50,9 @@ enum Command {
     /// Orders, as the deployment's records tell them.
     #[command(subcommand)]
     Orders(OrdersCommand),
+    /// The configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The popular-products ranking.
     #[command(subcommand)]
     Ranking(RankingCommand),
@@ -65,6 +68,13 @@ enum Command {
     /// Drives a deployment with a scenario, reports latency per step and checks the
     /// invariants afterwards (exits non-zero when one is broken).
     Load(loadkit::cli::LoadArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Prints the effective configuration (defaults, file, environment), one key a line,
+    /// secrets and URL passwords redacted.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +169,10 @@ async fn main() -> anyhow::Result<()> {
             let seeded = server::seed::seed(&settings, &plan).await?;
             server::seed::write(&seeded, &out)?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", Settings::show(cli.config.as_deref())?);
             Ok(())
         }
         Command::Orders(OrdersCommand::Trace { id }) => {
