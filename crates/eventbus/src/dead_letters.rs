@@ -28,16 +28,52 @@ pub struct DeadLetter {
 pub async fn pending(db: &Db) -> sqlx::Result<Vec<DeadLetter>> {
     on_db!(db, c => sqlx::query_as(
         "SELECT id, consumer, event_id, topic, error, attempts, created_at FROM dead_letters \
-         WHERE replayed_at IS NULL ORDER BY id",
+         WHERE replayed_at IS NULL AND discarded_at IS NULL ORDER BY id",
     )
     .fetch_all(c)
     .await)
 }
 
+/// Which dead letters an operator means.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub topic: Option<String>,
+    pub consumer: Option<String>,
+    /// Dead-lettered at or after this.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.topic.as_ref().is_none_or(|t| *t == letter.topic)
+            && self.consumer.as_ref().is_none_or(|c| *c == letter.consumer)
+            && self.since.is_none_or(|since| letter.created_at >= since)
+    }
+}
+
+/// Marks the pending dead letters `ids` discarded: kept on record, never replayed. Returns how
+/// many were pending.
+pub async fn discard(db: &Db, ids: &[i64]) -> anyhow::Result<usize> {
+    let mut tx = db.begin().await?;
+    let mut discarded = 0;
+    for id in ids {
+        discarded += exec!(
+            tx,
+            "UPDATE dead_letters SET discarded_at = $1 \
+             WHERE id = $2 AND replayed_at IS NULL AND discarded_at IS NULL",
+            Utc::now(),
+            id
+        )?;
+    }
+    tx.commit().await?;
+    Ok(discarded as usize)
+}
+
 /// Dead letters not yet replayed, per consumer group.
 pub async fn pending_by_consumer(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
     on_db!(db, c => sqlx::query_as(
-        "SELECT consumer, COUNT(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY consumer",
+        "SELECT consumer, COUNT(*) FROM dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL \
+         GROUP BY consumer",
     )
     .fetch_all(c)
     .await)
@@ -48,8 +84,8 @@ pub async fn pending_by_consumer(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
 pub async fn replay(db: &Db, outbox: &Outbox, id: Option<i64>) -> anyhow::Result<usize> {
     let mut tx = db.begin().await?;
     let letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND ($1 IS NULL OR id = $1) \
-         ORDER BY id",
+        "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL \
+         AND ($1 IS NULL OR id = $1) ORDER BY id",
     )
     .bind(id)
     .fetch_all(c)

@@ -109,13 +109,72 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum EventsCommand {
-    /// Lists dead-lettered events that were not replayed yet.
-    DeadLetters,
+    /// Lists dead-lettered events that were neither replayed nor discarded (one JSON object a
+    /// line), oldest first.
+    DeadLetters {
+        #[command(flatten)]
+        filter: DeadLetterFilter,
+    },
+    /// Marks dead letters as not to be replayed (they stay on record): one with --id, or every
+    /// pending one the filters select (at least one filter).
+    Discard {
+        #[arg(long)]
+        id: Option<i64>,
+        #[command(flatten)]
+        filter: DeadLetterFilter,
+    },
     /// Publishes dead-lettered events again (one with --id, else all pending).
     Replay {
         #[arg(long)]
         id: Option<i64>,
     },
+}
+
+/// Which dead letters a command means.
+#[derive(clap::Args)]
+struct DeadLetterFilter {
+    /// Only this topic's.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Only this consumer group's.
+    #[arg(long)]
+    group: Option<String>,
+    /// Only those dead-lettered since: a duration back from now (30m, 2h, 7d) or an RFC 3339
+    /// time.
+    #[arg(long, value_parser = parse_since)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl DeadLetterFilter {
+    fn is_empty(&self) -> bool {
+        self.topic.is_none() && self.group.is_none() && self.since.is_none()
+    }
+
+    fn into_filter(self) -> eventbus::dead_letters::Filter {
+        eventbus::dead_letters::Filter {
+            topic: self.topic,
+            consumer: self.group,
+            since: self.since,
+        }
+    }
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.into());
+    }
+    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
+    let amount: i64 = number.parse().map_err(|_| {
+        format!("{text:?} is neither a duration (30m, 2h, 7d) nor an RFC 3339 time")
+    })?;
+    let span = match unit {
+        "s" => chrono::Duration::seconds(amount),
+        "m" => chrono::Duration::minutes(amount),
+        "h" => chrono::Duration::hours(amount),
+        "d" => chrono::Duration::days(amount),
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    Ok(chrono::Utc::now() - span)
 }
 
 #[tokio::main]
@@ -184,11 +243,31 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Events(EventsCommand::DeadLetters) => {
+        Command::Events(EventsCommand::DeadLetters { filter }) => {
             let db = connect_database(&settings).await?;
+            let filter = filter.into_filter();
             for letter in eventbus::dead_letters::pending(&db).await? {
-                println!("{}", serde_json::to_string(&letter)?);
+                if filter.matches(&letter) {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
             }
+            Ok(())
+        }
+        Command::Events(EventsCommand::Discard { id, filter }) => {
+            anyhow::ensure!(
+                id.is_some() || !filter.is_empty(),
+                "name the dead letters to discard: --id N, or --topic / --group / --since"
+            );
+            let db = connect_database(&settings).await?;
+            let filter = filter.into_filter();
+            let ids: Vec<i64> = eventbus::dead_letters::pending(&db)
+                .await?
+                .into_iter()
+                .filter(|letter| id.is_none_or(|id| letter.id == id) && filter.matches(letter))
+                .map(|letter| letter.id)
+                .collect();
+            let discarded = eventbus::dead_letters::discard(&db, &ids).await?;
+            println!("{discarded} dead letter(s) discarded");
             Ok(())
         }
         Command::Events(EventsCommand::Replay { id }) => {

@@ -155,3 +155,68 @@ async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts(
         .await;
     assert_eq!(product.status(), 200);
 }
+
+/// `events dead-letters` lists by topic, group and age; `events discard` takes the chosen ones
+/// off the list for good (they stay on record), and needs a selection.
+#[tokio::test]
+async fn dead_letters_are_listed_by_filter_and_discarded_only_when_named() {
+    let app = crate::helpers::spawn_app().await;
+    let dir = app.state.settings.data_dir.clone();
+    for (group, topic) in [
+        ("coupon-store", "coupon-issued-success"),
+        ("coupon-store", "coupon-issue-failed"),
+        ("ranking", "product-sold"),
+    ] {
+        let mut tx = app.state.db.begin().await.unwrap();
+        db::exec!(
+            tx,
+            "INSERT INTO dead_letters (consumer, event_id, topic, envelope, error, attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            group,
+            uuid::Uuid::now_v7(),
+            topic,
+            sqlx::types::Json(serde_json::json!({})),
+            "boom",
+            5
+        )
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = stampede(&dir).arg("events").args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let listed = |args: &[&str]| run(args).1.lines().count();
+    assert_eq!(listed(&["dead-letters"]), 3);
+    assert_eq!(listed(&["dead-letters", "--group", "coupon-store"]), 2);
+    assert_eq!(listed(&["dead-letters", "--topic", "product-sold"]), 1);
+    assert_eq!(listed(&["dead-letters", "--since", "1h"]), 3);
+    assert_eq!(
+        listed(&["dead-letters", "--since", "2099-01-01T00:00:00Z"]),
+        0
+    );
+
+    let (ok, _, error) = run(&["discard"]);
+    assert!(!ok && error.contains("name the dead letters"), "{error}");
+    let (ok, out, _) = run(&[
+        "discard",
+        "--group",
+        "coupon-store",
+        "--topic",
+        "coupon-issue-failed",
+    ]);
+    assert!(ok && out.contains("1 dead letter(s) discarded"), "{out}");
+    assert_eq!(listed(&["dead-letters"]), 2);
+    assert_eq!(
+        eventbus::dead_letters::pending_by_consumer(&app.state.db)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "discarded ones are not pending"
+    );
+}
