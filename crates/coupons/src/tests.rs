@@ -295,6 +295,14 @@ async fn the_database_never_issues_more_than_the_total_or_twice_to_a_user(f: Fix
         0
     );
     assert_eq!(wallet::list(&coupons.db, 1).await.unwrap().len(), 1);
+    // As an operator follows drops, newest first: units issued and tasks by result.
+    let other = new_coupon(coupons, 9).await;
+    let drops = definition::drops(&coupons.db, 2).await.unwrap();
+    let shown: Vec<_> = drops
+        .iter()
+        .map(|d| (d.coupon.id, d.issued, d.tasks_succeeded, d.tasks_failed))
+        .collect();
+    assert_eq!(shown, [(other.id, 0, 0, 0), (coupon.id, 2, 2, 2)]);
 }
 
 async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {

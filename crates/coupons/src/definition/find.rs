@@ -61,33 +61,40 @@ pub struct CouponDrop {
     pub tasks_failed: i64,
 }
 
+/// A `coupons` row with its finished issue tasks counted.
+#[derive(sqlx::FromRow)]
+struct DropRow {
+    #[sqlx(flatten)]
+    coupon: CouponRow,
+    tasks_succeeded: i64,
+    tasks_failed: i64,
+}
+
 /// The `limit` newest coupons, each with how many units were issued and how its finished
-/// issue tasks ended.
+/// issue tasks ended (one query).
 pub async fn drops(db: &Db, limit: i64) -> Result<Vec<CouponDrop>, CouponError> {
-    let rows: Vec<CouponRow> = on_db!(db, c => sqlx::query_as(
-        "SELECT id, name, discount_type, discount_value, total_quantity, issued_quantity, expires_at \
-         FROM coupons ORDER BY id DESC LIMIT $1",
+    let rows: Vec<DropRow> = on_db!(db, c => sqlx::query_as(
+        "SELECT c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, \
+                c.issued_quantity, c.expires_at, \
+                COALESCE(SUM(CASE WHEN t.status = 'SUCCESS' THEN 1 ELSE 0 END), 0) AS tasks_succeeded, \
+                COALESCE(SUM(CASE WHEN t.status = 'FAILED' THEN 1 ELSE 0 END), 0) AS tasks_failed \
+         FROM (SELECT * FROM coupons ORDER BY id DESC LIMIT $1) c \
+         LEFT JOIN coupon_tasks t ON t.coupon_id = c.id \
+         GROUP BY c.id, c.name, c.discount_type, c.discount_value, c.total_quantity, \
+                  c.issued_quantity, c.expires_at \
+         ORDER BY c.id DESC",
     )
     .bind(limit)
     .fetch_all(c)
     .await)?;
-    let mut drops = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (succeeded, failed): (i64, i64) = on_db!(db, c => sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN status = 'SUCCESS' THEN 1 ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END), 0) \
-             FROM coupon_tasks WHERE coupon_id = $1",
-        )
-        .bind(row.id)
-        .fetch_one(c)
-        .await)?;
-        let issued = row.issued_quantity;
-        drops.push(CouponDrop {
-            coupon: row.into_coupon()?,
-            issued,
-            tasks_succeeded: succeeded,
-            tasks_failed: failed,
-        });
-    }
-    Ok(drops)
+    rows.into_iter()
+        .map(|row| {
+            Ok(CouponDrop {
+                issued: row.coupon.issued_quantity,
+                coupon: row.coupon.into_coupon()?,
+                tasks_succeeded: row.tasks_succeeded,
+                tasks_failed: row.tasks_failed,
+            })
+        })
+        .collect()
 }

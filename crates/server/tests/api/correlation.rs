@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use server::config::Role;
 
@@ -74,19 +73,7 @@ async fn a_sagas_events_and_log_lines_in_the_api_and_worker_processes_carry_its_
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = app
-            .request(
-                Method::GET,
-                &format!("/api/orders/{order}"),
-                Some(&user.token),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["status"]
-            .clone();
+        let status = crate::orders::order(&app, &user, order).await["status"].clone();
         if status == "AWAITING_PAYMENT" {
             break;
         }

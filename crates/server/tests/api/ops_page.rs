@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::{
     coupons::create_coupon,
     helpers::spawn_app,
-    orders::{post, product},
+    orders::{placed, post, product},
     process::free_port,
 };
 
@@ -199,16 +199,8 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
     app.charge(&buyer, "me", json!({ "amount": 10_000 }), None)
         .await;
     for _ in 0..2 {
-        let placed: Value = app
-            .request(Method::POST, "/api/orders", Some(&buyer.token))
-            .json(&json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = placed["id"].as_i64().unwrap();
+        let one = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+        let id = placed(&app, &buyer, &one).await;
         app.drain_events().await;
         let paid = post(&app, &buyer, &format!("/api/orders/{id}/payment")).await;
         assert_eq!(paid.status(), 200);

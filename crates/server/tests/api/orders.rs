@@ -121,7 +121,7 @@ async fn place(app: &TestApp, token: &str, body: &Value, key: Option<&str>) -> r
 }
 
 /// Places `body` and expects 202 `PENDING`; returns the order id.
-async fn placed(app: &TestApp, user: &TestUser, body: &Value) -> i64 {
+pub async fn placed(app: &TestApp, user: &TestUser, body: &Value) -> i64 {
     let response = place(app, &user.token, body, None).await;
     assert_eq!(response.status(), 202);
     let order: Value = response.json().await.unwrap();
@@ -129,7 +129,7 @@ async fn placed(app: &TestApp, user: &TestUser, body: &Value) -> i64 {
     order["id"].as_i64().unwrap()
 }
 
-async fn order(app: &TestApp, user: &TestUser, id: i64) -> Value {
+pub async fn order(app: &TestApp, user: &TestUser, id: i64) -> Value {
     get(app, &format!("/api/orders/{id}"), &user.token).await
 }
 
