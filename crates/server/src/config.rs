@@ -291,9 +291,65 @@ impl Settings {
     /// Loads the settings: defaults, then `file` (or `./stampede.toml` if present), then the
     /// environment. An unknown `STAMPEDE_*` variable or file key is refused.
     pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        layers(file)?
+        let settings: Self = layers(file)?
             .try_deserialize()
-            .context("reading the configuration")
+            .context("reading the configuration")?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Refuses a value out of its range, naming the key, the value and the range (a value is
+    /// never clamped quietly), and the settings that must agree with each other.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (key, value, min, max) in self.ranges() {
+            anyhow::ensure!(
+                (min..=max).contains(&value),
+                "{key} (STAMPEDE_{}) is {value}, out of its range {min} to {max}",
+                key.to_uppercase()
+            );
+        }
+        self.issue_settings()?;
+        self.ranking_settings()?;
+        Ok(())
+    }
+
+    /// Each numeric key with its value and its inclusive range.
+    #[rustfmt::skip]
+    fn ranges(&self) -> [(&'static str, i128, i128, i128); 31] {
+        let n = |value: usize| value as i128;
+        [
+            ("bus_partitions", self.bus_partitions.into(), 1, 1_024),
+            ("kafka_replication", self.kafka_replication.into(), 1, 16),
+            ("kafka_fetch_wait_ms", self.kafka_fetch_wait_ms.into(), 1, 5_000),
+            ("kafka_linger_ms", self.kafka_linger_ms.into(), 0, 60_000),
+            ("consumer_workers", n(self.consumer_workers), 1, 64),
+            ("consumer_max_attempts", self.consumer_max_attempts.into(), 1, 100),
+            ("consumer_stall_secs", self.consumer_stall_secs.into(), 1, 3_600),
+            ("coupon_publish_timeout_ms", self.coupon_publish_timeout_ms.into(), 1, 60_000),
+            ("coupon_reconcile_after_ms", self.coupon_reconcile_after_ms.into(), 2, 3_600_000),
+            ("bus_poll_interval_ms", self.bus_poll_interval_ms.into(), 10, 60_000),
+            ("token_ttl_secs", self.token_ttl_secs.into(), 1, 30 * 86_400),
+            ("payment_window_secs", self.payment_window_secs.into(), 1, 7 * 86_400),
+            ("saga_stuck_secs", self.saga_stuck_secs.into(), 1, 86_400),
+            ("order_sweep_ms", self.order_sweep_ms.into(), 10, 60_000),
+            ("popular_cache_ms", self.popular_cache_ms.into(), 0, 60_000),
+            ("password_hash_threads", n(self.password_hash_threads), 0, 256),
+            ("password_hash_queue", n(self.password_hash_queue), 0, 100_000),
+            ("password_hash_wait_ms", self.password_hash_wait_ms.into(), 1, 60_000),
+            ("http_header_timeout_ms", self.http_header_timeout_ms.into(), 100, 600_000),
+            ("http_request_timeout_ms", self.http_request_timeout_ms.into(), 100, 600_000),
+            ("http_max_connections", n(self.http_max_connections), 1, 1_000_000),
+            ("http_max_in_flight", n(self.http_max_in_flight), 1, 1_000_000),
+            ("http_body_limit_bytes", n(self.http_body_limit_bytes), 1_024, 16 << 20),
+            ("sse_max_streams", n(self.sse_max_streams), 1, 1_000_000),
+            ("sse_max_streams_per_user", n(self.sse_max_streams_per_user), 1, 1_000),
+            ("shutdown_grace_ms", self.shutdown_grace_ms.into(), 0, 600_000),
+            ("rate_window_secs", self.rate_window_secs.into(), 1, 3_600),
+            ("rate_orders", self.rate_orders.into(), 1, 1_000_000),
+            ("rate_coupon_issues", self.rate_coupon_issues.into(), 1, 1_000_000),
+            ("rate_logins", self.rate_logins.into(), 1, 1_000_000),
+            ("max_open_orders", self.max_open_orders.into(), 1, 1_000),
+        ]
     }
 
     /// The effective configuration, one `key = value` line per key, secrets and the passwords
@@ -381,36 +437,36 @@ impl Settings {
             self.coupon_publish_timeout_ms
         );
         Ok(coupons::IssueSettings {
-            publish_timeout: Duration::from_millis(self.coupon_publish_timeout_ms.max(1)),
+            publish_timeout: Duration::from_millis(self.coupon_publish_timeout_ms),
             reconcile_after: Duration::from_millis(self.coupon_reconcile_after_ms),
         })
     }
 
     pub fn order_settings(&self) -> orders::OrderSettings {
         orders::OrderSettings {
-            max_open_orders: self.max_open_orders.max(1),
-            payment_window: Duration::from_secs(self.payment_window_secs.max(1)),
-            stuck_after: Duration::from_secs(self.saga_stuck_secs.max(1)),
-            sweep_every: Duration::from_millis(self.order_sweep_ms.max(10)),
+            max_open_orders: self.max_open_orders,
+            payment_window: Duration::from_secs(self.payment_window_secs),
+            stuck_after: Duration::from_secs(self.saga_stuck_secs),
+            sweep_every: Duration::from_millis(self.order_sweep_ms),
         }
     }
 
     pub fn bus_settings(&self) -> eventbus::BusSettings {
         eventbus::BusSettings {
-            partitions: self.bus_partitions.max(1),
+            partitions: self.bus_partitions,
             topic_prefix: self.topic_prefix.clone(),
-            poll_interval: Duration::from_millis(self.bus_poll_interval_ms.max(10)),
-            workers: self.consumer_workers.max(1),
+            poll_interval: Duration::from_millis(self.bus_poll_interval_ms),
+            workers: self.consumer_workers,
             retry: eventbus::RetryPolicy {
-                max_attempts: self.consumer_max_attempts.max(1),
+                max_attempts: self.consumer_max_attempts,
                 redeliver: self.bus_redeliver,
                 ..eventbus::RetryPolicy::default()
             },
-            kafka_replication: self.kafka_replication.max(1),
-            kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms.clamp(1, 5_000)),
+            kafka_replication: self.kafka_replication,
+            kafka_fetch_wait: Duration::from_millis(self.kafka_fetch_wait_ms),
             kafka_linger: Duration::from_millis(self.kafka_linger_ms),
             kafka_instance_id: self.kafka_instance_id.clone(),
-            stall_after: Duration::from_secs(self.consumer_stall_secs.max(1)),
+            stall_after: Duration::from_secs(self.consumer_stall_secs),
             ..eventbus::BusSettings::default()
         }
     }
@@ -512,6 +568,38 @@ mod tests {
     }
 
     #[test]
+    fn a_value_out_of_range_is_refused_not_clamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stampede.toml");
+        for (line, expected) in [
+            (
+                "bus_partitions = 0",
+                "bus_partitions (STAMPEDE_BUS_PARTITIONS) is 0, out of its range 1 to 1024",
+            ),
+            (
+                "max_open_orders = -1",
+                "max_open_orders (STAMPEDE_MAX_OPEN_ORDERS) is -1, out of its range 1 to 1000",
+            ),
+            (
+                "kafka_fetch_wait_ms = 60000",
+                "kafka_fetch_wait_ms (STAMPEDE_KAFKA_FETCH_WAIT_MS) is 60000",
+            ),
+            (
+                "coupon_reconcile_after_ms = 1000",
+                "must be more than STAMPEDE_COUPON_PUBLISH_TIMEOUT_MS",
+            ),
+            ("ranking_time_zone = \"Mars/Olympus\"", "unknown time zone"),
+        ] {
+            std::fs::write(&file, line).unwrap();
+            let error = format!("{:#}", Settings::load(Some(&file)).unwrap_err());
+            assert!(error.contains(expected), "{line}: {error}");
+        }
+        std::fs::write(&file, "bus_partitions = 1024\nkafka_linger_ms = 0").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().bus_partitions, 1024);
+        Settings::defaults().check().unwrap();
+    }
+
+    #[test]
     fn the_example_file_documents_every_key_and_loads_as_the_defaults() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stampede.example.toml");
@@ -521,6 +609,13 @@ mod tests {
                 l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = "))
             });
             assert!(listed, "stampede.example.toml lacks {key}");
+        }
+        for (key, _, min, max) in Settings::defaults().ranges() {
+            let stated = format!("# range: {min} to {max}\n{key} = ");
+            assert!(
+                example.contains(&stated),
+                "stampede.example.toml lacks {stated:?}"
+            );
         }
         let loaded = config::Config::builder()
             .add_source(config::File::from(path.as_path()))

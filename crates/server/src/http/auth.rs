@@ -45,7 +45,7 @@ impl Tokens {
         );
         Ok(Self::from_secret(
             secret.as_bytes(),
-            Duration::from_secs(settings.token_ttl_secs.max(1)),
+            Duration::from_secs(settings.token_ttl_secs),
         ))
     }
 

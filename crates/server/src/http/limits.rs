@@ -73,14 +73,14 @@ impl Rate {
 impl Limits {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            in_flight: Arc::new(Semaphore::new(settings.http_max_in_flight.max(1))),
-            request_timeout: Duration::from_millis(settings.http_request_timeout_ms.max(1)),
-            body_limit: settings.http_body_limit_bytes.max(1024),
-            streams: Arc::new(Semaphore::new(settings.sse_max_streams.max(1))),
-            max_streams: settings.sse_max_streams.max(1),
-            streams_per_user: settings.sse_max_streams_per_user.max(1),
+            in_flight: Arc::new(Semaphore::new(settings.http_max_in_flight)),
+            request_timeout: Duration::from_millis(settings.http_request_timeout_ms),
+            body_limit: settings.http_body_limit_bytes,
+            streams: Arc::new(Semaphore::new(settings.sse_max_streams)),
+            max_streams: settings.sse_max_streams,
+            streams_per_user: settings.sse_max_streams_per_user,
             user_streams: Arc::default(),
-            window: Duration::from_secs(settings.rate_window_secs.max(1)),
+            window: Duration::from_secs(settings.rate_window_secs),
             rates: [
                 settings.rate_orders,
                 settings.rate_coupon_issues,
