@@ -79,27 +79,44 @@ pub async fn pending_by_consumer(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
     .await)
 }
 
+/// Dead letters replayed in one transaction.
+const REPLAY_PAGE: i64 = 500;
+
 /// Replays the pending dead letter `id`, or every pending one when `id` is `None`; returns how
-/// many were replayed. Each is marked replayed in the transaction that re-appends it.
-pub async fn replay(db: &Db, outbox: &Outbox, id: Option<i64>) -> anyhow::Result<usize> {
-    let mut tx = db.begin().await?;
-    let letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL \
-         AND ($1 IS NULL OR id = $1) ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(c)
-    .await)?;
-    let envelopes: Vec<Envelope> = letters.iter().map(|(_, Json(e))| e.clone()).collect();
-    outbox.append(&mut tx, &envelopes).await?;
-    for (letter, _) in &letters {
-        exec!(
-            tx,
-            "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2",
-            Utc::now(),
-            letter
-        )?;
+/// many were replayed, and tells `progress` the count after each page. Each is marked replayed
+/// in the transaction that re-appends it, so a replay cut short leaves the rest pending.
+pub async fn replay(
+    db: &Db,
+    outbox: &Outbox,
+    id: Option<i64>,
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<usize> {
+    let mut replayed = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        let letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => sqlx::query_as(
+            "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL \
+             AND ($1 IS NULL OR id = $1) ORDER BY id LIMIT $2",
+        )
+        .bind(id)
+        .bind(REPLAY_PAGE)
+        .fetch_all(c)
+        .await)?;
+        if letters.is_empty() {
+            return Ok(replayed);
+        }
+        let envelopes: Vec<Envelope> = letters.iter().map(|(_, Json(e))| e.clone()).collect();
+        outbox.append(&mut tx, &envelopes).await?;
+        for (letter, _) in &letters {
+            exec!(
+                tx,
+                "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2",
+                Utc::now(),
+                letter
+            )?;
+        }
+        tx.commit().await?;
+        replayed += letters.len();
+        progress(replayed);
     }
-    tx.commit().await?;
-    Ok(letters.len())
 }

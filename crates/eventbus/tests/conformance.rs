@@ -359,7 +359,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed(f: Fix
 
     poisoned.store(false, Ordering::SeqCst);
     assert_eq!(
-        eventbus::dead_letters::replay(&f.db, bus.outbox(), None)
+        eventbus::dead_letters::replay(&f.db, bus.outbox(), None, |_| {})
             .await
             .unwrap(),
         1

@@ -17,6 +17,14 @@ const PAGE: i64 = 1_000;
 /// counts once, whoever adds it first. Sales paid after the last page reach the counts
 /// through `product-sold`, which the outbox wrote with their payment.
 pub async fn rebuild(ranking: &Ranking) -> anyhow::Result<u64> {
+    rebuild_reporting(ranking, &mut |_| {}).await
+}
+
+/// [`rebuild`], calling `progress` with the number of paid lines read after each page.
+async fn rebuild_reporting(
+    ranking: &Ranking,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> anyhow::Result<u64> {
     let started = std::time::Instant::now();
     let window = ranking.window(Utc::now(), MAX_DAYS);
     let since = ranking.day_start(*window.last().expect("a window has days"));
@@ -24,6 +32,7 @@ pub async fn rebuild(ranking: &Ranking) -> anyhow::Result<u64> {
     loop {
         let (sales, next) = paid_since(&ranking.db, since, cursor, PAGE).await?;
         read += sales.len();
+        progress(read);
         let mut by_day: BTreeMap<NaiveDate, (chrono::DateTime<Utc>, Vec<Line>)> = BTreeMap::new();
         for sale in sales {
             by_day
@@ -58,9 +67,13 @@ pub async fn rebuild(ranking: &Ranking) -> anyhow::Result<u64> {
 
 /// Forgets every count of the window, then rebuilds them from the database: what an operator
 /// runs when the counts are in doubt. Readers meanwhile may see partial counts for a moment.
-pub async fn rebuild_from_scratch(ranking: &Ranking) -> anyhow::Result<u64> {
+/// `progress` hears the number of paid lines read after each page.
+pub async fn rebuild_from_scratch(
+    ranking: &Ranking,
+    mut progress: impl FnMut(usize) + Send,
+) -> anyhow::Result<u64> {
     forget(ranking).await?;
-    rebuild(ranking).await
+    rebuild_reporting(ranking, &mut progress).await
 }
 
 /// Drops the counts from the cache, as a flush or a restart of Redis would: the next read

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod operations;
 pub mod seed;
 pub mod serve;
 pub mod startup;

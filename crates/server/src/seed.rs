@@ -13,7 +13,7 @@ pub use loadkit::{Seeded, SeededUser};
 use points::users::seed::{seed_email, SEED_DOMAIN};
 use secrecy::ExposeSecret as _;
 
-use crate::{http::auth::Tokens, startup::connect_database, Settings};
+use crate::{http::auth::Tokens, operations::progress, startup::connect_database, Settings};
 
 /// The password every seeded account shares. Test data only: never seed a real deployment.
 pub const SEED_PASSWORD: &str = "load-test-only";
@@ -152,9 +152,4 @@ async fn seeded(db: &Db, table: &str, prefix: &str) -> anyhow::Result<Vec<i64>> 
         .fetch_all(c)
         .await)?;
     Ok(ids)
-}
-
-fn progress(line: &str) {
-    eprint!("\r{line}    ");
-    let _ = std::io::stderr().flush();
 }

@@ -25,54 +25,16 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects the database (applying migrations), the cache and the bus named by `settings`,
-    /// and binds the listener. Fails with a message naming the part that could not start.
+    /// Connects what `settings` name ([`connect`]) and binds the listener. Fails with a message
+    /// naming the part that could not start.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = connect_database(&settings).await?;
-        let cache = Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
+        let bind = settings.bind;
+        let state = connect(settings).await?;
+        let listener = TcpListener::bind(bind)
             .await
-            .context("cache")?;
-        let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
-            .await
-            .context("event bus")?;
-        anyhow::ensure!(
-            settings.role == Role::All || cache.kind() != "memory",
-            "--role api and --role worker share coupon gates and task results through the cache: \
-             set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
-        );
-        let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
-        let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
-            .with_settings(settings.issue_settings()?);
-        let catalog = catalog::Catalog::new(db.clone(), cache.clone());
-        let orders = orders::Orders::new(
-            db.clone(),
-            cache.clone(),
-            bus.clone(),
-            settings.order_settings(),
-        );
-        let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
-        let listener = TcpListener::bind(settings.bind)
-            .await
-            .with_context(|| format!("binding {}", settings.bind))?;
-        tracing::info!(deployment = settings.describe(), "started");
-        Ok(Self {
-            listener,
-            state: AppState::new(Handles {
-                hashing: points::users::Hashing::new(settings.hashing_limits()),
-                limits: Arc::new(http::limits::Limits::new(&settings)),
-                settings: Arc::new(settings),
-                db,
-                cache,
-                bus,
-                metrics: http::metrics::recorder(),
-                tokens,
-                coupons,
-                catalog,
-                orders,
-                ranking,
-                shutdown: CancellationToken::new(),
-            }),
-        })
+            .with_context(|| format!("binding {bind}"))?;
+        tracing::info!(deployment = state.settings.describe(), "started");
+        Ok(Self { listener, state })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -117,7 +79,7 @@ impl Application {
         tracing::info!("listening on http://{address}");
         let settings = &state.settings;
         let limits = ConnectionLimits {
-            header_timeout: Duration::from_millis(settings.http_header_timeout_ms.max(1)),
+            header_timeout: Duration::from_millis(settings.http_header_timeout_ms),
             max_connections: settings.http_max_connections,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         };
@@ -131,6 +93,50 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Connects the database (applying migrations), the cache and the bus named by `settings`, and
+/// builds the contexts on them: the state a server runs on, and what the operations commands
+/// read.
+pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
+    let db = connect_database(&settings).await?;
+    let cache = Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
+        .await
+        .context("cache")?;
+    let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
+        .await
+        .context("event bus")?;
+    anyhow::ensure!(
+        settings.role == Role::All || cache.kind() != "memory",
+        "--role api and --role worker share coupon gates and task results through the cache: \
+         set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
+    );
+    let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
+    let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
+        .with_settings(settings.issue_settings()?);
+    let catalog = catalog::Catalog::new(db.clone(), cache.clone());
+    let orders = orders::Orders::new(
+        db.clone(),
+        cache.clone(),
+        bus.clone(),
+        settings.order_settings(),
+    );
+    let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
+    Ok(AppState::new(Handles {
+        hashing: points::users::Hashing::new(settings.hashing_limits()),
+        limits: Arc::new(http::limits::Limits::new(&settings)),
+        settings: Arc::new(settings),
+        db,
+        cache,
+        bus,
+        metrics: http::metrics::recorder(),
+        tokens,
+        coupons,
+        catalog,
+        orders,
+        ranking,
+        shutdown: CancellationToken::new(),
+    }))
 }
 
 /// Hourly clean-up of what the HTTP layer keeps: idempotency keys past their retention.
@@ -164,7 +170,7 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
 
 /// The event consumers of a worker: the coupon issuance flow, every step of the order saga
 /// and the ranking.
-fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
+pub fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
     let mut handlers = state.coupons.handlers();
     handlers.extend(catalog::saga::handlers(&state.catalog, &state.bus));
     handlers.extend(state.coupons.saga_handlers());

@@ -128,7 +128,7 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
             );
         }
         Deployment::Embedded => {
-            let counted = ranking::rebuild::rebuild_from_scratch(&app.state.ranking).await;
+            let counted = ranking::rebuild::rebuild_from_scratch(&app.state.ranking, |_| {}).await;
             assert_eq!(counted.unwrap(), 5);
         }
     }
