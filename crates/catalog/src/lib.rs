@@ -32,6 +32,9 @@ pub enum CatalogError {
     },
     #[error("not found")]
     NotFound,
+    /// A restock would take the stock past [`product::MAX_STOCK`].
+    #[error("the stock would pass its maximum")]
+    StockLimit,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }

@@ -118,14 +118,19 @@ async fn products_are_created_listed_restocked_and_cached_correctly(f: Fixture) 
             ..
         })
     ));
+    let full = new_product(catalog, &[product::MAX_STOCK]).await;
+    assert!(matches!(
+        product::restock(catalog, full.options[0].id, 1).await,
+        Err(CatalogError::StockLimit)
+    ));
     let second = new_product(catalog, &[1]).await;
     let page = product::list(&catalog.db, 0, 1).await.unwrap();
     assert_eq!(
         (page.total, page.items.len(), page.items[0].id),
-        (2, 1, product.id)
+        (3, 1, product.id)
     );
     assert_eq!(
-        product::list(&catalog.db, 1, 1).await.unwrap().items[0].id,
+        product::list(&catalog.db, 2, 1).await.unwrap().items[0].id,
         second.id
     );
     assert!(product::list(&catalog.db, 0, 101).await.is_err());

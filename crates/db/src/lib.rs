@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 
 pub use sqlx;
 
+pub mod text;
+
 /// Which SQL dialect a [`Db`] speaks, for the few statements that differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

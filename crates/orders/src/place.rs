@@ -18,17 +18,21 @@ use crate::{status::record_change, Order, OrderError, Orders};
 #[serde(rename_all = "camelCase")]
 pub struct NewOrder {
     /// 1 to 50 lines, each option once.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<NewLine>,
     /// A coupon of the caller's to apply.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub user_coupon_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewLine {
+    #[schema(minimum = 1)]
     pub product_option_id: i64,
     /// 1 to 1,000.
+    #[schema(minimum = 1, maximum = 1_000)]
     pub quantity: i64,
 }
 

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use eventbus::EventBus;
 use points::users::{create_admin, AdminCreated};
 use secrecy::ExposeSecret;
-use server::{startup::connect_database, telemetry, Application, Role, Settings};
+use server::{
+    operations::{events_status, progress},
+    startup::connect_database,
+    telemetry, Application, Role, Settings,
+};
 
 // The allocator was chosen on measurements (ARCHITECTURE.md, "Memory").
 #[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
@@ -44,7 +48,7 @@ enum Command {
     /// Administrator accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Dead-lettered events.
+    /// The event pipeline: its status, and dead-lettered events.
     #[command(subcommand)]
     Events(EventsCommand),
     /// Orders, as the deployment's records tell them.
@@ -65,6 +69,8 @@ enum Command {
         #[arg(long, default_value = "stampede-seed.json")]
         out: PathBuf,
     },
+    /// Prints the OpenAPI document an `all` or `api` instance serves (docs/openapi.json).
+    Openapi,
     /// Drives a deployment with a scenario, reports latency per step and checks the
     /// invariants afterwards (exits non-zero when one is broken).
     Load(loadkit::cli::LoadArgs),
@@ -109,6 +115,8 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum EventsCommand {
+    /// The outbox backlog, and each consumer group's lag and pending dead letters.
+    Status,
     /// Lists dead-lettered events that were neither replayed nor discarded (one JSON object a
     /// line), oldest first.
     DeadLetters {
@@ -219,11 +227,22 @@ async fn main() -> anyhow::Result<()> {
             let db = connect_database(&settings).await?;
             let cache = cache::Cache::connect(url, &settings.cache_prefix).await?;
             let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
-            let added = ranking::rebuild::rebuild_from_scratch(&ranking).await?;
+            let added = ranking::rebuild::rebuild_from_scratch(&ranking, |read| {
+                progress(&format!("paid order lines read: {read}"));
+            })
+            .await?;
+            eprintln!();
             println!("ranking rebuilt: {added} paid order lines counted");
             Ok(())
         }
         Command::Load(args) => loadkit::cli::load(args).await,
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&server::http::openapi(Role::All))?
+            );
+            Ok(())
+        }
         Command::Seed { plan, out } => {
             let seeded = server::seed::seed(&settings, &plan).await?;
             server::seed::write(&seeded, &out)?;
@@ -241,6 +260,11 @@ async fn main() -> anyhow::Result<()> {
                 Err(orders::OrderError::NotFound) => anyhow::bail!("no order {id}"),
                 Err(error) => return Err(error.into()),
             }
+            Ok(())
+        }
+        Command::Events(EventsCommand::Status) => {
+            let state = server::startup::connect(settings).await?;
+            print!("{}", events_status(&state).await?);
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters { filter }) => {
@@ -274,7 +298,13 @@ async fn main() -> anyhow::Result<()> {
             let db = connect_database(&settings).await?;
             let bus =
                 EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
-            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), id).await?;
+            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), id, |done| {
+                progress(&format!("replayed: {done}"));
+            })
+            .await?;
+            if replayed > 0 {
+                eprintln!();
+            }
             println!("{replayed} dead-lettered event(s) sent to the outbox again");
             Ok(())
         }

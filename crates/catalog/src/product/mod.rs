@@ -46,23 +46,47 @@ pub struct Product {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewProduct {
-    /// 1 to 30 characters.
+    /// 1 to 30 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 30,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub name: String,
+    /// 1 to 30 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 30,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub category: String,
-    /// 10 to 200 characters.
+    /// 10 to 200 characters, not all blank.
+    #[schema(
+        min_length = 10,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub description: String,
-    /// At least one.
+    /// 1 to 100.
+    #[schema(min_items = 1, max_items = 100)]
     pub options: Vec<NewOption>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewOption {
-    /// 1 to 30 characters.
+    /// 1 to 30 characters, not all blank.
+    #[schema(
+        min_length = 1,
+        max_length = 30,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub name: String,
-    /// At least 0 KRW.
+    /// 0 to 1,000,000,000 KRW.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub price: i64,
-    /// At least 0.
+    /// 0 to 1,000,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
 }
 

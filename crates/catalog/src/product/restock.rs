@@ -6,8 +6,7 @@ use super::{ProductOption, MAX_STOCK};
 use crate::{Catalog, CatalogError};
 
 /// Adds `quantity` (1 to 1,000,000) to the stock of option `option_id` in one atomic update;
-/// returns the option. Refused (`Invalid`, naming `quantity`) when the stock would pass
-/// [`MAX_STOCK`]: stock released by cancelled orders lands on top of a bounded value, so it
+/// returns the option. Refused (`StockLimit`) when the stock would pass [`MAX_STOCK`]: stock released by cancelled orders lands on top of a bounded value, so it
 /// cannot overflow.
 pub async fn restock(
     catalog: &Catalog,
@@ -38,10 +37,7 @@ pub async fn restock(
         .fetch_optional(c)
         .await)?;
         return Err(match exists {
-            Some(_) => CatalogError::Invalid {
-                field: "quantity",
-                message: "would take the stock past 1,000,000,000",
-            },
+            Some(_) => CatalogError::StockLimit,
             None => CatalogError::NotFound,
         });
     };

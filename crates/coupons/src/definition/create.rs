@@ -14,9 +14,8 @@ pub const MAX_FIXED_DISCOUNT: i64 = 1_000_000_000;
 /// Checks `coupon` against the contract's limits.
 pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
     let invalid = |field, message| Err(CouponError::Invalid { field, message });
-    let name_length = coupon.name.trim().chars().count();
-    if !(5..=20).contains(&name_length) {
-        return invalid("name", "must be 5 to 20 characters");
+    if !db::text::fits(&coupon.name, 5, 20) {
+        return invalid("name", "must be 5 to 20 characters, not all blank");
     }
     match coupon.discount_type {
         DiscountType::Percent if !(1..=100).contains(&coupon.discount_value) => {
@@ -42,13 +41,12 @@ pub(crate) fn validate(coupon: &NewCoupon) -> Result<(), CouponError> {
 /// Stores a new coupon and opens its gate, so the first issue request needs no database read.
 pub async fn create(coupons: &Coupons, new: NewCoupon) -> Result<Coupon, CouponError> {
     validate(&new)?;
-    let name = new.name.trim().to_owned();
     let mut tx = coupons.db.begin().await?;
     let id: i64 = on_tx!(tx, c => sqlx::query_scalar(
         "INSERT INTO coupons (name, discount_type, discount_value, total_quantity, expires_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
-    .bind(&name)
+    .bind(&new.name)
     .bind(new.discount_type.as_str())
     .bind(new.discount_value)
     .bind(new.total_quantity)
@@ -59,7 +57,7 @@ pub async fn create(coupons: &Coupons, new: NewCoupon) -> Result<Coupon, CouponE
     tx.commit().await?;
     let coupon = Coupon {
         id,
-        name,
+        name: new.name,
         discount_type: new.discount_type,
         discount_value: new.discount_value,
         total_quantity: new.total_quantity,

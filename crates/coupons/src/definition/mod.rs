@@ -52,12 +52,19 @@ pub struct Coupon {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewCoupon {
-    /// 5 to 20 characters.
+    /// 5 to 20 characters, not all blank.
+    #[schema(
+        min_length = 5,
+        max_length = 20,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub name: String,
     pub discount_type: DiscountType,
-    /// KRW (`FIXED`, at least 1) or percent (`PERCENT`, 1 to 100).
+    /// KRW (`FIXED`, 1 to 1,000,000,000) or percent (`PERCENT`, 1 to 100).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub discount_value: i64,
-    /// At least 0.
+    /// 0 to 10,000,000.
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub total_quantity: i64,
     /// In the future.
     pub expires_at: DateTime<Utc>,

@@ -45,23 +45,29 @@ pub(crate) fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// An email address as sign-up takes it, for the OpenAPI document: one `@`, a dot inside the
+/// domain, no blank or NUL; at most 254 characters.
+pub const EMAIL_PATTERN: &str =
+    r"^[^@ \t\n\r\x00]+@[^@ \t\n\r\x00.][^@ \t\n\r\x00]*\.[^@ \t\n\r\x00]*[^@ \t\n\r\x00.]$";
+
 /// Checks the sign-up rules of the API: name 2–20 characters, password 5–30, an email address.
 pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError> {
     let invalid = |field, reason| Err(UserError::Invalid { field, reason });
-    if !(2..=20).contains(&name.trim().chars().count()) {
-        return invalid("name", "must be 2 to 20 characters");
+    if !db::text::fits(name, 2, 20) {
+        return invalid("name", "must be 2 to 20 characters, not all blank");
     }
     if !(5..=30).contains(&password.chars().count()) {
         return invalid("password", "must be 5 to 30 characters");
     }
-    let valid_email = email.len() <= 254
+    // The same rule as `EMAIL_PATTERN`.
+    let valid_email = email.chars().count() <= 254
+        && !email.contains([' ', '\t', '\n', '\r', '\0'])
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && domain.contains('.')
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains('@')
-                && !email.chars().any(char::is_whitespace)
         });
     if !valid_email {
         return invalid("email", "must be an email address");

@@ -15,8 +15,8 @@ pub async fn sign_up(
     email: &str,
     password: &str,
 ) -> Result<User, UserError> {
-    let (name, email) = (name.trim().to_owned(), normalize_email(email));
-    validate(&name, &email, password)?;
+    validate(name, email, password)?;
+    let (name, email) = (name.to_owned(), normalize_email(email));
     let hash = hashing.hash(password.to_owned()).await??;
     let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
     let inserted = on_tx!(tx, c => sqlx::query_scalar(

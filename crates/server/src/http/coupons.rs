@@ -5,7 +5,7 @@ use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 
 use super::{
     auth::{Admin, Caller},
-    error::{path_id, ApiError, AppJson, AppPath, Problem},
+    error::{path_id, ActionBody, ApiError, AppJson, AppPath, Problem},
     limits::Rate,
     users::existing_user_id,
 };
@@ -74,7 +74,7 @@ pub async fn get_coupon(
 /// follow the task at `/api/coupon-tasks/{taskId}` or its `/events` stream.
 #[utoipa::path(post, path = "/api/coupons/{couponId}/issue", tag = "coupons",
     params(("couponId" = i64, Path)), security(("bearer" = [])),
-    request_body(content = Object, description = "`{}`"),
+    request_body(content = Object, description = "`{}`, or no body"),
     responses((status = 202, description = "accepted, pending", body = Task),
         (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "`ALREADY_REQUESTED` or `SOLD_OUT`", body = Problem),
@@ -85,6 +85,7 @@ pub async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     AppPath(coupon): AppPath<String>,
+    _: ActionBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let coupon = path_id(&coupon, "coupon")?;
     // Requests this instance refuses from memory cost nothing: only count the others.

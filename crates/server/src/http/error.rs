@@ -177,14 +177,68 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `Json` whose rejections are problems (400 rather than axum's plain-text 422).
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json` whose rejections are problems (400 rather than axum's plain-text 422). A number with
+/// no fraction reads as an integer whatever its spelling (`288.0` is `288`), as JSON Schema
+/// counts it.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(request, state).await?;
+        integral_numbers_as_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(AppJson)
+            .map_err(|error| {
+                Self::Rejection::bad_request(format!(
+                    "the body does not fit: {}: {}",
+                    error.path(),
+                    error.inner()
+                ))
+            })
+    }
+}
+
+/// Rewrites every float in `value` that has no fraction and fits an `i64` as that integer.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().expect("an f64");
+            if float.fract() == 0.0 && float >= i64::MIN as f64 && float < i64::MAX as f64 {
+                *number = (float as i64).into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(members) => members.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
+}
 
 impl<T: Serialize> IntoResponse for AppJson<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// The body of an action route (`{}`): none, or a JSON object, whose members are ignored.
+/// Anything else is refused as [`AppJson`] refuses it (400, 413, 415).
+#[derive(Debug, Clone, Copy)]
+pub struct ActionBody;
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ActionBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let empty = axum::body::HttpBody::size_hint(request.body()).exact() == Some(0);
+        if !empty {
+            type Members = std::collections::HashMap<String, serde::de::IgnoredAny>;
+            AppJson::<Members>::from_request(request, state).await?;
+        }
+        Ok(Self)
     }
 }
 
@@ -271,13 +325,70 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    async fn act(_: ActionBody) -> StatusCode {
+        StatusCode::OK
+    }
+
+    #[tokio::test]
+    async fn an_action_takes_no_body_or_an_object_and_refuses_anything_else() {
+        let send = |body: &'static str, content_type: Option<&'static str>| async move {
+            let mut request = Request::post("/act");
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            Router::new()
+                .route("/act", post(act))
+                .oneshot(request.body(Body::from(body)).unwrap())
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(send("", None).await, StatusCode::OK);
+        assert_eq!(send("", Some("application/json")).await, StatusCode::OK);
+        assert_eq!(send("{}", Some("application/json")).await, StatusCode::OK);
+        assert_eq!(
+            send(r#"{"x": [1]}"#, Some("application/json")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send("\"x\"", Some("application/json")).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            send("[]", Some("application/json")).await,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            send("{}", Some("text/plain")).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+
     #[tokio::test]
     async fn malformed_json_wrong_types_and_missing_fields_are_400_problems() {
-        for body in ["{not json", r#"{"amount": "ten"}"#, "{}"] {
+        for body in [
+            "{not json",
+            r#"{"amount": "ten"}"#,
+            "{}",
+            r#"{"amount": 1.5}"#,
+        ] {
             let (status, problem) = send(body, "application/json").await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(problem.code, "VALIDATION_FAILED");
             assert_eq!(problem.status, 400);
+        }
+        for body in [r#"{"amount": 10000.0}"#, r#"{"amount": 1e4}"#] {
+            let response = Router::new()
+                .route("/charge", post(charge))
+                .oneshot(
+                    Request::post("/charge")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{body}");
         }
         let (status, problem) = send(r#"{"amount": 1}"#, "text/plain").await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);

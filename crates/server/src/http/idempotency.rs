@@ -31,8 +31,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         };
         let value = value
             .to_str()
-            .map_err(|_| ApiError::bad_request("Idempotency-Key: must be visible ASCII"))?;
-        if value.is_empty() || value.chars().count() > 255 {
+            .ok()
+            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::bad_request("Idempotency-Key: must be visible ASCII, without spaces")
+            })?;
+        if value.is_empty() || value.len() > 255 {
             return Err(ApiError::invalid(
                 "Idempotency-Key",
                 "must be 1 to 255 characters",

@@ -22,6 +22,7 @@ pub mod health;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod points;
@@ -35,9 +36,11 @@ pub mod users;
 pub struct PageQuery {
     /// From 0.
     #[serde(default)]
+    #[param(minimum = 0, default = 0)]
     pub page: i64,
     /// 1 to 100.
     #[serde(default = "default_page_size")]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub size: i64,
 }
 
@@ -90,9 +93,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The router: operations endpoints and docs for every role, the API for `api` and `all`, and
-/// the middleware every route gets.
-pub fn router(state: AppState, role: Role) -> Router {
+/// The routes of `role` with their OpenAPI operations: operations endpoints for every role, the
+/// API for `api` and `all`.
+fn routes(role: Role) -> OpenApiRouter<AppState> {
     let mut routes = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
@@ -125,11 +128,23 @@ pub fn router(state: AppState, role: Role) -> Router {
             .routes(routes!(ops::page))
             .routes(routes!(ops::events));
     }
-    let (router, openapi) = routes.split_for_parts();
+    routes
+}
+
+/// The OpenAPI document an instance of `role` serves at `/api-docs/openapi.json` (and
+/// `docs/openapi.json` holds for `all`).
+pub fn openapi(role: Role) -> serde_json::Value {
+    openapi::published(routes(role).split_for_parts().1)
+}
+
+/// The router: the routes of `role`, the docs page, and the middleware every route gets.
+pub fn router(state: AppState, role: Role) -> Router {
+    let (router, openapi) = routes(role).split_for_parts();
+    let openapi = openapi::published(openapi);
 
     let body_limit = state.limits.body_limit;
     router
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -41,7 +41,7 @@ pub struct Snapshot {
     /// Orders by status.
     pub orders: BTreeMap<String, i64>,
     /// The popular products (3 days, top 5), as `GET /api/products/popular` answers.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<ranking::PopularProduct>)]
     pub top_products: serde_json::Value,
     pub outbox_backlog: i64,
     /// Events waiting per consumer group run by this instance.

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::{
     auth::{Caller, StreamCaller},
-    error::{path_id, ApiError, AppJson, AppPath, AppQuery, Problem},
+    error::{path_id, ActionBody, ApiError, AppJson, AppPath, AppQuery, Problem},
     idempotency::{self, IdempotencyKey, Stored},
     limits::{self, Rate},
     users::existing_user_id,
@@ -170,7 +170,7 @@ pub async fn user_orders(
 #[utoipa::path(post, path = "/api/orders/{orderId}/payment", tag = "orders",
     params(("orderId" = i64, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "retry key, up to 255 characters")),
-    request_body(content = Object, description = "`{}`"), security(("bearer" = [])),
+    request_body(content = Object, description = "`{}`, or no body"), security(("bearer" = [])),
     responses((status = 200, body = Payment), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "`INSUFFICIENT_POINTS` or `ORDER_NOT_PAYABLE`", body = Problem),
@@ -180,6 +180,7 @@ pub async fn pay(
     caller: Caller,
     key: IdempotencyKey,
     AppPath(order): AppPath<String>,
+    _: ActionBody,
 ) -> Result<Response, ApiError> {
     let order = visible_order(&state, &caller, &order).await?;
     let context = state.orders.clone();
@@ -201,7 +202,7 @@ pub async fn pay(
 
 /// Cancels a `PENDING` or `AWAITING_PAYMENT` order; its stock and coupon are given back.
 #[utoipa::path(post, path = "/api/orders/{orderId}/cancel", tag = "orders",
-    params(("orderId" = i64, Path)), request_body(content = Object, description = "`{}`"),
+    params(("orderId" = i64, Path)), request_body(content = Object, description = "`{}`, or no body"),
     security(("bearer" = [])),
     responses((status = 200, description = "`CANCELLED`", body = Order), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem),
@@ -210,6 +211,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     AppPath(order): AppPath<String>,
+    _: ActionBody,
 ) -> Result<AppJson<Order>, ApiError> {
     let order = visible_order(&state, &caller, &order).await?;
     let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
@@ -224,7 +226,7 @@ pub async fn cancel(
 /// `EventSource`, as `?access_token=`.
 #[utoipa::path(get, path = "/api/orders/{orderId}/events", tag = "orders",
     params(("orderId" = i64, Path),
-        ("Last-Event-ID" = Option<i64>, Header, description = "the last change received"),
+        ("Last-Event-ID" = Option<String>, Header, description = "the `id` of the last change received; any other value is ignored"),
         ("access_token" = Option<String>, Query, description = "the bearer token, for `EventSource`")),
     security(("bearer" = [])),
     responses((status = 200, description = "`text/event-stream`: events `status` with the order", content_type = "text/event-stream", body = String),

@@ -17,6 +17,7 @@ use crate::state::AppState;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Charge {
     /// 10,000 to 1,000,000 KRW.
+    #[schema(minimum = 10_000, maximum = 1_000_000)]
     pub amount: i64,
 }
 

@@ -23,6 +23,11 @@ impl From<CatalogError> for ApiError {
         match error {
             CatalogError::Invalid { field, message } => ApiError::invalid(field, message),
             CatalogError::NotFound => ApiError::not_found("no such product or option"),
+            CatalogError::StockLimit => ApiError::new(
+                StatusCode::CONFLICT,
+                "STOCK_LIMIT",
+                "the stock would pass 1,000,000,000",
+            ),
             CatalogError::Unknown(e) => ApiError::internal(e),
         }
     }
@@ -42,9 +47,11 @@ impl From<RankingError> for ApiError {
 pub struct PopularQuery {
     /// Calendar days up to today, 1 to 30.
     #[serde(default = "default_days")]
+    #[param(minimum = 1, maximum = 30, default = 3)]
     pub days: i64,
     /// 1 to 100 products.
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 100, default = 5)]
     pub limit: i64,
 }
 
@@ -59,6 +66,7 @@ fn default_limit() -> i64 {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Restock {
     /// 1 to 1,000,000 units.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
 
@@ -118,7 +126,8 @@ pub async fn create(
     params(("optionId" = i64, Path)), request_body = Restock, security(("bearer" = [])),
     responses((status = 200, body = ProductOption), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem),
-        (status = 422, description = "quantity 1–1,000,000; the stock stays at most 1,000,000,000", body = Problem)))]
+        (status = 409, description = "`STOCK_LIMIT`: the stock would pass 1,000,000,000", body = Problem),
+        (status = 422, description = "quantity 1–1,000,000", body = Problem)))]
 pub async fn restock(
     State(state): State<AppState>,
     _: Admin,

@@ -14,10 +14,21 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignUp {
-    /// 2–20 characters.
+    /// 2–20 characters, not all blank.
+    #[schema(
+        min_length = 2,
+        max_length = 20,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub name: String,
+    /// One `@`, a dot inside the domain, no blanks; at most 254 characters.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@ \t\n\r\x00]+@[^@ \t\n\r\x00.][^@ \t\n\r\x00]*\.[^@ \t\n\r\x00]*[^@ \t\n\r\x00.]$"
+    )]
     pub email: String,
     /// 5–30 characters.
+    #[schema(min_length = 5, max_length = 30)]
     pub password: String,
 }
 

@@ -468,7 +468,7 @@ async fn no_sequence_of_valid_requests_makes_a_read_fail() {
             );
         }
     };
-    assert_invalid(restock(options[0], 1).await.unwrap(), "quantity").await;
+    assert_problem(restock(options[0], 1).await.unwrap(), 409, "STOCK_LIMIT").await;
     for round in 0..3 {
         let order = app
             .request(Method::POST, "/api/orders", Some(&user.token))
@@ -488,7 +488,9 @@ async fn no_sequence_of_valid_requests_makes_a_read_fail() {
         let refill = restock(options[0], 1_000).await.unwrap();
         match round {
             0 => assert_eq!(refill.status(), 200),
-            _ => assert_invalid(refill, "quantity").await,
+            _ => {
+                assert_problem(refill, 409, "STOCK_LIMIT").await;
+            }
         }
         assert_eq!(restock(options[2], 1_000_000).await.unwrap().status(), 200);
         // ...then give the units back on top of it.
@@ -505,7 +507,7 @@ async fn no_sequence_of_valid_requests_makes_a_read_fail() {
         assert_eq!(cancelled.status(), 200);
         app.drain_events().await;
         reads_answer().await;
-        assert_invalid(restock(options[0], 1).await.unwrap(), "quantity").await;
+        assert_problem(restock(options[0], 1).await.unwrap(), 409, "STOCK_LIMIT").await;
     }
     let body: Value = app
         .get(&format!("/api/products/{product_id}"))

@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod limits;
 mod load;
+mod openapi;
 mod operations;
 mod ops_page;
 mod orders;
