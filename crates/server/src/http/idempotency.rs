@@ -32,9 +32,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let value = value
             .to_str()
             .ok()
-            .filter(|v| v.bytes().all(|b| b.is_ascii_graphic()))
+            .filter(|v| {
+                v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                    && !v.starts_with(' ')
+                    && !v.ends_with(' ')
+            })
             .ok_or_else(|| {
-                ApiError::bad_request("Idempotency-Key: must be visible ASCII, without spaces")
+                ApiError::bad_request("Idempotency-Key: must be visible ASCII and spaces between")
             })?;
         if value.is_empty() || value.len() > 255 {
             return Err(ApiError::invalid(

@@ -6,7 +6,7 @@
 //! (400, 413, 415), authentication (401), the admin check (403), an id in the path (404), the
 //! in-flight limit and deadlines (503); and every problem is `application/problem+json`. The
 //! parameters the shared extractors read get those extractors' rules: an id in the path is a
-//! positive integer, an `Idempotency-Key` 1 to 255 visible ASCII characters.
+//! positive integer, an `Idempotency-Key` 1 to 255 visible ASCII characters (spaces between).
 
 use serde_json::{json, Map, Value};
 use utoipa::openapi::OpenApi;
@@ -43,7 +43,7 @@ fn complete(path: &str, operation: &mut Map<String, Value>) {
         }
         if parameter["name"] == "Idempotency-Key" {
             parameter["schema"] = json!({
-                "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
+                "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"
             });
         }
     }
