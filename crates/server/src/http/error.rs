@@ -1,5 +1,6 @@
 //! Every HTTP error is `application/problem+json` (RFC 9457) with a stable `code`.
-//! Contexts' errors are mapped here once; 5xx bodies say nothing internal, the log says all.
+//! Each context's error is mapped to statuses once, by a `From` impl in the handler module of
+//! that context; 5xx bodies say nothing internal, the log says all.
 
 use axum::{
     extract::rejection::{JsonRejection, PathRejection, QueryRejection},
