@@ -258,17 +258,7 @@ impl KafkaBus {
         let (old_observer, new_observer) = (self.observer(&old)?, self.observer(&new)?);
         let topics = self.topics_of(topics);
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let committed = committed_offsets(&old_observer, &topics)?;
-            let mut start = TopicPartitionList::new();
-            for element in committed.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    start.add_partition_offset(
-                        element.topic(),
-                        element.partition(),
-                        Offset::Offset(offset),
-                    )?;
-                }
-            }
+            let start = real_offsets(&committed_offsets(&old_observer, &topics)?)?;
             if start.count() > 0 {
                 new_observer.commit(&start, CommitMode::Sync)?;
             }
@@ -477,16 +467,7 @@ impl KafkaBus {
 fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
     let assignment = consumer.assignment()?;
     consumer.resume(&assignment)?;
-    let mut here = TopicPartitionList::new();
-    for element in consumer.position()?.elements() {
-        if let Offset::Offset(offset) = element.offset() {
-            here.add_partition_offset(
-                element.topic(),
-                element.partition(),
-                Offset::Offset(offset),
-            )?;
-        }
-    }
+    let here = real_offsets(&consumer.position()?)?;
     if here.count() > 0 {
         consumer.seek_partitions(here, Duration::ZERO)?;
     } else if let Some(first) = assignment.elements().first() {
@@ -576,4 +557,19 @@ async fn mark_published(db: &Db, seqs: &[i64]) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The partitions of `list` that hold an actual offset (not "stored", "end" or "invalid").
+fn real_offsets(list: &TopicPartitionList) -> KafkaResult<TopicPartitionList> {
+    let mut real = TopicPartitionList::new();
+    for element in list.elements() {
+        if let Offset::Offset(offset) = element.offset() {
+            real.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(offset),
+            )?;
+        }
+    }
+    Ok(real)
 }

@@ -25,13 +25,8 @@ async fn metrics_show_open_orders_hop_delays_dead_letters_and_connections(app: T
     let admin = app.new_admin().await;
     let user = app.new_user().await;
     let (_, options) = crate::orders::product(&app, &admin, &[(1_000, 5)]).await;
-    let placed = app
-        .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
-        .json(&serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
+    let items = serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+    crate::orders::placed(&app, &user, &items).await;
     app.drain_events().await;
     let mut tx = app.state.db.begin().await.unwrap();
     let event = uuid::Uuid::now_v7();
