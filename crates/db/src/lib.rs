@@ -320,17 +320,21 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08), serialization failure and deadlock
-            // (40001, 40P01), insufficient resources (53), operator intervention (57: shutdown,
-            // cannot connect now). SQLite: BUSY (5) and LOCKED (6), with extended codes.
             let code = code.as_ref();
+            if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite: BUSY (5) and LOCKED (6), with extended codes.
+                return code
+                    .parse::<i32>()
+                    .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6));
+            }
+            // PostgreSQL (SQLSTATE): connection exceptions (08), serialization failure and
+            // deadlock (40001, 40P01), insufficient resources (53), operator intervention (57:
+            // shutdown, cannot connect now). A numeric SQLSTATE is not a SQLite code: 22021
+            // (a NUL in text) once read as SQLite's BUSY.
             ["08", "53", "57"]
                 .iter()
                 .any(|class| code.starts_with(class))
                 || matches!(code, "40001" | "40P01")
-                || code
-                    .parse::<i32>()
-                    .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
         }),
         _ => false,
     }

@@ -19,13 +19,18 @@ pub async fn authenticate(
     password: &str,
 ) -> Result<Option<User>, UserError> {
     let email = normalize_email(email);
-    let row: Option<(i64, String, String, bool, String)> = on_db!(db, c => sqlx::query_as(
-        "SELECT id, name, email, is_admin, password_hash FROM users WHERE email = $1",
-    )
-    .bind(&email)
-    .fetch_optional(c)
-    .await)
-    .map_err(anyhow::Error::from)?;
+    // No account's email holds a NUL (sign-up refuses it), and PostgreSQL cannot compare one.
+    let row: Option<(i64, String, String, bool, String)> = if email.contains('\0') {
+        None
+    } else {
+        on_db!(db, c => sqlx::query_as(
+            "SELECT id, name, email, is_admin, password_hash FROM users WHERE email = $1",
+        )
+        .bind(&email)
+        .fetch_optional(c)
+        .await)
+        .map_err(anyhow::Error::from)?
+    };
     let hash = row.as_ref().map_or(DECOY_HASH.to_owned(), |r| r.4.clone());
     let matches = hashing.verify(password.to_owned(), hash).await?;
     Ok(row
