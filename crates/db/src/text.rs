@@ -15,7 +15,17 @@ pub fn fits(text: &str, min: usize, max: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::fits;
+    use super::{fits, PATTERN};
+
+    #[test]
+    fn the_published_pattern_says_what_fits_says() {
+        let pattern = regex::Regex::new(PATTERN).unwrap();
+        for text in [
+            "a", " a ", " ", "\t\r\n ", "", "a\0", "\0", "신발", "\u{a0}", "a\nb", "\0 x",
+        ] {
+            assert_eq!(pattern.is_match(text), fits(text, 0, 1000), "{text:?}");
+        }
+    }
 
     #[test]
     fn a_text_field_counts_characters_and_refuses_blanks_and_nul() {

@@ -77,6 +77,28 @@ pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_published_email_pattern_says_what_validate_says() {
+        let pattern = regex::Regex::new(super::EMAIL_PATTERN).unwrap();
+        for email in [
+            "a@b.co",
+            "a.b@c.d.e",
+            "a@b",
+            "@b.co",
+            "a@.b",
+            "a@b.",
+            "a@@b.co",
+            "a b@c.de",
+            "a@b.c\0",
+            "ä@ö.ü",
+            "a@b..c",
+            "a\t@b.co",
+        ] {
+            let valid = super::validate("ab", email, "12345").is_ok();
+            assert_eq!(pattern.is_match(email), valid, "{email:?}");
+        }
+    }
+
     use super::validate;
 
     #[test]

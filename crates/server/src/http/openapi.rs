@@ -179,6 +179,19 @@ fn type_problem(response: &mut Value) {
 mod tests {
     use super::*;
 
+    fn collect_patterns(value: &Value, into: &mut Vec<String>) {
+        match value {
+            Value::Object(members) => {
+                if let Some(Value::String(pattern)) = members.get("pattern") {
+                    into.push(pattern.clone());
+                }
+                members.values().for_each(|v| collect_patterns(v, into));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_patterns(v, into)),
+            _ => {}
+        }
+    }
+
     fn operation(doc: &Value, path: &str, method: &str) -> Value {
         doc["paths"][path][method].clone()
     }
@@ -207,6 +220,20 @@ mod tests {
         let product = operation(&doc, "/api/products/{productId}", "get");
         assert!(product["responses"].get("401").is_none(), "{product}");
         assert!(product["responses"].get("415").is_none(), "{product}");
+        let mut patterns = Vec::new();
+        collect_patterns(&doc, &mut patterns);
+        for pattern in &patterns {
+            assert!(
+                [
+                    db::text::PATTERN,
+                    points::users::EMAIL_PATTERN,
+                    "^[!-~]([ -~]*[!-~])?$"
+                ]
+                .contains(&pattern.as_str()),
+                "a schema's pattern is not the server's rule: {pattern}"
+            );
+        }
+        assert!(patterns.len() >= 7, "{patterns:?}");
         let text = doc.to_string();
         assert!(
             !text.contains(
