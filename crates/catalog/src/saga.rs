@@ -9,8 +9,8 @@ use db::Tx;
 use eventbus::{EventBus, Handler};
 use events::{
     order::{
-        CouponUseFailed, OrderCancelled, OrderCreated, OrderExpired, StockDecreaseFailed,
-        StockDecreased,
+        CouponUseFailed, OrderCancelled, OrderCreated, OrderExpired, SagaFailure,
+        StockDecreaseFailed, StockDecreased,
     },
     topics, Envelope,
 };
@@ -56,11 +56,11 @@ impl Handler for ReserveStock {
 
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()> {
         let order: OrderCreated = event.decode()?;
-        let failed = |reason: &str, option: Option<i64>| {
+        let failed = |reason: SagaFailure, option: Option<i64>| {
             Envelope::caused_by(
                 &StockDecreaseFailed {
                     order_id: order.order_id,
-                    reason: reason.to_owned(),
+                    reason,
                     product_option_id: option,
                 },
                 event,
@@ -76,10 +76,10 @@ impl Handler for ReserveStock {
                 },
                 event,
             ),
-            Err(ReserveError::OutOfStock(option)) => failed("OUT_OF_STOCK", Some(option)),
-            Err(ReserveError::AlreadyFailed) => failed("OUT_OF_STOCK", None),
-            Err(ReserveError::UnknownOption(option)) => failed("INTERNAL", Some(option)),
-            Err(ReserveError::Closed) => failed("CANCELLED", None),
+            Err(ReserveError::OutOfStock(option)) => failed(SagaFailure::OutOfStock, Some(option)),
+            Err(ReserveError::AlreadyFailed) => failed(SagaFailure::OutOfStock, None),
+            Err(ReserveError::UnknownOption(option)) => failed(SagaFailure::Internal, Some(option)),
+            Err(ReserveError::Closed) => failed(SagaFailure::Cancelled, None),
             Err(ReserveError::Unknown(error)) => return Err(error),
         };
         self.bus.outbox().append(tx, &[outcome]).await?;

@@ -2,7 +2,7 @@
 //! `STAMPEDE_TEST_DATABASE_URL` / `STAMPEDE_TEST_CACHE_URL` are set.
 
 use events::{
-    order::{OrderCancelled, OrderCreated, StockDecreaseFailed, StockDecreased},
+    order::{OrderCancelled, OrderCreated, SagaFailure, StockDecreaseFailed, StockDecreased},
     Envelope, Event,
 };
 use futures::future::join_all;
@@ -258,8 +258,8 @@ async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes
     let too_many = handle(&catalog.db, reserve, created(2, option, 4)).await;
     let failed: StockDecreaseFailed = too_many[0].decode().unwrap();
     assert_eq!(
-        (failed.reason.as_str(), failed.product_option_id),
-        ("OUT_OF_STOCK", Some(option))
+        (failed.reason, failed.product_option_id),
+        (SagaFailure::OutOfStock, Some(option))
     );
 
     let cancel = |order| Envelope::new(&OrderCancelled { order_id: order });
@@ -267,7 +267,7 @@ async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes
     let late = handle(&catalog.db, reserve, created(3, option, 1)).await;
     assert_eq!(
         late[0].decode::<StockDecreaseFailed>().unwrap().reason,
-        "CANCELLED"
+        SagaFailure::Cancelled
     );
     assert_eq!(stock().await, 3, "a cancelled order never takes stock");
 

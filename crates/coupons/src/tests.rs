@@ -366,7 +366,9 @@ async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {
 }
 
 async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first(f: Fixture) {
-    use events::order::{CouponUseFailed, CouponUsed, OrderCancelled, StockDecreased};
+    use events::order::{
+        CouponUseFailed, CouponUsed, DiscountKind, OrderCancelled, SagaFailure, StockDecreased,
+    };
     let coupons = &f.coupons;
     let handlers = coupons.saga_handlers();
     let (use_coupon, restore) = (handlers[0].as_ref(), handlers[1].as_ref());
@@ -390,8 +392,8 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
         .unwrap();
     let discount = used.discount.expect("a discount");
     assert_eq!(
-        (discount.discount_type.as_str(), discount.discount_value),
-        ("FIXED", 3_000)
+        (discount.discount_type, discount.discount_value),
+        (DiscountKind::Fixed, 3_000)
     );
     let again: CouponUsed = handle(&coupons.db, use_coupon, decreased(100, held)).await[0]
         .decode()
@@ -404,7 +406,7 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
     let other: CouponUseFailed = handle(&coupons.db, use_coupon, decreased(101, held)).await[0]
         .decode()
         .unwrap();
-    assert_eq!(other.reason, "COUPON_INVALID");
+    assert_eq!(other.reason, SagaFailure::CouponInvalid);
     let plain: CouponUsed = handle(&coupons.db, use_coupon, decreased(102, None)).await[0]
         .decode()
         .unwrap();
@@ -414,7 +416,7 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
     let late: CouponUseFailed = handle(&coupons.db, use_coupon, decreased(103, held)).await[0]
         .decode()
         .unwrap();
-    assert_eq!(late.reason, "CANCELLED");
+    assert_eq!(late.reason, SagaFailure::Cancelled);
 
     assert_eq!(
         wallet::list(&coupons.db, 7).await.unwrap()[0].status,

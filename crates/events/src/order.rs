@@ -26,13 +26,50 @@ pub struct ReservedLine {
     pub quantity: i64,
 }
 
-/// `FIXED` (KRW off) or `PERCENT` (percent off, rounded down).
+/// How a coupon discounts, on the wire `FIXED` or `PERCENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscountKind {
+    /// `discount_value` KRW off.
+    Fixed,
+    /// `discount_value` percent off, rounded down.
+    Percent,
+}
+
+/// The coupon an order uses, as coupons tells orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CouponDiscount {
-    /// `FIXED` or `PERCENT`.
-    pub discount_type: String,
+    pub discount_type: DiscountKind,
     pub discount_value: i64,
+}
+
+/// Why a saga step refused an order, on the wire in UPPER_SNAKE (`OUT_OF_STOCK`, …). Orders
+/// stores it as the order's `failureReason`, except `Cancelled`, which only says the order was
+/// closed before the step ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SagaFailure {
+    /// A line could not be reserved.
+    OutOfStock,
+    /// The coupon is not the user's, already used, expired or unknown.
+    CouponInvalid,
+    /// The order was cancelled or expired before the step ran.
+    Cancelled,
+    /// The step met something it cannot handle (an option that vanished).
+    Internal,
+}
+
+impl SagaFailure {
+    /// The wire form, which is also the order's `failureReason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutOfStock => "OUT_OF_STOCK",
+            Self::CouponInvalid => "COUPON_INVALID",
+            Self::Cancelled => "CANCELLED",
+            Self::Internal => "INTERNAL",
+        }
+    }
 }
 
 /// `order-created`: a `PENDING` order was stored.
@@ -55,13 +92,12 @@ pub struct StockDecreased {
     pub user_coupon_id: Option<i64>,
 }
 
-/// `stock-decrease-failed`: nothing was reserved. `reason`: `OUT_OF_STOCK`, `CANCELLED` (the
-/// order was cancelled or expired before its stock was reserved) or `INTERNAL`.
+/// `stock-decrease-failed`: nothing was reserved (`OutOfStock`, `Cancelled` or `Internal`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockDecreaseFailed {
     pub order_id: i64,
-    pub reason: String,
+    pub reason: SagaFailure,
     pub product_option_id: Option<i64>,
 }
 
@@ -75,13 +111,13 @@ pub struct CouponUsed {
     pub discount: Option<CouponDiscount>,
 }
 
-/// `coupon-use-failed`: the coupon is not the user's, already used, expired or unknown
-/// (`reason` `COUPON_INVALID`), or the order was cancelled meanwhile (`CANCELLED`).
+/// `coupon-use-failed`: the coupon was refused (`CouponInvalid`), or the order was cancelled
+/// meanwhile (`Cancelled`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CouponUseFailed {
     pub order_id: i64,
-    pub reason: String,
+    pub reason: SagaFailure,
     pub detail: String,
 }
 
@@ -147,5 +183,34 @@ impl Event for ProductSold {
     const TYPE: &'static str = topics::PRODUCT_SOLD;
     fn key(&self) -> String {
         self.product_id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod wire {
+    use super::*;
+
+    #[test]
+    fn reasons_and_discount_kinds_keep_their_upper_snake_wire_form() {
+        for reason in [
+            SagaFailure::OutOfStock,
+            SagaFailure::CouponInvalid,
+            SagaFailure::Cancelled,
+            SagaFailure::Internal,
+        ] {
+            let wire = serde_json::to_value(reason).unwrap();
+            assert_eq!(wire, reason.as_str());
+            assert_eq!(serde_json::from_value::<SagaFailure>(wire).unwrap(), reason);
+        }
+        assert_eq!(
+            serde_json::to_value(DiscountKind::Percent).unwrap(),
+            "PERCENT"
+        );
+        assert_eq!(serde_json::to_value(DiscountKind::Fixed).unwrap(), "FIXED");
+        let unknown = serde_json::json!({ "discountType": "BOGO", "discountValue": 1 });
+        assert!(
+            serde_json::from_value::<CouponDiscount>(unknown).is_err(),
+            "an unknown kind is refused, not priced as FIXED"
+        );
     }
 }

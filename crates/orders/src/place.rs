@@ -66,17 +66,9 @@ impl NewOrder {
     }
 }
 
-/// A line as the catalog describes it when the order is placed. The price is confirmed (or
-/// corrected) by the catalog when it reserves the stock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    pub product_option_id: i64,
-    pub product_id: i64,
-    pub product_name: String,
-    pub option_name: String,
-    pub unit_price: i64,
-    pub quantity: i64,
-}
+/// A line as the catalog describes it when the order is placed: the shape the catalog sends
+/// back once it has reserved the stock, when it confirms (or corrects) the price.
+pub type Line = events::order::ReservedLine;
 
 /// Stores a `PENDING` order of `user_id` with `lines` and writes `order-created`, in `tx`.
 /// Refused with `TooManyOpenOrders` while the user holds the maximum of unpaid orders, so one

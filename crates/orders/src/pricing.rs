@@ -1,6 +1,6 @@
 //! Pricing an order once its stock is reserved and its coupon applied.
 
-use events::order::{CouponDiscount, ReservedLine};
+use events::order::{CouponDiscount, DiscountKind, ReservedLine};
 
 /// An order's amounts (`API.md`: `totalAmount = max(0, original − discount)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,10 +18,12 @@ pub fn price(lines: &[ReservedLine], discount: Option<&CouponDiscount>) -> Amoun
     });
     let discount = match discount {
         None => 0,
-        Some(d) if d.discount_type == "PERCENT" => {
-            (i128::from(original) * i128::from(d.discount_value.clamp(0, 100)) / 100) as i64
-        }
-        Some(d) => d.discount_value.max(0),
+        Some(d) => match d.discount_type {
+            DiscountKind::Percent => {
+                (i128::from(original) * i128::from(d.discount_value.clamp(0, 100)) / 100) as i64
+            }
+            DiscountKind::Fixed => d.discount_value.max(0),
+        },
     };
     Amounts {
         original,
@@ -45,9 +47,9 @@ mod tests {
         }
     }
 
-    fn coupon(kind: &str, value: i64) -> CouponDiscount {
+    fn coupon(kind: DiscountKind, value: i64) -> CouponDiscount {
         CouponDiscount {
-            discount_type: kind.into(),
+            discount_type: kind,
             discount_value: value,
         }
     }
@@ -69,11 +71,11 @@ mod tests {
     #[test]
     fn a_fixed_coupon_takes_its_value_off_and_never_below_zero() {
         assert_eq!(
-            price(&[line(9000, 1)], Some(&coupon("FIXED", 3000))),
+            price(&[line(9000, 1)], Some(&coupon(DiscountKind::Fixed, 3000))),
             amounts(9000, 3000, 6000)
         );
         assert_eq!(
-            price(&[line(2000, 1)], Some(&coupon("FIXED", 5000))),
+            price(&[line(2000, 1)], Some(&coupon(DiscountKind::Fixed, 5000))),
             amounts(2000, 5000, 0)
         );
     }
@@ -82,11 +84,11 @@ mod tests {
     fn a_percent_coupon_rounds_its_discount_down() {
         // 15% of 9,999 is 1,499.85.
         assert_eq!(
-            price(&[line(9999, 1)], Some(&coupon("PERCENT", 15))),
+            price(&[line(9999, 1)], Some(&coupon(DiscountKind::Percent, 15))),
             amounts(9999, 1499, 8500)
         );
         assert_eq!(
-            price(&[line(700, 3)], Some(&coupon("PERCENT", 100))),
+            price(&[line(700, 3)], Some(&coupon(DiscountKind::Percent, 100))),
             amounts(2100, 2100, 0)
         );
     }

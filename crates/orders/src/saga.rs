@@ -11,7 +11,7 @@ use chrono::Utc;
 use db::{exec, on_tx, sqlx, Tx};
 use eventbus::Handler;
 use events::{
-    order::{CouponUseFailed, CouponUsed, StockDecreaseFailed, StockDecreased},
+    order::{CouponUseFailed, CouponUsed, SagaFailure, StockDecreaseFailed, StockDecreased},
     topics, Envelope,
 };
 use metrics::histogram;
@@ -65,11 +65,11 @@ impl Handler for OrderSaga {
             topics::COUPON_USED => price(&self.orders, tx, event.decode()?).await?,
             topics::STOCK_DECREASE_FAILED => {
                 let failed: StockDecreaseFailed = event.decode()?;
-                fail(&self.orders, tx, failed.order_id, &failed.reason).await?;
+                fail(&self.orders, tx, failed.order_id, failed.reason).await?;
             }
             _ => {
                 let failed: CouponUseFailed = event.decode()?;
-                fail(&self.orders, tx, failed.order_id, &failed.reason).await?;
+                fail(&self.orders, tx, failed.order_id, failed.reason).await?;
             }
         }
         Ok(())
@@ -133,8 +133,8 @@ async fn price(orders: &Orders, tx: &mut Tx, used: CouponUsed) -> anyhow::Result
 }
 
 /// `PENDING` → `FAILED` with `reason`, unless the reason says the order was closed first.
-async fn fail(orders: &Orders, tx: &mut Tx, id: i64, reason: &str) -> anyhow::Result<()> {
-    if reason == "CANCELLED"
+async fn fail(orders: &Orders, tx: &mut Tx, id: i64, reason: SagaFailure) -> anyhow::Result<()> {
+    if reason == SagaFailure::Cancelled
         || !move_status(tx, id, &[OrderStatus::Pending], OrderStatus::Failed).await?
     {
         return Ok(());
@@ -143,7 +143,7 @@ async fn fail(orders: &Orders, tx: &mut Tx, id: i64, reason: &str) -> anyhow::Re
         tx,
         "UPDATE orders SET failure_reason = $2 WHERE id = $1",
         id,
-        reason
+        reason.as_str()
     )?;
     record_change(orders, tx, id).await?;
     Ok(())

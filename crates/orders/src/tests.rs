@@ -8,7 +8,10 @@ use chrono::Utc;
 use db::{on_db, sqlx};
 
 use events::{
-    order::{CouponDiscount, CouponUseFailed, CouponUsed, ReservedLine, StockDecreaseFailed},
+    order::{
+        CouponDiscount, CouponUseFailed, CouponUsed, DiscountKind, ReservedLine, SagaFailure,
+        StockDecreaseFailed,
+    },
     topics, Envelope,
 };
 use testkit::handle;
@@ -144,7 +147,7 @@ async fn coupon_used_prices_the_order_once_with_the_reserved_prices(f: Fixture) 
     let mut reserved = coupon_used(
         &order,
         Some(CouponDiscount {
-            discount_type: "PERCENT".into(),
+            discount_type: DiscountKind::Percent,
             discount_value: 15,
         }),
     );
@@ -183,7 +186,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
     let out_of_stock = place_order(&f.orders, user, &[line(1, 1000, 1)], None).await;
     let failed = StockDecreaseFailed {
         order_id: out_of_stock.id,
-        reason: "OUT_OF_STOCK".into(),
+        reason: SagaFailure::OutOfStock,
         product_option_id: Some(1),
     };
     handle(f.orders.db(), &saga, Envelope::new(&failed)).await;
@@ -194,7 +197,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
     let bad_coupon = place_order(&f.orders, user, &[line(1, 1000, 1)], Some(9)).await;
     let failed = CouponUseFailed {
         order_id: bad_coupon.id,
-        reason: "COUPON_INVALID".into(),
+        reason: SagaFailure::CouponInvalid,
         detail: "not yours".into(),
     };
     handle(f.orders.db(), &saga, Envelope::new(&failed)).await;
@@ -210,7 +213,7 @@ async fn failure_replies_fail_a_pending_order_with_their_reason(f: Fixture) {
     tx.commit().await.unwrap();
     let failed = StockDecreaseFailed {
         order_id: cancelled.id,
-        reason: "CANCELLED".into(),
+        reason: SagaFailure::Cancelled,
         product_option_id: None,
     };
     handle(f.orders.db(), &saga, Envelope::new(&failed)).await;

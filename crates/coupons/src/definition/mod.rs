@@ -34,6 +34,16 @@ impl DiscountType {
     }
 }
 
+/// The same two kinds, as the order saga's events carry them.
+impl From<DiscountType> for events::order::DiscountKind {
+    fn from(kind: DiscountType) -> Self {
+        match kind {
+            DiscountType::Fixed => Self::Fixed,
+            DiscountType::Percent => Self::Percent,
+        }
+    }
+}
+
 /// A coupon as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -12,7 +12,8 @@ use db::{exec, on_tx, sqlx, Tx};
 use eventbus::Handler;
 use events::{
     order::{
-        CouponDiscount, CouponUseFailed, CouponUsed, OrderCancelled, OrderExpired, StockDecreased,
+        CouponDiscount, CouponUseFailed, CouponUsed, OrderCancelled, OrderExpired, SagaFailure,
+        StockDecreased,
     },
     topics, Envelope,
 };
@@ -60,7 +61,7 @@ impl Handler for UseCoupon {
             Err((reason, detail)) => Envelope::caused_by(
                 &CouponUseFailed {
                     order_id: order.order_id,
-                    reason: reason.to_owned(),
+                    reason,
                     detail,
                 },
                 event,
@@ -71,7 +72,7 @@ impl Handler for UseCoupon {
     }
 }
 
-type UseOutcome = Result<Option<CouponDiscount>, (&'static str, String)>;
+type UseOutcome = Result<Option<CouponDiscount>, (SagaFailure, String)>;
 
 async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOutcome> {
     let started = exec!(
@@ -89,7 +90,7 @@ async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOu
         match state.as_str() {
             "RESTORED" => {
                 return Ok(Err((
-                    "CANCELLED",
+                    SagaFailure::Cancelled,
                     "the order was closed before its coupon was used".into(),
                 )))
             }
@@ -97,7 +98,7 @@ async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOu
             // order's stock on the first refusal.
             "FAILED" => {
                 return Ok(Err((
-                    "COUPON_INVALID",
+                    SagaFailure::CouponInvalid,
                     "the coupon was refused for this order".into(),
                 )))
             }
@@ -109,7 +110,7 @@ async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOu
     };
     match use_for_order(tx, user_coupon, order.user_id, order.order_id, Utc::now()).await {
         Ok(discount) => Ok(Ok(Some(CouponDiscount {
-            discount_type: discount.discount_type.as_str().to_owned(),
+            discount_type: discount.discount_type.into(),
             discount_value: discount.discount_value,
         }))),
         Err(CouponUseError::Unknown(error)) => Err(error),
@@ -119,7 +120,7 @@ async fn use_coupon(tx: &mut Tx, order: &StockDecreased) -> anyhow::Result<UseOu
                 "UPDATE coupon_orders SET state = 'FAILED' WHERE order_id = $1",
                 order.order_id
             )?;
-            Ok(Err(("COUPON_INVALID", refused.to_string())))
+            Ok(Err((SagaFailure::CouponInvalid, refused.to_string())))
         }
     }
 }
