@@ -5,8 +5,7 @@ use db::Tx;
 use events::{order::OrderCancelled, Envelope};
 
 use crate::{
-    pay::current_status,
-    status::{move_status, record_change},
+    status::{current_status, move_status, record_change},
     Order, OrderError, OrderStatus, Orders,
 };
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    status::{move_status, record_change},
+    status::{current_status, move_status, record_change},
     OrderError, OrderStatus, Orders,
 };
 
@@ -100,14 +100,4 @@ pub async fn pay(orders: &Orders, tx: &mut Tx, id: i64) -> Result<Payment, Order
         status: OrderStatus::Paid,
         paid_at: now,
     })
-}
-
-pub(crate) async fn current_status(tx: &mut Tx, id: i64) -> Result<OrderStatus, OrderError> {
-    let status: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
-        "SELECT status FROM orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(c)
-    .await)?;
-    Ok(OrderStatus::parse(&status.ok_or(OrderError::NotFound)?)?)
 }

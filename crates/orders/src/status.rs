@@ -1,7 +1,7 @@
 //! Status changes: each is one conditional `UPDATE`, and is stored as served for SSE replay.
 
 use chrono::Utc;
-use db::{exec, sqlx, Tx};
+use db::{exec, on_tx, sqlx, Tx};
 use metrics::counter;
 
 use crate::{find::find_in, order_channel, Order, OrderError, OrderStatus, Orders};
@@ -66,4 +66,15 @@ pub(crate) async fn record_change(
         }
     });
     Ok(order)
+}
+
+/// The status order `id` is in now (`NotFound` if there is none).
+pub(crate) async fn current_status(tx: &mut Tx, id: i64) -> Result<OrderStatus, OrderError> {
+    let status: Option<String> = on_tx!(tx, c => sqlx::query_scalar(
+        "SELECT status FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(OrderStatus::parse(&status.ok_or(OrderError::NotFound)?)?)
 }

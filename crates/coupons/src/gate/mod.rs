@@ -24,6 +24,7 @@ mod rebuild;
 mod redis;
 
 use cache::Cache;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -73,7 +74,7 @@ pub struct PendingTask {
     pub user_id: i64,
 }
 
-/// A coupon's gate state, as rebuilt from the database.
+/// A coupon's gate state: a new coupon's, or one rebuilt from the database.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub coupon_id: i64,
@@ -83,6 +84,25 @@ pub struct Snapshot {
     pub users: Vec<i64>,
     /// When the cache may forget the coupon (well after it expired).
     pub keep_until_ms: i64,
+}
+
+/// How long after its expiry the cache keeps a coupon (so late requests get `EXPIRED` without
+/// a database read).
+const KEEP_AFTER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+impl Snapshot {
+    /// The gate state of `coupon`, kept by the cache until well after it expires.
+    pub fn of(coupon: i64, expires_at: DateTime<Utc>, stock: i64, users: Vec<i64>) -> Self {
+        let expires_at_ms = expires_at.timestamp_millis();
+        Snapshot {
+            coupon_id: coupon,
+            expires_at_ms,
+            stock,
+            keep_until_ms: (expires_at_ms + KEEP_AFTER_EXPIRY_MS)
+                .max(Utc::now().timestamp_millis() + 24 * 3600 * 1000),
+            users,
+        }
+    }
 }
 
 /// How long a pending task is remembered for status reads: far longer than any task stays

@@ -1,14 +1,9 @@
 //! Rebuilding a coupon's gate state from the database.
 
-use chrono::{DateTime, Utc};
 use db::{on_db, sqlx};
 
 use super::Snapshot;
 use crate::{definition::CouponRow, CouponError, Coupons};
-
-/// How long after its expiry the cache keeps a coupon (so late requests get `EXPIRED` without
-/// a database read).
-const KEEP_AFTER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Loads `coupon`'s gate state from the database: stock = total − issued, users = everyone with
 /// a stored result or coupon. Requests still in flight are in neither, so the rebuilt gate can
@@ -39,19 +34,4 @@ pub async fn rebuild(coupons: &Coupons, coupon: i64) -> Result<(), CouponError> 
     );
     coupons.gate.load(&snapshot).await?;
     Ok(())
-}
-
-impl Snapshot {
-    /// The gate state of `coupon`, kept by the cache until well after it expires.
-    pub fn of(coupon: i64, expires_at: DateTime<Utc>, stock: i64, users: Vec<i64>) -> Self {
-        let expires_at_ms = expires_at.timestamp_millis();
-        Snapshot {
-            coupon_id: coupon,
-            expires_at_ms,
-            stock,
-            keep_until_ms: (expires_at_ms + KEEP_AFTER_EXPIRY_MS)
-                .max(Utc::now().timestamp_millis() + 24 * 3600 * 1000),
-            users,
-        }
-    }
 }
