@@ -4,7 +4,7 @@
 //! key to the task: these routes need no token, so a browser's `EventSource` (which cannot
 //! send an `Authorization` header) can follow it.
 
-use std::{convert::Infallible, time::Duration};
+use std::convert::Infallible;
 
 use axum::{
     extract::State,
@@ -19,10 +19,6 @@ use super::{
     limits,
 };
 use crate::state::AppState;
-
-/// How often a waiting stream re-reads the task even without a wake-up (pub/sub is best
-/// effort; the stored result is the truth).
-const RECHECK: Duration = Duration::from_secs(5);
 
 fn task_id(segment: &str) -> Result<Uuid, ApiError> {
     segment
@@ -83,10 +79,7 @@ pub async fn task_events(
                 if task.is_terminal() {
                     break;
                 }
-                tokio::select! {
-                    _ = wake_ups.recv() => {}
-                    () = tokio::time::sleep(RECHECK) => {}
-                }
+                limits::changed(&mut wake_ups).await;
             }
         }
         let event = Event::default()

@@ -202,6 +202,19 @@ pub fn sse(
     Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT))
 }
 
+/// How often a waiting stream reads its resource again without a wake-up: pub/sub is best
+/// effort, what is stored is the truth.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Waits until `wake_ups` says the followed resource changed, or [`RECHECK`] passed; then a
+/// stream reads it again.
+pub async fn changed(wake_ups: &mut cache::Subscription) {
+    tokio::select! {
+        _ = wake_ups.recv() => {}
+        () = tokio::time::sleep(RECHECK) => {}
+    }
+}
+
 /// Routes exempt from shedding and the request timeout: an orchestrator must still be able to
 /// ask whether the process lives, and a scraper to see why it is overloaded.
 fn is_operations(path: &str) -> bool {

@@ -1,6 +1,6 @@
 //! Orders: place (202, the saga runs on), read, follow over SSE, pay, cancel.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible};
 
 use axum::{
     extract::State,
@@ -28,9 +28,6 @@ use super::{
     PageQuery,
 };
 use crate::state::AppState;
-
-/// How often a waiting stream re-reads the order even without a wake-up.
-const RECHECK: Duration = Duration::from_secs(5);
 
 impl From<OrderError> for ApiError {
     fn from(error: OrderError) -> Self {
@@ -274,10 +271,7 @@ pub async fn order_events(
             if f.done {
                 return None;
             }
-            tokio::select! {
-                _ = f.wake_ups.recv() => {}
-                () = tokio::time::sleep(RECHECK) => {}
-            }
+            limits::changed(&mut f.wake_ups).await;
             match orders::find::changes(f.state.orders.db(), f.id, f.after).await {
                 Ok(changes) => f.pending.extend(changes),
                 Err(error) => tracing::warn!(
