@@ -8,21 +8,32 @@ use crate::{Order, OrderError, OrderItem, OrderStatus};
 const ORDER_COLUMNS: &str = "id, user_id, status, user_coupon_id, original_amount, \
     discount_amount, total_amount, failure_reason, payment_deadline, created_at, updated_at";
 
-type OrderRow = (
-    i64,
-    i64,
-    String,
-    Option<i64>,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// An `orders` row ([`ORDER_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: i64,
+    user_id: i64,
+    status: String,
+    user_coupon_id: Option<i64>,
+    original_amount: i64,
+    discount_amount: i64,
+    total_amount: i64,
+    failure_reason: Option<String>,
+    payment_deadline: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-type ItemRow = (i64, i64, String, String, i64, i64);
+/// An `order_items` row ([`ITEM_COLUMNS`]).
+#[derive(sqlx::FromRow, Clone)]
+struct ItemRow {
+    order_id: i64,
+    product_option_id: i64,
+    product_name: String,
+    option_name: String,
+    unit_price: i64,
+    quantity: i64,
+}
 
 /// The order `id`.
 pub async fn find(db: &Db, id: i64) -> Result<Order, OrderError> {
@@ -109,7 +120,7 @@ async fn assemble_all(db: &Db, rows: Vec<OrderRow>) -> Result<Vec<Order>, OrderE
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let list = db::id_list(rows.iter().map(|r| r.0));
+    let list = db::id_list(rows.iter().map(|r| r.id));
     let items: Vec<ItemRow> = on_db!(db, c => sqlx::query_as(&format!(
         "SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id IN ({list}) \
          ORDER BY product_option_id"
@@ -118,8 +129,11 @@ async fn assemble_all(db: &Db, rows: Vec<OrderRow>) -> Result<Vec<Order>, OrderE
     .await)?;
     rows.into_iter()
         .map(|row| {
-            let id = row.0;
-            let mine = items.iter().filter(|i| i.0 == id).cloned().collect();
+            let mine = items
+                .iter()
+                .filter(|i| i.order_id == row.id)
+                .cloned()
+                .collect();
             Ok(assemble(row, mine)?)
         })
         .collect()
@@ -159,45 +173,28 @@ pub async fn changes(db: &Db, id: i64, after: Option<i64>) -> Result<Vec<Change>
 }
 
 fn assemble(row: OrderRow, items: Vec<ItemRow>) -> anyhow::Result<Order> {
-    let (
-        id,
-        user_id,
-        status,
-        user_coupon_id,
-        original_amount,
-        discount_amount,
-        total_amount,
-        failure_reason,
-        payment_deadline,
-        created_at,
-        updated_at,
-    ) = row;
     Ok(Order {
-        id,
-        user_id,
-        status: OrderStatus::parse(&status)?,
+        id: row.id,
+        user_id: row.user_id,
+        status: OrderStatus::parse(&row.status)?,
         items: items
             .into_iter()
-            .map(
-                |(_, product_option_id, product_name, option_name, unit_price, quantity)| {
-                    OrderItem {
-                        product_option_id,
-                        product_name,
-                        option_name,
-                        unit_price,
-                        quantity,
-                    }
-                },
-            )
+            .map(|item| OrderItem {
+                product_option_id: item.product_option_id,
+                product_name: item.product_name,
+                option_name: item.option_name,
+                unit_price: item.unit_price,
+                quantity: item.quantity,
+            })
             .collect(),
-        user_coupon_id,
-        original_amount,
-        discount_amount,
-        total_amount,
-        failure_reason,
-        payment_deadline,
-        created_at,
-        updated_at,
+        user_coupon_id: row.user_coupon_id,
+        original_amount: row.original_amount,
+        discount_amount: row.discount_amount,
+        total_amount: row.total_amount,
+        failure_reason: row.failure_reason,
+        payment_deadline: row.payment_deadline,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
 }
 

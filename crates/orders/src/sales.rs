@@ -6,7 +6,7 @@ use db::{on_db, sqlx, Db};
 
 /// Units of one order line, paid at `paid_at`; `(order_id, product_option_id)` names it, as
 /// `product-sold` does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Sale {
     pub order_id: i64,
     pub product_option_id: i64,
@@ -45,8 +45,16 @@ pub async fn paid_since(
             }
         }
     };
-    let rows: Vec<(i64, i64, i64, i64, i64, DateTime<Utc>)> = on_db!(db, c => sqlx::query_as(
-        "SELECT p.id, p.order_id, i.product_option_id, i.product_id, i.quantity, p.paid_at \
+    /// A sale and the payment it was read from.
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        payment_id: i64,
+        #[sqlx(flatten)]
+        sale: Sale,
+    }
+    let rows: Vec<Row> = on_db!(db, c => sqlx::query_as(
+        "SELECT p.id AS payment_id, p.order_id, i.product_option_id, i.product_id, i.quantity, \
+         p.paid_at \
          FROM (SELECT id, order_id, paid_at FROM payments WHERE id > $1 AND paid_at >= $2 \
                ORDER BY id LIMIT $3) p \
          JOIN order_items i ON i.order_id = p.order_id \
@@ -57,18 +65,7 @@ pub async fn paid_since(
     .bind(orders)
     .fetch_all(c)
     .await)?;
-    let next = rows.last().map(|r| Cursor(Some(r.0)));
-    let sales = rows
-        .into_iter()
-        .map(
-            |(_, order_id, product_option_id, product_id, quantity, paid_at)| Sale {
-                order_id,
-                product_option_id,
-                product_id,
-                quantity,
-                paid_at,
-            },
-        )
-        .collect();
+    let next = rows.last().map(|r| Cursor(Some(r.payment_id)));
+    let sales = rows.into_iter().map(|row| row.sale).collect();
     Ok((sales, next))
 }

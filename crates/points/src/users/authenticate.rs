@@ -20,7 +20,15 @@ pub async fn authenticate(
 ) -> Result<Option<User>, UserError> {
     let email = normalize_email(email);
     // No account's email holds a NUL (sign-up refuses it), and PostgreSQL cannot compare one.
-    let row: Option<(i64, String, String, bool, String)> = if email.contains('\0') {
+    #[derive(sqlx::FromRow)]
+    struct Account {
+        id: i64,
+        name: String,
+        email: String,
+        is_admin: bool,
+        password_hash: String,
+    }
+    let account: Option<Account> = if email.contains('\0') {
         None
     } else {
         on_db!(db, c => sqlx::query_as(
@@ -31,16 +39,16 @@ pub async fn authenticate(
         .await)
         .map_err(anyhow::Error::from)?
     };
-    let hash = row.as_ref().map_or(DECOY_HASH.to_owned(), |r| r.4.clone());
+    let hash = account
+        .as_ref()
+        .map_or(DECOY_HASH.to_owned(), |a| a.password_hash.clone());
     let matches = hashing.verify(password.to_owned(), hash).await?;
-    Ok(row
-        .filter(|_| matches)
-        .map(|(id, name, email, is_admin, _)| User {
-            id,
-            name,
-            email,
-            is_admin,
-        }))
+    Ok(account.filter(|_| matches).map(|a| User {
+        id: a.id,
+        name: a.name,
+        email: a.email,
+        is_admin: a.is_admin,
+    }))
 }
 
 #[cfg(test)]
