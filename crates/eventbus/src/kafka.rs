@@ -26,6 +26,7 @@ use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
 };
 use sqlx::types::Json;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
@@ -33,6 +34,9 @@ use crate::doorbell::{Doorbell, LOOK_AGAIN};
 use crate::BusSettings;
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a consumer stopping with its process waits to have left its group.
+const LEAVE_WAIT: Duration = Duration::from_secs(5);
 
 /// A consumer that received nothing for this many fetch waits pauses its partitions until
 /// its topics ring ([`Doorbell`]).
@@ -308,108 +312,43 @@ impl KafkaBus {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let group = handler.group().to_owned();
-        let group_id = self.group_id(&db, &group).await?;
-        let mut config = ClientConfig::new();
-        if let Some(instance) = &settings.kafka_instance_id {
-            config.set("group.instance.id", instance);
-        }
-        let consumer: Arc<StreamConsumer> = Arc::new(
-            config
-                .set("bootstrap.servers", &self.bootstrap)
-                .set("group.id", &group_id)
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .set(
-                    "fetch.wait.max.ms",
-                    settings.kafka_fetch_wait.as_millis().to_string(),
-                )
-                .set("session.timeout.ms", "10000")
-                // Also the rebalance timeout: how long a rebalance waits for members to rejoin. A
-                // member killed without leaving never does, and some brokers (Tansu) only drop it
-                // when this runs out, so keep it short; a batch takes far less.
-                .set("max.poll.interval.ms", "20000")
-                .create()?,
-        );
         let topics = handler.topics();
-        let kafka_topics = self.topics_of(&topics);
-        let topic_refs: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topic_refs)?;
+        let consumer = self.join(&self.group_id(&db, &group).await?, &topics, &settings)?;
         let batch_size = settings.batch_size.max(1) as usize;
         let idle_after = settings.kafka_fetch_wait * AWAKE_FETCHES;
-
-        loop {
-            let Some(first) = self
-                .next_message(&consumer, &topics, idle_after, &shutdown)
-                .await
-            else {
-                break;
-            };
-            // Per partition: the events to apply, and the last offset received (which may be a
-            // message that is not an event, skipped but committed past once the rest is done).
-            let mut partitions: BTreeMap<(String, i32), (Vec<Delivery>, i64)> = BTreeMap::new();
-            let mut received = 0;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Ok(message) => {
-                        received += 1;
-                        let key = (message.topic().to_owned(), message.partition());
-                        let (deliveries, last_seen) = partitions.entry(key).or_default();
-                        *last_seen = message.offset();
-                        match message.payload().map(serde_json::from_slice::<Envelope>) {
-                            Some(Ok(envelope)) => deliveries.push(Delivery {
-                                envelope,
-                                position: message.offset(),
-                            }),
-                            _ => {
-                                tracing::error!(consumer = %group, topic = message.topic(), offset = message.offset(), "skipping a message that is not an event envelope");
-                                counter!("stampede_events_failed_total", "consumer" => group.clone(), "topic" => message.topic().to_owned()).increment(1);
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!(consumer = %group, %error, "Kafka consumer error"),
-                }
-                if received < batch_size {
-                    next = consumer.recv().now_or_never();
-                }
-            }
-
-            let runs = partitions
-                .iter()
-                .map(|((topic, partition), (deliveries, last_seen))| {
-                    let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
-                    async move {
-                        let done = if deliveries.is_empty() {
-                            Ok(None)
-                        } else {
+        while let Some(first) = self
+            .next_message(&consumer, &topics, idle_after, &shutdown)
+            .await
+        {
+            let partitions = receive(&consumer, first, batch_size, &group);
+            let runs = partitions.iter().map(|(key, received)| {
+                let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
+                async move {
+                    let done = match received.deliveries.as_slice() {
+                        [] => Ok(None),
+                        deliveries => {
                             run_batch(db, handler, &AfterCommit, policy, deliveries, shutdown).await
-                        };
-                        (topic, *partition, deliveries, *last_seen, done)
-                    }
-                });
-            let mut commits = TopicPartitionList::new();
-            for (topic, partition, deliveries, last_seen, done) in
-                futures::future::join_all(runs).await
-            {
-                let last = deliveries.last().map(|d| d.position);
-                let done = match done {
-                    Ok(done) => done,
-                    Err(error) => {
-                        tracing::warn!(consumer = %group, %topic, partition, error = format!("{error:#}"), "consumer batch failed; will retry");
-                        None
-                    }
-                };
-                let committed = if done == last { Some(last_seen) } else { done };
-                if let Some(position) = committed {
-                    commits.add_partition_offset(topic, partition, Offset::Offset(position + 1))?;
+                        }
+                    };
+                    (key, received, done)
                 }
-                let first_undone = match (done, deliveries.first()) {
-                    (Some(done), _) if Some(done) < last => Some(done + 1),
-                    (None, Some(first)) => Some(first.position),
-                    _ => None,
-                };
+            });
+            let mut commits = TopicPartitionList::new();
+            for ((topic, partition), received, done) in futures::future::join_all(runs).await {
+                let done = done.unwrap_or_else(|error| {
+                    tracing::warn!(consumer = %group, %topic, partition, error = format!("{error:#}"), "consumer batch failed; will retry");
+                    None
+                });
+                let (committed, first_undone) = received.after(done);
+                if let Some(position) = committed {
+                    commits.add_partition_offset(
+                        topic,
+                        *partition,
+                        Offset::Offset(position + 1),
+                    )?;
+                }
                 if let Some(position) = first_undone {
-                    consumer.seek(topic, partition, Offset::Offset(position), NETWORK_TIMEOUT)?;
+                    consumer.seek(topic, *partition, Offset::Offset(position), NETWORK_TIMEOUT)?;
                     tokio::time::sleep(policy.first_backoff).await;
                 }
             }
@@ -419,7 +358,40 @@ impl KafkaBus {
                 }
             }
         }
+        consumer.leave().await;
         Ok(())
+    }
+
+    /// A consumer of the Kafka group `group_id`, subscribed to `topics`.
+    fn join(
+        &self,
+        group_id: &str,
+        topics: &[String],
+        settings: &BusSettings,
+    ) -> anyhow::Result<Member> {
+        let mut config = ClientConfig::new();
+        if let Some(instance) = &settings.kafka_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer = config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "fetch.wait.max.ms",
+                settings.kafka_fetch_wait.as_millis().to_string(),
+            )
+            .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long a rebalance waits for members to rejoin. A
+            // member killed without leaving never does, and some brokers (Tansu) only drop it
+            // when this runs out, so keep it short; a batch takes far less.
+            .set("max.poll.interval.ms", "20000")
+            .create()?;
+        let kafka_topics = self.topics_of(topics);
+        let topic_refs: Vec<&str> = kafka_topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        Ok(Member(Some(Arc::new(consumer))))
     }
 
     /// Waits for `consumer`'s next message; `None` on shutdown. Having received nothing for
@@ -460,6 +432,121 @@ impl KafkaBus {
     }
 }
 
+/// What one poll brought from one partition: the events to apply, and the last offset received
+/// (which may be a message that is not an event, skipped but committed past once the rest is
+/// done).
+#[derive(Default)]
+struct Received {
+    deliveries: Vec<Delivery>,
+    last_seen: i64,
+}
+
+impl Received {
+    /// Given the position of the last delivery applied (`None`: none was), the position to
+    /// commit up to and the one to seek back to, so that what was not applied comes again.
+    fn after(&self, done: Option<i64>) -> (Option<i64>, Option<i64>) {
+        let last = self.deliveries.last().map(|d| d.position);
+        let committed = if done == last {
+            Some(self.last_seen)
+        } else {
+            done
+        };
+        let first_undone = match (done, self.deliveries.first()) {
+            (Some(done), _) if Some(done) < last => Some(done + 1),
+            (None, Some(first)) => Some(first.position),
+            _ => None,
+        };
+        (committed, first_undone)
+    }
+}
+
+/// `first` and what else has already arrived, up to `batch_size` messages, by partition.
+fn receive(
+    consumer: &StreamConsumer,
+    first: KafkaResult<BorrowedMessage<'_>>,
+    batch_size: usize,
+    group: &str,
+) -> BTreeMap<(String, i32), Received> {
+    let mut partitions: BTreeMap<(String, i32), Received> = BTreeMap::new();
+    let mut received = 0;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        match message {
+            Ok(message) => {
+                received += 1;
+                let key = (message.topic().to_owned(), message.partition());
+                let partition = partitions.entry(key).or_default();
+                partition.last_seen = message.offset();
+                match message.payload().map(serde_json::from_slice::<Envelope>) {
+                    Some(Ok(envelope)) => partition.deliveries.push(Delivery {
+                        envelope,
+                        position: message.offset(),
+                    }),
+                    _ => {
+                        tracing::error!(consumer = %group, topic = message.topic(), offset = message.offset(), "skipping a message that is not an event envelope");
+                        counter!("stampede_events_failed_total", "consumer" => group.to_owned(), "topic" => message.topic().to_owned()).increment(1);
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(consumer = %group, %error, "Kafka consumer error"),
+        }
+        if received < batch_size {
+            next = consumer.recv().now_or_never();
+        }
+    }
+    partitions
+}
+
+/// A consumer's membership of its Kafka group. Leaving it (librdkafka's close) waits on the
+/// broker and has been seen upstream never to return (rust-rdkafka issues 509 and 611), so it
+/// happens on a thread of its own: a leave that hangs holds up neither the runtime's threads
+/// (a watchdog restart drops a consumer) nor the process's exit.
+struct Member(Option<Arc<StreamConsumer>>);
+
+impl Member {
+    /// Leaves the group, waiting at most [`LEAVE_WAIT`] (on shutdown, so that the group's
+    /// partitions move to the other instances now rather than when the session runs out).
+    async fn leave(mut self) {
+        let Some(left) = self.0.take().and_then(leave_aside) else {
+            return;
+        };
+        if tokio::time::timeout(LEAVE_WAIT, left).await.is_err() {
+            tracing::warn!("a Kafka consumer did not leave its group within {LEAVE_WAIT:?}; going on without waiting");
+        }
+    }
+}
+
+impl std::ops::Deref for Member {
+    type Target = Arc<StreamConsumer>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("a member until it leaves")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            leave_aside(consumer);
+        }
+    }
+}
+
+/// Closes `consumer` on a thread of its own when this is its last handle; the receiver
+/// resolves once it has left.
+fn leave_aside(consumer: Arc<StreamConsumer>) -> Option<oneshot::Receiver<()>> {
+    let consumer = Arc::into_inner(consumer)?;
+    let (left, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("kafka-leave".to_owned())
+        .spawn(move || {
+            drop(consumer);
+            let _ = left.send(());
+        })
+        .ok()?;
+    Some(done)
+}
+
 /// Resumes fetching every partition of `consumer`. librdkafka's fetcher notices a resumed
 /// partition only at its next periodic look, up to a second later (each hop into a paused group
 /// took one), unless something wakes it: a seek of a partition to where it stands, or, when no
@@ -478,6 +565,7 @@ fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
         );
         tokio::task::spawn_blocking(move || {
             let _ = consumer.fetch_watermarks(&topic, partition, NETWORK_TIMEOUT);
+            leave_aside(consumer);
         });
     }
     Ok(())
@@ -572,4 +660,33 @@ fn real_offsets(list: &TopicPartitionList) -> KafkaResult<TopicPartitionList> {
         }
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events at `positions`, with the last message received at `last_seen`.
+    fn received(positions: &[i64], last_seen: i64) -> Received {
+        let delivery = |position| Delivery {
+            envelope: Envelope::raw("order-created", "1", "c".into(), None, 1, "{}".into()),
+            position,
+        };
+        Received {
+            deliveries: positions.iter().copied().map(delivery).collect(),
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn a_partition_done_is_committed_past_its_last_message_even_when_that_was_no_event() {
+        assert_eq!(received(&[3, 4], 6).after(Some(4)), (Some(6), None));
+        assert_eq!(received(&[], 6).after(None), (Some(6), None));
+    }
+
+    #[test]
+    fn what_was_not_applied_is_sought_back_and_only_what_was_is_committed() {
+        assert_eq!(received(&[3, 4, 5], 5).after(Some(3)), (Some(3), Some(4)));
+        assert_eq!(received(&[3, 4, 5], 5).after(None), (None, Some(3)));
+    }
 }

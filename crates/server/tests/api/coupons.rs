@@ -75,16 +75,36 @@ async fn get_json(app: &TestApp, path: &str, token: Option<&str>) -> Value {
 }
 
 /// Reads `/api/coupon-tasks/{task}/events` on `app` until its `result` event; returns the task.
+/// A result that has not come within a minute fails the test with where the task stands.
 async fn sse_result(app: &TestApp, task: &str) -> Value {
-    let response = app
-        .request(
-            Method::GET,
-            &format!("/api/coupon-tasks/{task}/events"),
-            None,
-        )
-        .send()
-        .await
-        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(60), read_result(app, task)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let now = get_json(app, &format!("/api/coupon-tasks/{task}"), None).await;
+            let stalled = app.state.bus.stalled();
+            panic!("no result for task {task} within a minute: it is {now}; stalled consumers: {stalled:?}")
+        }
+    }
+}
+
+/// Like a client, opens the stream again after a 503 (a loaded instance may be short of
+/// connections or streams for a moment), after the `Retry-After` it was given.
+async fn read_result(app: &TestApp, task: &str) -> Value {
+    let path = format!("/api/coupon-tasks/{task}/events");
+    let response = loop {
+        let response = app.request(Method::GET, &path, None).send().await.unwrap();
+        if response.status() != 503 {
+            break response;
+        }
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        assert!(["UNAVAILABLE", "OVERLOADED"].contains(&body["code"].as_str().unwrap()));
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    };
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
