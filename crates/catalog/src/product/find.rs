@@ -1,5 +1,7 @@
 //! Reading products: detail (cached) and pages of the list.
 
+use std::collections::HashMap;
+
 use db::{on_db, sqlx, Db};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,7 +20,7 @@ pub struct ProductPage {
 }
 
 /// An option as an order line names and prices it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OptionSummary {
     pub id: i64,
     pub product_id: i64,
@@ -27,8 +29,38 @@ pub struct OptionSummary {
     pub price: i64,
 }
 
-type ProductRow = (i64, String, String, String);
-type OptionRow = (i64, i64, String, i64, i64);
+/// A `products` row.
+#[derive(sqlx::FromRow)]
+struct ProductRow {
+    id: i64,
+    name: String,
+    category: String,
+    description: String,
+}
+
+/// A `product_options` row ([`OPTION_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+pub(crate) struct OptionRow {
+    pub(crate) product_id: i64,
+    id: i64,
+    name: String,
+    price: i64,
+    stock: i64,
+}
+
+pub(crate) const OPTION_COLUMNS: &str = "product_id, id, name, price, stock";
+
+impl From<OptionRow> for ProductOption {
+    fn from(row: OptionRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            price: row.price,
+            sold_out: row.stock == 0,
+            stock: row.stock,
+        }
+    }
+}
 
 /// The product `id` with its options' live stock, from the cache when it has it.
 pub async fn find(catalog: &Catalog, id: i64) -> Result<Product, CatalogError> {
@@ -97,29 +129,26 @@ pub(crate) async fn load(db: &Db, ids: &[i64]) -> Result<Vec<Product>, CatalogEr
     .fetch_all(c)
     .await)?;
     let options: Vec<OptionRow> = on_db!(db, c => sqlx::query_as(&format!(
-        "SELECT product_id, id, name, price, stock FROM product_options WHERE product_id IN ({list}) ORDER BY id"
+        "SELECT {OPTION_COLUMNS} FROM product_options WHERE product_id IN ({list}) ORDER BY id"
     ))
     .fetch_all(c)
     .await)?;
+    let mut by_product: HashMap<i64, Vec<ProductOption>> = HashMap::new();
+    for option in options {
+        by_product
+            .entry(option.product_id)
+            .or_default()
+            .push(option.into());
+    }
     Ok(products
         .into_iter()
-        .map(|(id, name, category, description)| {
-            let options: Vec<ProductOption> = options
-                .iter()
-                .filter(|o| o.0 == id)
-                .map(|(_, option_id, name, price, stock)| ProductOption {
-                    id: *option_id,
-                    name: name.clone(),
-                    price: *price,
-                    stock: *stock,
-                    sold_out: *stock == 0,
-                })
-                .collect();
+        .map(|product| {
+            let options = by_product.remove(&product.id).unwrap_or_default();
             Product {
-                id,
-                name,
-                category,
-                description,
+                id: product.id,
+                name: product.name,
+                category: product.category,
+                description: product.description,
                 sold_out: options.iter().all(|o| o.sold_out),
                 options,
             }
@@ -133,28 +162,17 @@ pub async fn options(db: &Db, ids: &[i64]) -> Result<Vec<OptionSummary>, Catalog
         return Ok(Vec::new());
     }
     let list = db::id_list(ids.iter().copied());
-    let rows: Vec<(i64, i64, String, String, i64)> = on_db!(db, c => sqlx::query_as(&format!(
-        "SELECT o.id, o.product_id, p.name, o.name, o.price FROM product_options o \
-         JOIN products p ON p.id = o.product_id WHERE o.id IN ({list}) ORDER BY o.id"
+    Ok(on_db!(db, c => sqlx::query_as(&format!(
+        "SELECT o.id, o.product_id, p.name AS product_name, o.name AS option_name, o.price \
+         FROM product_options o JOIN products p ON p.id = o.product_id \
+         WHERE o.id IN ({list}) ORDER BY o.id"
     ))
     .fetch_all(c)
-    .await)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, product_id, product_name, option_name, price)| OptionSummary {
-                id,
-                product_id,
-                product_name,
-                option_name,
-                price,
-            },
-        )
-        .collect())
+    .await)?)
 }
 
 /// A product as listings name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ProductName {
     pub id: i64,
     pub name: String,
@@ -167,13 +185,9 @@ pub async fn names(db: &Db, ids: &[i64]) -> Result<Vec<ProductName>, CatalogErro
         return Ok(Vec::new());
     }
     let list = db::id_list(ids.iter().copied());
-    let rows: Vec<(i64, String, String)> = on_db!(db, c => sqlx::query_as(&format!(
+    Ok(on_db!(db, c => sqlx::query_as(&format!(
         "SELECT id, name, category FROM products WHERE id IN ({list}) ORDER BY id"
     ))
     .fetch_all(c)
-    .await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name, category)| ProductName { id, name, category })
-        .collect())
+    .await)?)
 }

@@ -2,7 +2,10 @@
 
 use db::{on_tx, sqlx};
 
-use super::{ProductOption, MAX_STOCK};
+use super::{
+    find::{OptionRow, OPTION_COLUMNS},
+    ProductOption, MAX_STOCK,
+};
 use crate::{Catalog, CatalogError};
 
 /// Adds `quantity` (1 to 1,000,000) to the stock of option `option_id` in one atomic update;
@@ -20,16 +23,16 @@ pub async fn restock(
         });
     }
     let mut tx = catalog.db.begin().await?;
-    let row: Option<(i64, i64, String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
+    let row: Option<OptionRow> = on_tx!(tx, c => sqlx::query_as(&format!(
         "UPDATE product_options SET stock = stock + $2 WHERE id = $1 AND stock <= $3 - $2 \
-         RETURNING product_id, id, name, price, stock",
-    )
+         RETURNING {OPTION_COLUMNS}"
+    ))
     .bind(option_id)
     .bind(quantity)
     .bind(MAX_STOCK)
     .fetch_optional(c)
     .await)?;
-    let Some((product_id, id, name, price, stock)) = row else {
+    let Some(option) = row else {
         let exists: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(
             "SELECT id FROM product_options WHERE id = $1",
         )
@@ -41,13 +44,7 @@ pub async fn restock(
             None => CatalogError::NotFound,
         });
     };
-    catalog.forget_after_commit(&mut tx, vec![product_id]);
+    catalog.forget_after_commit(&mut tx, vec![option.product_id]);
     tx.commit().await?;
-    Ok(ProductOption {
-        id,
-        name,
-        price,
-        stock,
-        sold_out: stock == 0,
-    })
+    Ok(option.into())
 }

@@ -115,10 +115,22 @@ async fn take(tx: &mut Tx, order_id: i64, lines: &[Line]) -> Result<(), ReserveE
     Ok(())
 }
 
+/// A reservation with what a priced line shows.
+#[derive(sqlx::FromRow)]
+struct ReservedRow {
+    option_id: i64,
+    product_id: i64,
+    product_name: String,
+    option_name: String,
+    unit_price: i64,
+    quantity: i64,
+}
+
 /// What `order_id` holds (released or not), by option id.
 async fn reserved(tx: &mut Tx, order_id: i64) -> sqlx::Result<Vec<Reserved>> {
-    let rows: Vec<(i64, i64, String, String, i64, i64)> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT r.option_id, o.product_id, p.name, o.name, r.unit_price, r.quantity \
+    let rows: Vec<ReservedRow> = on_tx!(tx, c => sqlx::query_as(
+        "SELECT r.option_id, o.product_id, p.name AS product_name, o.name AS option_name, \
+         r.unit_price, r.quantity \
          FROM stock_reservations r JOIN product_options o ON o.id = r.option_id \
          JOIN products p ON p.id = o.product_id WHERE r.order_id = $1 ORDER BY r.option_id",
     )
@@ -127,15 +139,13 @@ async fn reserved(tx: &mut Tx, order_id: i64) -> sqlx::Result<Vec<Reserved>> {
     .await)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(option, product, product_name, option_name, unit_price, quantity)| Reserved {
-                product_option_id: option,
-                product_id: product,
-                product_name,
-                option_name,
-                unit_price,
-                quantity,
-            },
-        )
+        .map(|row| Reserved {
+            product_option_id: row.option_id,
+            product_id: row.product_id,
+            product_name: row.product_name,
+            option_name: row.option_name,
+            unit_price: row.unit_price,
+            quantity: row.quantity,
+        })
         .collect())
 }

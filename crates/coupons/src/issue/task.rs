@@ -37,8 +37,15 @@ impl Task {
     }
 }
 
-/// coupon id, user id, status, reason, user coupon id
-type StoredTask = (i64, i64, String, Option<String>, Option<i64>);
+/// A `coupon_tasks` row.
+#[derive(sqlx::FromRow)]
+struct StoredTask {
+    coupon_id: i64,
+    user_id: i64,
+    status: String,
+    reason: Option<String>,
+    user_coupon_id: Option<i64>,
+}
 
 /// The pub/sub channel on which the store consumer announces that `task` has a result.
 /// Messages are wake-ups: listeners read the result with [`find_task`].
@@ -55,18 +62,18 @@ pub async fn find_task(coupons: &Coupons, id: Uuid) -> Result<Task, CouponError>
     .bind(id)
     .fetch_optional(c)
     .await)?;
-    if let Some((coupon_id, user_id, status, reason, user_coupon_id)) = stored {
+    if let Some(task) = stored {
         return Ok(Task {
             task_id: id,
-            coupon_id,
-            user_id,
-            status: if status == "SUCCESS" {
+            coupon_id: task.coupon_id,
+            user_id: task.user_id,
+            status: if task.status == "SUCCESS" {
                 TaskStatus::Success
             } else {
                 TaskStatus::Failed
             },
-            reason: reason.as_deref().map(FailReason::parse),
-            user_coupon_id,
+            reason: task.reason.as_deref().map(FailReason::parse),
+            user_coupon_id: task.user_coupon_id,
         });
     }
     match coupons.gate.pending(id).await? {

@@ -6,8 +6,16 @@ use db::{exec, on_tx, sqlx, Tx};
 use super::{CouponUseError, Discount};
 use crate::DiscountType;
 
-/// owner, status, order using it, discount type and value, expiry
-type CouponState = (i64, String, Option<i64>, String, i64, DateTime<Utc>);
+/// A user coupon with its coupon's terms.
+#[derive(sqlx::FromRow)]
+struct CouponState {
+    owner: i64,
+    status: String,
+    used_by: Option<i64>,
+    discount_type: String,
+    discount_value: i64,
+    expires_at: DateTime<Utc>,
+}
 
 /// Marks `user_coupon_id` used by `order_id` in `tx` and returns its discount. Idempotent per
 /// order: using it again for the same order returns the same discount. Refused when the coupon
@@ -21,27 +29,27 @@ pub async fn use_for_order(
     now: DateTime<Utc>,
 ) -> Result<Discount, CouponUseError> {
     let row: Option<CouponState> = on_tx!(tx, c => sqlx::query_as(
-        "SELECT uc.user_id, uc.status, uc.order_id, c.discount_type, c.discount_value, c.expires_at \
-         FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = $1",
+        "SELECT uc.user_id AS owner, uc.status, uc.order_id AS used_by, c.discount_type, \
+         c.discount_value, c.expires_at FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = $1",
     )
     .bind(user_coupon_id)
     .fetch_optional(c)
     .await)?;
-    let (owner, status, used_by, kind, value, expires_at) = row.ok_or(CouponUseError::NotFound)?;
+    let coupon = row.ok_or(CouponUseError::NotFound)?;
     let discount = Discount {
-        discount_type: DiscountType::parse(&kind)?,
-        discount_value: value,
+        discount_type: DiscountType::parse(&coupon.discount_type)?,
+        discount_value: coupon.discount_value,
     };
-    if owner != user_id {
+    if coupon.owner != user_id {
         return Err(CouponUseError::NotOwned);
     }
-    if status == "USED" {
-        return match used_by {
+    if coupon.status == "USED" {
+        return match coupon.used_by {
             Some(order) if order == order_id => Ok(discount),
             _ => Err(CouponUseError::AlreadyUsed),
         };
     }
-    if expires_at <= now {
+    if coupon.expires_at <= now {
         return Err(CouponUseError::Expired);
     }
     let used = exec!(
