@@ -219,127 +219,157 @@ pub(crate) trait Checkpoint: Send + Sync {
     async fn failed(&self, tx: &mut Tx, attempts: u32, error: &str) -> anyhow::Result<()>;
 }
 
-/// Runs a partition's `batch` (in order) through `handler`: one transaction for the run of
-/// events that succeed; a failing event is retried alone with backoff and dead-lettered once it
-/// has failed `policy.max_attempts` times. Transient failures do not count as attempts: the
-/// event waits, with backoff, for its dependency to return. Returns the position of the last event that is done,
-/// if any; the caller fetches the rest again from there. Stops early, leaving the failing event
-/// undone, when `shutdown` fires or another worker took the partition over.
-pub(crate) async fn run_batch(
-    db: &db::Db,
-    handler: &dyn Handler,
-    checkpoint: &dyn Checkpoint,
-    policy: &RetryPolicy,
-    batch: &[Delivery],
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<i64>> {
-    // SQLite has one writer: nothing waits on a batch's locks but the next batch.
-    let limit = match db.backend() {
-        db::Backend::Sqlite => usize::MAX,
-        db::Backend::Postgres => handler.batch_limit().max(1),
-    };
-    let mut done = None;
-    for chunk in batch.chunks(limit) {
-        let chunk_done = run_chunk(db, handler, checkpoint, policy, chunk, shutdown).await?;
-        if chunk_done.is_none() || chunk_done != chunk.last().map(|d| d.position) {
-            return Ok(chunk_done.or(done));
-        }
-        done = chunk_done;
-    }
-    Ok(done)
+/// What runs a partition's events: the handler, where the partition's progress is kept, and
+/// how failures are retried.
+pub(crate) struct Runner<'a> {
+    pub db: &'a db::Db,
+    pub handler: &'a dyn Handler,
+    pub checkpoint: &'a dyn Checkpoint,
+    pub policy: &'a RetryPolicy,
+    pub shutdown: &'a CancellationToken,
 }
 
-/// [`run_batch`] for events that share one transaction.
-async fn run_chunk(
-    db: &db::Db,
-    handler: &dyn Handler,
-    checkpoint: &dyn Checkpoint,
-    policy: &RetryPolicy,
-    batch: &[Delivery],
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<i64>> {
-    let max_attempts = policy.max_attempts.max(1);
-    let mut tx = db.begin().await?;
-    let Some(claim) = checkpoint.claim(&mut tx).await? else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let pending: Vec<&Delivery> = batch.iter().filter(|d| d.position > claim.done).collect();
-    let mut last_done = None;
-    let mut failed = None;
-    for (i, delivery) in pending.iter().enumerate() {
-        let prior = if i == 0 { claim.attempts } else { 0 };
-        if prior >= max_attempts {
-            failed = Some((*delivery, prior, None));
-            break;
+/// A failed event, awaiting its next attempt.
+struct Failed<'d> {
+    delivery: &'d Delivery,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+impl Runner<'_> {
+    /// Runs a partition's `batch` (in order): one transaction for the run of events that
+    /// succeed; a failing event is retried alone with backoff and dead-lettered once it has
+    /// failed `policy.max_attempts` times. Transient failures do not count as attempts: the
+    /// event waits, with backoff, for its dependency to return. Returns the position of the
+    /// last event that is done, if any; the caller fetches the rest again from there. Stops
+    /// early, leaving the failing event undone, when `shutdown` fires or another worker took
+    /// the partition over.
+    pub(crate) async fn run(&self, batch: &[Delivery]) -> anyhow::Result<Option<i64>> {
+        // SQLite has one writer: nothing waits on a batch's locks but the next batch.
+        let limit = match self.db.backend() {
+            db::Backend::Sqlite => usize::MAX,
+            db::Backend::Postgres => self.handler.batch_limit().max(1),
+        };
+        let mut done = None;
+        for chunk in batch.chunks(limit) {
+            let chunk_done = match self.run_together(chunk).await? {
+                (last_done, None) => last_done,
+                (last_done, Some(failed)) => self.retry(failed).await?.or(last_done),
+            };
+            if chunk_done.is_none() || chunk_done != chunk.last().map(|d| d.position) {
+                return Ok(chunk_done.or(done));
+            }
+            done = chunk_done;
         }
-        match apply(&mut tx, handler, policy, &delivery.envelope).await {
-            Ok(_) => last_done = Some(delivery.position),
-            Err(error) => {
-                let attempts = prior + counted(handler, &error);
-                let error = format!("{error:#}");
-                checkpoint_failure(&mut tx, checkpoint, last_done, attempts, &error).await?;
-                failed = Some((*delivery, attempts, Some(error)));
+        Ok(done)
+    }
+
+    fn max_attempts(&self) -> u32 {
+        self.policy.max_attempts.max(1)
+    }
+
+    /// Applies `batch` in one transaction up to its first failure. Returns the position of
+    /// the last event applied and the failed one, if any (its failure recorded).
+    async fn run_together<'d>(
+        &self,
+        batch: &'d [Delivery],
+    ) -> anyhow::Result<(Option<i64>, Option<Failed<'d>>)> {
+        let mut tx = self.db.begin().await?;
+        let Some(claim) = self.checkpoint.claim(&mut tx).await? else {
+            tx.rollback().await?;
+            return Ok((None, None));
+        };
+        let pending = batch.iter().filter(|d| d.position > claim.done);
+        let mut last_done = None;
+        let mut failed = None;
+        for (i, delivery) in pending.enumerate() {
+            let prior = if i == 0 { claim.attempts } else { 0 };
+            if prior >= self.max_attempts() {
+                failed = Some(Failed {
+                    delivery,
+                    attempts: prior,
+                    last_error: None,
+                });
                 break;
             }
+            match apply(&mut tx, self.handler, self.policy, &delivery.envelope).await {
+                Ok(_) => last_done = Some(delivery.position),
+                Err(error) => {
+                    let attempts = prior + counted(self.handler, &error);
+                    let error = format!("{error:#}");
+                    if let Some(position) = last_done {
+                        // The attempt count belongs to the failing event.
+                        self.checkpoint.advance(&mut tx, position).await?;
+                    }
+                    self.checkpoint.failed(&mut tx, attempts, &error).await?;
+                    failed = Some(Failed {
+                        delivery,
+                        attempts,
+                        last_error: Some(error),
+                    });
+                    break;
+                }
+            }
         }
+        if let (Some(position), None) = (last_done, &failed) {
+            self.checkpoint.advance(&mut tx, position).await?;
+        }
+        tx.commit().await?;
+        Ok((last_done, failed))
     }
-    if let (Some(position), None) = (last_done, &failed) {
-        checkpoint.advance(&mut tx, position).await?;
-    }
-    tx.commit().await?;
-    let Some((delivery, mut attempts, mut last_error)) = failed else {
-        return Ok(last_done);
-    };
 
-    // Every failure so far, transient ones included: what the backoff grows with.
-    let mut failures = 1;
-    loop {
-        if attempts < max_attempts {
-            tokio::select! {
-                () = tokio::time::sleep(policy.backoff(failures)) => {}
-                () = shutdown.cancelled() => return Ok(last_done),
+    /// Retries a failed event alone, with backoff, until it is applied or dead-lettered;
+    /// returns its position then, `None` when stopped first (shutdown, or the partition was
+    /// taken over).
+    async fn retry(&self, failed: Failed<'_>) -> anyhow::Result<Option<i64>> {
+        let Failed {
+            delivery,
+            mut attempts,
+            mut last_error,
+        } = failed;
+        // Every failure so far, transient ones included: what the backoff grows with.
+        let mut failures = 1;
+        loop {
+            if attempts < self.max_attempts() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.policy.backoff(failures)) => {}
+                    () = self.shutdown.cancelled() => return Ok(None),
+                }
             }
-        }
-        let mut tx = db.begin().await?;
-        let claim = match checkpoint.claim(&mut tx).await? {
-            Some(claim) if claim.done < delivery.position => claim,
-            _ => {
-                tx.rollback().await?;
-                return Ok(last_done);
-            }
-        };
-        attempts = attempts.max(claim.attempts);
-        if attempts >= max_attempts {
-            let error = claim
-                .last_error
-                .or(last_error)
-                .unwrap_or_else(|| "handler failed".into());
-            dead_letter(
-                &mut tx,
-                handler.group(),
-                &delivery.envelope,
-                &error,
-                attempts,
-            )
-            .await?;
-            checkpoint.advance(&mut tx, delivery.position).await?;
-            tx.commit().await?;
-            return Ok(Some(delivery.position));
-        }
-        match apply(&mut tx, handler, policy, &delivery.envelope).await {
-            Ok(_) => {
-                checkpoint.advance(&mut tx, delivery.position).await?;
+            let mut tx = self.db.begin().await?;
+            let claim = match self.checkpoint.claim(&mut tx).await? {
+                Some(claim) if claim.done < delivery.position => claim,
+                _ => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            };
+            attempts = attempts.max(claim.attempts);
+            if attempts >= self.max_attempts() {
+                let error = claim
+                    .last_error
+                    .or(last_error)
+                    .unwrap_or_else(|| "handler failed".into());
+                let group = self.handler.group();
+                dead_letter(&mut tx, group, &delivery.envelope, &error, attempts).await?;
+                self.checkpoint.advance(&mut tx, delivery.position).await?;
                 tx.commit().await?;
                 return Ok(Some(delivery.position));
             }
-            Err(error) => {
-                attempts += counted(handler, &error);
-                failures += 1;
-                let error = format!("{error:#}");
-                checkpoint.failed(&mut tx, attempts, &error).await?;
-                tx.commit().await?;
-                last_error = Some(error);
+            match apply(&mut tx, self.handler, self.policy, &delivery.envelope).await {
+                Ok(_) => {
+                    self.checkpoint.advance(&mut tx, delivery.position).await?;
+                    tx.commit().await?;
+                    return Ok(Some(delivery.position));
+                }
+                Err(error) => {
+                    attempts += counted(self.handler, &error);
+                    failures += 1;
+                    let error = format!("{error:#}");
+                    self.checkpoint.failed(&mut tx, attempts, &error).await?;
+                    tx.commit().await?;
+                    last_error = Some(error);
+                }
             }
         }
     }
@@ -355,21 +385,6 @@ fn counted(handler: &dyn Handler, error: &anyhow::Error) -> u32 {
     } else {
         1
     }
-}
-
-/// Records a failure at the event after `last_done` (advancing to it first, so the attempt
-/// count belongs to the failing event).
-async fn checkpoint_failure(
-    tx: &mut Tx,
-    checkpoint: &dyn Checkpoint,
-    last_done: Option<i64>,
-    attempts: u32,
-    error: &str,
-) -> anyhow::Result<()> {
-    if let Some(position) = last_done {
-        checkpoint.advance(tx, position).await?;
-    }
-    checkpoint.failed(tx, attempts, error).await
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
+use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
 use crate::BusSettings;
 
 /// Publishes up to `batch` committed outbox rows by giving them log positions; returns how
@@ -185,9 +185,14 @@ async fn consume_partition(
     if batch.is_empty() {
         return Ok(false);
     }
-    Ok(run_batch(db, handler, offset, policy, &batch, shutdown)
-        .await?
-        .is_some())
+    let runner = Runner {
+        db,
+        handler,
+        checkpoint: offset,
+        policy,
+        shutdown,
+    };
+    Ok(runner.run(&batch).await?.is_some())
 }
 
 /// The offset row of one (group, topic, partition).
@@ -200,7 +205,7 @@ struct Offset {
 }
 
 impl Offset {
-    /// Reads the next batch after the committed offset (without claiming; `run_batch` claims
+    /// Reads the next batch after the committed offset (without claiming; [`Runner::run`] claims
     /// and skips whatever another worker finished in between).
     async fn fetch(&self, db: &Db) -> anyhow::Result<Vec<Delivery>> {
         let rows: Vec<(i64, Json<Envelope>)> = on_db!(db, c => sqlx::query_as(

@@ -29,7 +29,7 @@ use sqlx::types::Json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{run_batch, Checkpoint, Claim, Delivery, Handler, RetryPolicy};
+use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
 use crate::doorbell::{Doorbell, LOOK_AGAIN};
 use crate::BusSettings;
 
@@ -321,14 +321,19 @@ impl KafkaBus {
             .await
         {
             let partitions = receive(&consumer, first, batch_size, &group);
+            let runner = Runner {
+                db: &db,
+                handler: &*handler,
+                checkpoint: &AfterCommit,
+                policy: &policy,
+                shutdown: &shutdown,
+            };
             let runs = partitions.iter().map(|(key, received)| {
-                let (db, handler, policy, shutdown) = (&db, &*handler, &policy, &shutdown);
+                let runner = &runner;
                 async move {
                     let done = match received.deliveries.as_slice() {
                         [] => Ok(None),
-                        deliveries => {
-                            run_batch(db, handler, &AfterCommit, policy, deliveries, shutdown).await
-                        }
+                        deliveries => runner.run(deliveries).await,
                     };
                     (key, received, done)
                 }
