@@ -1,4 +1,6 @@
-//! Point balances: charge, spend for an order, refund an order, and the history of each.
+//! Point balances: charge, spend for an order, and the history of each. A paid order is final
+//! (only unpaid orders can be cancelled), so nothing refunds points; `REFUND` is a history type
+//! the API reserves.
 //!
 //! Every change is one conditional statement on the balance row plus a history row, inside the
 //! caller's transaction: no read-modify-write, so concurrent changes never lose an update, and
@@ -6,7 +8,6 @@
 
 mod charge;
 mod history;
-mod refund_order;
 mod use_for_order;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,6 @@ use db::{exec, on_db, on_tx, sqlx, Db, Tx};
 
 pub use charge::{charge, MAX_CHARGE, MIN_CHARGE};
 pub use history::{history, HistoryEntry};
-pub use refund_order::refund_order;
 pub use use_for_order::use_for_order;
 
 /// Why points could not move.

@@ -1,4 +1,4 @@
-//! Paying an order with points (undone by `refund_order`).
+//! Paying an order with points (final: a paid order cannot be cancelled).
 
 use chrono::Utc;
 use db::{on_tx, sqlx, Tx};
