@@ -9,7 +9,6 @@ use server::config::Role;
 
 use crate::{
     helpers::{shared_services, spawn_with, Deployment},
-    orders::product,
     process::{self, free_port, Process, SECRET},
 };
 
@@ -51,7 +50,7 @@ async fn a_sagas_events_and_log_lines_in_the_api_and_worker_processes_carry_its_
     let worker = Process::start(json_logs(free_port()), "worker");
 
     let (admin, user) = (app.new_admin().await, app.new_user().await);
-    let (_, options) = product(&app, &admin, &[(5_000, 10)]).await;
+    let (_, options) = app.new_product(&admin, &[(5_000, 10)]).await;
     let charged = app
         .charge(&user, "me", json!({ "amount": 50_000 }), None)
         .await;
@@ -73,7 +72,7 @@ async fn a_sagas_events_and_log_lines_in_the_api_and_worker_processes_carry_its_
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = crate::orders::order(&app, &user, order).await["status"].clone();
+        let status = app.order(&user, order).await["status"].clone();
         if status == "AWAITING_PAYMENT" {
             break;
         }

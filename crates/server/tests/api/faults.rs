@@ -11,9 +11,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    coupons::{create_coupon, issue},
     helpers::{assert_problem, shared_services, spawn_with, Deployment, TestApp, TestUser},
-    orders::product,
     process::{self, free_port, Process, SECRET},
 };
 
@@ -146,13 +144,13 @@ async fn an_issue_request_the_paused_broker_cannot_acknowledge_fails_fast_and_ho
     .await
     .unwrap();
     let admin = app.new_admin().await;
-    let coupon = create_coupon(&app, &admin, 2, Duration::from_secs(3600)).await;
+    let coupon = app.new_coupon(&admin, 2, Duration::from_secs(3600)).await;
     let (first, second, third) = (app.token_for(501), app.token_for(502), app.token_for(503));
-    assert_eq!(issue(&app, &first, coupon).await.status(), 202);
+    assert_eq!(app.issue(&first, coupon).await.status(), 202);
 
     broker.pause();
     let asked = Instant::now();
-    let refused = issue(&app, &second, coupon).await;
+    let refused = app.issue(&second, coupon).await;
     let waited = asked.elapsed();
     broker.signal("-CONT");
     let (status, retry) = (
@@ -170,14 +168,14 @@ async fn an_issue_request_the_paused_broker_cannot_acknowledge_fails_fast_and_ho
 
     // The withdrawn request held nothing: its user may ask again, and the unit is there.
     let again = loop {
-        let response = issue(&app, &second, coupon).await;
+        let response = app.issue(&second, coupon).await;
         if response.status() != 503 {
             break response;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(again.status(), 202);
-    assert_problem(issue(&app, &third, coupon).await, 409, "SOLD_OUT").await;
+    assert_problem(app.issue(&third, coupon).await, 409, "SOLD_OUT").await;
     assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
 }
 
@@ -196,11 +194,11 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
     .unwrap();
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 10)]).await;
     pause(&redis.pid);
     let asked = Instant::now();
     let items = serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
-    crate::orders::placed(&app, &user, &items).await;
+    app.place_order(&user, &items).await;
     let waited = asked.elapsed();
     redis.resume();
     // Redis's own response timeout is 5 s: each of the two waits would take that long.
@@ -251,7 +249,7 @@ async fn issue_until_decided(
 ) -> (u16, String) {
     let deadline = Instant::now() + within;
     loop {
-        let response = issue(app, token, coupon).await;
+        let response = app.issue(token, coupon).await;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let code = body["code"].as_str().unwrap_or_default().to_owned();
@@ -297,7 +295,9 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
     ]);
     let mut api = Process::start(env, "api");
     let admin = worker.new_admin().await;
-    let coupon = create_coupon(&worker, &admin, 3, Duration::from_secs(3600)).await;
+    let coupon = worker
+        .new_coupon(&admin, 3, Duration::from_secs(3600))
+        .await;
     let users = futures::future::join_all((0..5).map(|_| worker.new_user())).await;
     let (cut_off, others) = users.split_at(2);
 
@@ -337,9 +337,9 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
     }
 
     // One unit is open; the two held ones may still reopen, so the next user hears "retry".
-    assert_eq!(issue(&worker, &others[0].token, coupon).await.status(), 202);
+    assert_eq!(worker.issue(&others[0].token, coupon).await.status(), 202);
     assert_problem(
-        issue(&worker, &others[1].token, coupon).await,
+        worker.issue(&others[1].token, coupon).await,
         503,
         "UNAVAILABLE",
     )
@@ -386,7 +386,9 @@ async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
     .unwrap();
     let admin = app.new_admin().await;
     let units = 20;
-    let coupon = create_coupon(&app, &admin, units, Duration::from_secs(3600)).await;
+    let coupon = app
+        .new_coupon(&admin, units, Duration::from_secs(3600))
+        .await;
     let app = std::sync::Arc::new(app);
     let rush: Vec<_> = (0..40)
         .map(|i| {
@@ -430,7 +432,7 @@ async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
 /// Places an order for one unit of `option` as `user`; returns its id.
 async fn place_one(app: &TestApp, user: &TestUser, option: i64) -> i64 {
     let items = serde_json::json!({ "items": [{ "productOptionId": option, "quantity": 1 }] });
-    crate::orders::placed(app, user, &items).await
+    app.place_order(user, &items).await
 }
 
 /// Waits up to `within` for order `id` to leave `PENDING`; returns its status.
@@ -475,7 +477,7 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     .unwrap();
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = product(&app, &admin, &[(1_000, 100)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 100)]).await;
     let before = place_one(&app, &user, options[0]).await;
     assert_eq!(
         settled_status(&app, &user, before, Duration::from_secs(30)).await,
@@ -487,7 +489,7 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     tokio::time::sleep(Duration::from_secs(20)).await;
     broker.signal("-CONT");
     let after = place_one(&app, &user, options[0]).await;
-    let coupon = create_coupon(&app, &admin, 1, Duration::from_secs(3600)).await;
+    let coupon = app.new_coupon(&admin, 1, Duration::from_secs(3600)).await;
     let issued = issue_until_decided(&app, &user.token, coupon, Duration::from_secs(30)).await;
     assert_eq!(issued, (202, String::new()));
     for id in [during, after] {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
+use serde_json::{json, Value};
 use server::{AppState, Application, Settings, SharedServices};
 use tokio::{sync::oneshot, task::JoinHandle};
 
@@ -217,6 +219,114 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 
+    /// `GET path` (as `token`, if any), expecting 200; the JSON body.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        let response = self.request(Method::GET, path, token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// `POST path` with an empty JSON body, as `user` (pay, cancel).
+    pub async fn post_as(&self, user: &TestUser, path: &str) -> reqwest::Response {
+        self.action(&user.token, path).await
+    }
+
+    async fn action(&self, token: &str, path: &str) -> reqwest::Response {
+        self.request(Method::POST, path, Some(token))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Asks for one unit of `coupon` with `token`.
+    pub async fn issue(&self, token: &str, coupon: i64) -> reqwest::Response {
+        self.action(token, &format!("/api/coupons/{coupon}/issue"))
+            .await
+    }
+
+    /// A product whose options have these `(price, stock)`; its id and the options' ids.
+    pub async fn new_product(&self, admin: &TestUser, options: &[(i64, i64)]) -> (i64, Vec<i64>) {
+        let options: Vec<Value> = options
+            .iter()
+            .enumerate()
+            .map(|(i, (price, stock))| json!({ "name": format!("size {i}"), "price": price, "stock": stock }))
+            .collect();
+        let response = self
+            .request(Method::POST, "/api/admin/products", Some(&admin.token))
+            .json(&json!({
+                "name": "Trail runner",
+                "category": "shoes",
+                "description": "grippy trail running shoes",
+                "options": options,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        let ids = body["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_i64().unwrap())
+            .collect();
+        (body["id"].as_i64().unwrap(), ids)
+    }
+
+    /// A 10% coupon of `quantity` units expiring in `expires_in`; its id.
+    pub async fn new_coupon(&self, admin: &TestUser, quantity: i64, expires_in: Duration) -> i64 {
+        self.coupon_of(admin, "PERCENT", 10, quantity, expires_in)
+            .await
+    }
+
+    /// A coupon of `kind` (`FIXED` or `PERCENT`) and `value`; its id.
+    pub async fn coupon_of(
+        &self,
+        admin: &TestUser,
+        kind: &str,
+        value: i64,
+        quantity: i64,
+        expires_in: Duration,
+    ) -> i64 {
+        let response = self
+            .request(Method::POST, "/api/admin/coupons", Some(&admin.token))
+            .json(&json!({
+                "name": "flash sale",
+                "discountType": kind,
+                "discountValue": value,
+                "totalQuantity": quantity,
+                "expiresAt": (chrono::Utc::now() + expires_in).to_rfc3339(),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Places `body` as `user` and expects 202 `PENDING`; the order id.
+    pub async fn place_order(&self, user: &TestUser, body: &Value) -> i64 {
+        let response = self
+            .request(Method::POST, "/api/orders", Some(&user.token))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let order: Value = response.json().await.unwrap();
+        assert_eq!(order["status"], "PENDING");
+        order["id"].as_i64().unwrap()
+    }
+
+    /// The order `id`, as `user` reads it.
+    pub async fn order(&self, user: &TestUser, id: i64) -> Value {
+        self.get_json(&format!("/api/orders/{id}"), Some(&user.token))
+            .await
+    }
+
     /// Waits until every event written so far is published and consumed by every consumer
     /// group of this app (no sleeping in tests: this is the point to wait at).
     pub async fn drain_events(&self) {
@@ -237,15 +347,20 @@ impl TestApp {
 }
 
 /// Declares each test twice: on the embedded deployment, and on the production one when its
-/// services are configured. The test functions take a `TestApp`.
+/// services are configured. The test functions before the `;` take a `TestApp`; those after
+/// `deployment:` take the `Deployment` and start their own app (to change its settings).
 #[macro_export]
 macro_rules! on_both_deployments {
-    ($($test:ident),* $(,)?) => {
+    ($($test:ident),* $(,)? $(; deployment: $($own:ident),+ $(,)?)?) => {
         mod embedded {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
                 super::$test($crate::helpers::spawn_app().await).await
             })*
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $own() {
+                super::$own($crate::helpers::Deployment::Embedded).await
+            })+)?
         }
         mod production {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,28 +369,41 @@ macro_rules! on_both_deployments {
                     super::$test(app).await
                 }
             })*
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $own() {
+                super::$own($crate::helpers::Deployment::Production).await
+            })+)?
         }
     };
 }
 
-/// Declares each test twice, like [`on_both_deployments!`], for test functions that take the
-/// `Deployment` and start their own app (to change its settings).
-#[macro_export]
-macro_rules! for_both_deployments {
-    ($($test:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test($crate::helpers::Deployment::Embedded).await
-            })*
-        }
-        mod production {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $test() {
-                super::$test($crate::helpers::Deployment::Production).await
-            })*
-        }
-    };
+/// One Server-Sent Event: its `event`, `id` and `data` fields.
+#[derive(Debug, Default)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+}
+
+/// The events in the text of an SSE stream (comment lines skipped).
+pub fn sse_events(text: &str) -> Vec<SseEvent> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut event = SseEvent::default();
+            let mut fields = 0;
+            for (field, value) in block.lines().filter_map(|line| line.split_once(':')) {
+                let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+                match field {
+                    "event" => event.event = value,
+                    "id" => event.id = value,
+                    "data" => event.data = value,
+                    _ => continue,
+                }
+                fields += 1;
+            }
+            (fields > 0).then_some(event)
+        })
+        .collect()
 }
 
 /// Asserts `response` is a problem with `status` and `code`; returns the body.

@@ -10,9 +10,8 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{
-    helpers::{assert_invalid, assert_problem, spawn_with, unique, Deployment, TestApp, TestUser},
-    orders::product,
+use crate::helpers::{
+    assert_invalid, assert_problem, spawn_with, unique, Deployment, TestApp, TestUser,
 };
 
 async fn app_with(configure: impl FnOnce(&mut server::Settings)) -> TestApp {
@@ -195,7 +194,7 @@ async fn unknown_tasks_and_orders_get_404_and_leave_no_subscription() {
 /// the product's option.
 async fn orders_of_one_user(app: &TestApp, count: usize) -> (TestUser, Vec<i64>, i64) {
     let admin = app.new_admin().await;
-    let (_, options) = product(app, &admin, &[(1_000, 100)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 100)]).await;
     let user = app.new_user().await;
     let mut ids = Vec::new();
     for _ in 0..count {
@@ -299,7 +298,7 @@ async fn placing_past_the_rate_gets_429_until_the_window_ends(deployment: Deploy
         return;
     };
     let admin = app.new_admin().await;
-    let (_, options) = product(&app, &admin, &[(1_000, 100)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 100)]).await;
     let (one, two) = (app.new_user().await, app.new_user().await);
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
     let place = |user: &TestUser| {
@@ -394,7 +393,8 @@ async fn a_user_holds_at_most_the_maximum_of_unpaid_orders(deployment: Deploymen
     assert_problem(place().await.unwrap(), 409, "TOO_MANY_OPEN_ORDERS").await;
 }
 
-crate::for_both_deployments!(
+crate::on_both_deployments!(
+    ; deployment:
     placing_past_the_rate_gets_429_until_the_window_ends,
     login_attempts_are_limited_per_email,
     a_user_holds_at_most_the_maximum_of_unpaid_orders,
@@ -411,7 +411,9 @@ async fn no_sequence_of_valid_requests_makes_a_read_fail() {
     .await;
     let admin = app.new_admin().await;
     const MAX: i64 = 1_000_000_000;
-    let (product_id, options) = product(&app, &admin, &[(MAX, MAX), (0, 0), (MAX, 1_000)]).await;
+    let (product_id, options) = app
+        .new_product(&admin, &[(MAX, MAX), (0, 0), (MAX, 1_000)])
+        .await;
     let over = app
         .request(Method::POST, "/api/admin/products", Some(&admin.token))
         .json(

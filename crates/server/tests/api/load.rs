@@ -6,9 +6,7 @@ use std::{process::Command, time::Duration};
 use loadkit::{http::Target, scenario::RunLog, verdict, Seeded, SeededUser};
 
 use crate::{
-    coupons::{create_coupon, issue},
     helpers::spawn_app,
-    orders::product,
     process::{free_port, Process, SECRET},
 };
 
@@ -75,9 +73,9 @@ async fn the_verdict_names_the_invariants_a_deployment_breaks() {
     let app = spawn_app().await;
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (product, options) = product(&app, &admin, &[(1_000, 10)]).await;
-    let coupon = create_coupon(&app, &admin, 5, Duration::from_secs(3600)).await;
-    assert_eq!(issue(&app, &user.token, coupon).await.status(), 202);
+    let (product, options) = app.new_product(&admin, &[(1_000, 10)]).await;
+    let coupon = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
+    assert_eq!(app.issue(&user.token, coupon).await.status(), 202);
     app.drain_events().await;
 
     let seed = Seeded {

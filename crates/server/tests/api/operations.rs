@@ -24,9 +24,9 @@ async fn metrics_count_requests_per_route_and_show_the_outbox(app: TestApp) {
 async fn metrics_show_open_orders_hop_delays_dead_letters_and_connections(app: TestApp) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = crate::orders::product(&app, &admin, &[(1_000, 5)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 5)]).await;
     let items = serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
-    crate::orders::placed(&app, &user, &items).await;
+    app.place_order(&user, &items).await;
     app.drain_events().await;
     let mut tx = app.state.db.begin().await.unwrap();
     let event = uuid::Uuid::now_v7();

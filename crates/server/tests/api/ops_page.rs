@@ -12,12 +12,7 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{
-    coupons::create_coupon,
-    helpers::spawn_app,
-    orders::{placed, post, product},
-    process::free_port,
-};
+use crate::{helpers::spawn_app, process::free_port};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -188,11 +183,13 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
     browser.wait_for_text("#orders-PAID", "0").await;
 
     // Two paid orders and a drop of five coupons, three taken.
-    let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
-    let coupon = create_coupon(&app, &admin, 5, Duration::from_secs(3600)).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 10)]).await;
+    let coupon = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
     for _ in 0..3 {
         let user = app.new_user().await;
-        let asked = post(&app, &user, &format!("/api/coupons/{coupon}/issue")).await;
+        let asked = app
+            .post_as(&user, &format!("/api/coupons/{coupon}/issue"))
+            .await;
         assert_eq!(asked.status(), 202);
     }
     let buyer = app.new_user().await;
@@ -200,9 +197,11 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
         .await;
     for _ in 0..2 {
         let one = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
-        let id = placed(&app, &buyer, &one).await;
+        let id = app.place_order(&buyer, &one).await;
         app.drain_events().await;
-        let paid = post(&app, &buyer, &format!("/api/orders/{id}/payment")).await;
+        let paid = app
+            .post_as(&buyer, &format!("/api/orders/{id}/payment"))
+            .await;
         assert_eq!(paid.status(), 200);
     }
 

@@ -1,43 +1,15 @@
 //! The order saga over HTTP: place, the saga's outcome, payment, cancel, expiry, the status
 //! stream, and the invariants under concurrency and redelivery.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
-use chrono::Utc;
 use futures::{stream, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, assert_problem, spawn_with, Deployment, TestApp, TestUser};
-
-/// A product whose options have these `(price, stock)`; returns its id and the options' ids.
-pub async fn product(app: &TestApp, admin: &TestUser, options: &[(i64, i64)]) -> (i64, Vec<i64>) {
-    let options: Vec<Value> = options
-        .iter()
-        .enumerate()
-        .map(|(i, (price, stock))| json!({ "name": format!("size {i}"), "price": price, "stock": stock }))
-        .collect();
-    let response = app
-        .request(Method::POST, "/api/admin/products", Some(&admin.token))
-        .json(&json!({
-            "name": "Trail runner",
-            "category": "shoes",
-            "description": "grippy trail running shoes",
-            "options": options,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    let ids = body["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_i64().unwrap())
-        .collect();
-    (body["id"].as_i64().unwrap(), ids)
-}
+use crate::helpers::{
+    assert_invalid, assert_problem, spawn_with, sse_events, Deployment, TestApp, TestUser,
+};
 
 /// A coupon of `kind` and `value` issued to `user`; returns its user coupon id.
 async fn coupon_for(
@@ -47,33 +19,10 @@ async fn coupon_for(
     kind: &str,
     value: i64,
 ) -> i64 {
-    let response = app
-        .request(Method::POST, "/api/admin/coupons", Some(&admin.token))
-        .json(&json!({
-            "name": "order coupon",
-            "discountType": kind,
-            "discountValue": value,
-            "totalQuantity": 10,
-            "expiresAt": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let coupon = response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let issued = app
-        .request(
-            Method::POST,
-            &format!("/api/coupons/{coupon}/issue"),
-            Some(&user.token),
-        )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(issued.status(), 202);
+    let coupon = app
+        .coupon_of(admin, kind, value, 10, Duration::from_secs(3600))
+        .await;
+    assert_eq!(app.issue(&user.token, coupon).await.status(), 202);
     app.drain_events().await;
     let held = user_coupons(app, user).await;
     let held = held
@@ -84,7 +33,7 @@ async fn coupon_for(
 }
 
 async fn user_coupons(app: &TestApp, user: &TestUser) -> Vec<Value> {
-    get(app, "/api/users/me/coupons", &user.token)
+    app.get_json("/api/users/me/coupons", Some(&user.token))
         .await
         .as_array()
         .unwrap()
@@ -100,16 +49,6 @@ async fn coupon_status(app: &TestApp, user: &TestUser, user_coupon: i64) -> Stri
     held["status"].as_str().unwrap().to_owned()
 }
 
-async fn get(app: &TestApp, path: &str, token: &str) -> Value {
-    let response = app
-        .request(Method::GET, path, Some(token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
 async fn place(app: &TestApp, token: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
     let mut request = app
         .request(Method::POST, "/api/orders", Some(token))
@@ -118,28 +57,6 @@ async fn place(app: &TestApp, token: &str, body: &Value, key: Option<&str>) -> r
         request = request.header("Idempotency-Key", key);
     }
     request.send().await.unwrap()
-}
-
-/// Places `body` and expects 202 `PENDING`; returns the order id.
-pub async fn placed(app: &TestApp, user: &TestUser, body: &Value) -> i64 {
-    let response = place(app, &user.token, body, None).await;
-    assert_eq!(response.status(), 202);
-    let order: Value = response.json().await.unwrap();
-    assert_eq!(order["status"], "PENDING");
-    order["id"].as_i64().unwrap()
-}
-
-pub async fn order(app: &TestApp, user: &TestUser, id: i64) -> Value {
-    get(app, &format!("/api/orders/{id}"), &user.token).await
-}
-
-/// `POST path` with an empty JSON body, as `user`.
-pub async fn post(app: &TestApp, user: &TestUser, path: &str) -> reqwest::Response {
-    app.request(Method::POST, path, Some(&user.token))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn stock(app: &TestApp, product: i64) -> Vec<i64> {
@@ -183,19 +100,13 @@ async fn status_events(
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
-    text.split("\n\n")
-        .filter(|block| block.contains("event: status"))
-        .map(|block| {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).map(str::trim))
-                    .unwrap()
-                    .to_owned()
-            };
+    sse_events(&text)
+        .into_iter()
+        .filter(|event| event.event == "status")
+        .map(|event| {
             (
-                field("id:").parse().unwrap(),
-                serde_json::from_str(&field("data:")).unwrap(),
+                event.id.parse().unwrap(),
+                serde_json::from_str(&event.data).unwrap(),
             )
         })
         .collect()
@@ -204,7 +115,7 @@ async fn status_events(
 async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (product_id, options) = product(&app, &admin, &[(12_000, 5), (8_000, 5)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(12_000, 5), (8_000, 5)]).await;
     let coupon = coupon_for(&app, &admin, &user, "PERCENT", 15).await;
 
     let body = json!({
@@ -221,7 +132,7 @@ async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
         .unwrap();
     app.drain_events().await;
 
-    let priced = order(&app, &user, id).await;
+    let priced = app.order(&user, id).await;
     assert_eq!(priced["status"], "AWAITING_PAYMENT", "{priced}");
     // 32,000 − floor(4,800)
     assert_eq!(
@@ -239,22 +150,32 @@ async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
     assert_eq!(coupon_status(&app, &user, coupon).await, "USED");
 
     charge(&app, &user, 20_000).await;
-    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    let payment = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_problem(payment, 409, "INSUFFICIENT_POINTS").await;
-    assert_eq!(order(&app, &user, id).await["status"], "AWAITING_PAYMENT");
+    assert_eq!(app.order(&user, id).await["status"], "AWAITING_PAYMENT");
     charge(&app, &user, 10_000).await;
-    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    let payment = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_eq!(payment.status(), 200);
     let payment: Value = payment.json().await.unwrap();
     assert_eq!(
         (&payment["orderId"], &payment["amount"], &payment["status"]),
         (&json!(id), &json!(27_200), &json!("PAID"))
     );
-    let points = get(&app, "/api/users/me/points", &user.token).await;
+    let points = app
+        .get_json("/api/users/me/points", Some(&user.token))
+        .await;
     assert_eq!(points["point"], 30_000 - 27_200);
-    let again = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    let again = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_problem(again, 409, "ORDER_NOT_PAYABLE").await;
-    let cancel = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+    let cancel = app
+        .post_as(&user, &format!("/api/orders/{id}/cancel"))
+        .await;
     assert_problem(cancel, 409, "ORDER_NOT_CANCELLABLE").await;
     app.drain_events().await;
 
@@ -273,7 +194,9 @@ async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
     assert_eq!(statuses, [(2, "AWAITING_PAYMENT"), (3, "PAID")]);
     assert!(status_events(&app, &user, id, Some(3)).await.is_empty());
 
-    let mine = get(&app, "/api/users/me/orders", &user.token).await;
+    let mine = app
+        .get_json("/api/users/me/orders", Some(&user.token))
+        .await;
     assert_eq!(mine["items"][0]["id"], id);
     assert_eq!(mine["items"][0]["status"], "PAID");
     assert_eq!(
@@ -286,14 +209,16 @@ async fn an_order_runs_the_saga_to_paid_and_streams_each_status(app: TestApp) {
 async fn a_stream_follows_a_pending_order_to_its_outcome(app: TestApp) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = product(&app, &admin, &[(1_000, 1)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 1)]).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
-    let id = placed(&app, &user, &body).await;
+    let id = app.place_order(&user, &body).await;
     // Opened at once, the stream usually starts at PENDING; it ends after the cancel.
     let follow = status_events(&app, &user, id, None);
     let cancel = async {
         app.drain_events().await;
-        let response = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+        let response = app
+            .post_as(&user, &format!("/api/orders/{id}/cancel"))
+            .await;
         assert_eq!(response.status(), 200);
         let cancelled: Value = response.json().await.unwrap();
         assert_eq!(cancelled["status"], "CANCELLED");
@@ -306,7 +231,7 @@ async fn a_stream_follows_a_pending_order_to_its_outcome(app: TestApp) {
 
 async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
     let admin = app.new_admin().await;
-    let (product_id, options) = product(&app, &admin, &[(1_000, 50)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(1_000, 50)]).await;
     let users: Vec<TestUser> = (0..200)
         .map(|i| TestUser {
             id: 9_000 + i,
@@ -317,7 +242,7 @@ async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
     let ids: Vec<(usize, i64)> = stream::iter(0..200)
         .map(|which| {
             let (app, body, user) = (&app, &body, &users[which]);
-            async move { (which, placed(app, user, body).await) }
+            async move { (which, app.place_order(user, body).await) }
         })
         .buffer_unordered(100)
         .collect()
@@ -325,7 +250,7 @@ async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
     app.drain_events().await;
     let mut outcomes: HashMap<String, usize> = HashMap::new();
     for (user, id) in ids {
-        let order = order(&app, &users[user], id).await;
+        let order = app.order(&users[user], id).await;
         let outcome = format!(
             "{} {}",
             order["status"].as_str().unwrap(),
@@ -346,12 +271,12 @@ async fn two_hundred_orders_race_for_fifty_units(app: TestApp) {
 async fn a_refused_coupon_fails_the_order_and_releases_its_stock(app: TestApp) {
     let admin = app.new_admin().await;
     let (owner, thief) = (app.new_user().await, app.new_user().await);
-    let (product_id, options) = product(&app, &admin, &[(5_000, 3)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(5_000, 3)]).await;
     let coupon = coupon_for(&app, &admin, &owner, "FIXED", 1_000).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 2 }], "userCouponId": coupon });
-    let id = placed(&app, &thief, &body).await;
+    let id = app.place_order(&thief, &body).await;
     app.drain_events().await;
-    let failed = order(&app, &thief, id).await;
+    let failed = app.order(&thief, id).await;
     assert_eq!(
         (failed["status"].as_str(), failed["failureReason"].as_str()),
         (Some("FAILED"), Some("COUPON_INVALID"))
@@ -360,9 +285,9 @@ async fn a_refused_coupon_fails_the_order_and_releases_its_stock(app: TestApp) {
     assert_eq!(coupon_status(&app, &owner, coupon).await, "AVAILABLE");
     // An order for more than there is fails without touching the coupon.
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 4 }], "userCouponId": coupon });
-    let id = placed(&app, &owner, &body).await;
+    let id = app.place_order(&owner, &body).await;
     app.drain_events().await;
-    let failed = order(&app, &owner, id).await;
+    let failed = app.order(&owner, id).await;
     assert_eq!(failed["failureReason"], "OUT_OF_STOCK");
     assert_eq!(coupon_status(&app, &owner, coupon).await, "AVAILABLE");
     assert_eq!(stock(&app, product_id).await, [3]);
@@ -371,12 +296,12 @@ async fn a_refused_coupon_fails_the_order_and_releases_its_stock(app: TestApp) {
 async fn cancelling_gives_back_stock_and_coupon(app: TestApp) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (product_id, options) = product(&app, &admin, &[(5_000, 3)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(5_000, 3)]).await;
     let coupon = coupon_for(&app, &admin, &user, "FIXED", 7_000).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }], "userCouponId": coupon });
-    let id = placed(&app, &user, &body).await;
+    let id = app.place_order(&user, &body).await;
     app.drain_events().await;
-    let priced = order(&app, &user, id).await;
+    let priced = app.order(&user, id).await;
     // A discount larger than the order leaves nothing to pay.
     assert_eq!(
         (&priced["discountAmount"], &priced["totalAmount"]),
@@ -384,26 +309,32 @@ async fn cancelling_gives_back_stock_and_coupon(app: TestApp) {
     );
     assert_eq!(stock(&app, product_id).await, [2]);
 
-    let cancelled = post(&app, &user, &format!("/api/orders/{id}/cancel")).await;
+    let cancelled = app
+        .post_as(&user, &format!("/api/orders/{id}/cancel"))
+        .await;
     assert_eq!(cancelled.status(), 200);
     app.drain_events().await;
     assert_eq!(stock(&app, product_id).await, [3]);
     assert_eq!(coupon_status(&app, &user, coupon).await, "AVAILABLE");
-    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    let payment = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_problem(payment, 409, "ORDER_NOT_PAYABLE").await;
 
     // The restored coupon serves the next order.
-    let id = placed(&app, &user, &body).await;
+    let id = app.place_order(&user, &body).await;
     app.drain_events().await;
-    assert_eq!(order(&app, &user, id).await["status"], "AWAITING_PAYMENT");
-    let paid = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    assert_eq!(app.order(&user, id).await["status"], "AWAITING_PAYMENT");
+    let paid = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_eq!(paid.status(), 200, "a zero total is paid with no points");
 }
 
 async fn bad_orders_get_clear_problems_and_a_key_replays(app: TestApp) {
     let admin = app.new_admin().await;
     let (user, other) = (app.new_user().await, app.new_user().await);
-    let (_, options) = product(&app, &admin, &[(1_000, 10)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 10)]).await;
     let line = |quantity: i64| json!({ "productOptionId": options[0], "quantity": quantity });
     for (body, field) in [
         (json!({ "items": [] }), "items"),
@@ -452,7 +383,9 @@ async fn bad_orders_get_clear_problems_and_a_key_replays(app: TestApp) {
     )
     .await;
     assert_problem(reused, 422, "IDEMPOTENCY_KEY_REUSED").await;
-    let mine = get(&app, "/api/users/me/orders", &user.token).await;
+    let mine = app
+        .get_json("/api/users/me/orders", Some(&user.token))
+        .await;
     assert_eq!(mine["total"], 1, "the replay placed nothing");
 
     let id = first["id"].as_i64().unwrap();
@@ -490,7 +423,10 @@ crate::on_both_deployments!(
     two_hundred_orders_race_for_fifty_units,
     a_refused_coupon_fails_the_order_and_releases_its_stock,
     cancelling_gives_back_stock_and_coupon,
-    bad_orders_get_clear_problems_and_a_key_replays,
+    bad_orders_get_clear_problems_and_a_key_replays;
+    deployment:
+    an_unpaid_order_expires_and_gives_back_stock_and_coupon,
+    every_saga_event_delivered_twice_gives_the_same_end_state,
 );
 
 /// Unpaid orders expire after the (here one-second) window and give back stock and coupon.
@@ -505,10 +441,10 @@ async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Dep
     };
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (product_id, options) = product(&app, &admin, &[(2_000, 4)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(2_000, 4)]).await;
     let coupon = coupon_for(&app, &admin, &user, "FIXED", 500).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 3 }], "userCouponId": coupon });
-    let id = placed(&app, &user, &body).await;
+    let id = app.place_order(&user, &body).await;
     // The order's stream ends after its terminal status: wait on it.
     let statuses: Vec<Value> = status_events(&app, &user, id, None)
         .await
@@ -519,18 +455,10 @@ async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Dep
     app.drain_events().await;
     assert_eq!(stock(&app, product_id).await, [4]);
     assert_eq!(coupon_status(&app, &user, coupon).await, "AVAILABLE");
-    let payment = post(&app, &user, &format!("/api/orders/{id}/payment")).await;
+    let payment = app
+        .post_as(&user, &format!("/api/orders/{id}/payment"))
+        .await;
     assert_problem(payment, 409, "ORDER_NOT_PAYABLE").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon_embedded() {
-    an_unpaid_order_expires_and_gives_back_stock_and_coupon(Deployment::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon_production() {
-    an_unpaid_order_expires_and_gives_back_stock_and_coupon(Deployment::Production).await;
 }
 
 /// With every event handled twice (the first run rolled back as by a crash), a batch of orders
@@ -540,7 +468,7 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
         return;
     };
     let admin = app.new_admin().await;
-    let (product_id, options) = product(&app, &admin, &[(1_000, 20)]).await;
+    let (product_id, options) = app.new_product(&admin, &[(1_000, 20)]).await;
     let mut users = Vec::new();
     for _ in 0..6 {
         let user = app.new_user().await;
@@ -556,13 +484,13 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
             if round == 0 {
                 body["userCouponId"] = json!(coupon);
             }
-            ids.push((user, placed(&app, user, &body).await));
+            ids.push((user, app.place_order(user, &body).await));
         }
     }
     app.drain_events().await;
     let mut awaiting = Vec::new();
     for (user, id) in &ids {
-        match order(&app, user, *id).await["status"].as_str().unwrap() {
+        match app.order(user, *id).await["status"].as_str().unwrap() {
             "AWAITING_PAYMENT" => awaiting.push((*user, *id)),
             "FAILED" => {}
             other => panic!("order {id} is {other}"),
@@ -572,7 +500,9 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
     // Pay half of them, cancel the other half.
     for (i, (user, id)) in awaiting.iter().enumerate() {
         let action = if i % 2 == 0 { "payment" } else { "cancel" };
-        let response = post(&app, user, &format!("/api/orders/{id}/{action}")).await;
+        let response = app
+            .post_as(user, &format!("/api/orders/{id}/{action}"))
+            .await;
         assert_eq!(response.status(), 200);
     }
     app.drain_events().await;
@@ -583,7 +513,9 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
     );
     let mut spent = 0;
     for (user, coupon) in &users {
-        let points = get(&app, "/api/users/me/points", &user.token).await["point"]
+        let points = app
+            .get_json("/api/users/me/points", Some(&user.token))
+            .await["point"]
             .as_i64()
             .unwrap();
         spent += 10_000 - points;
@@ -592,22 +524,12 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
     }
     let mut paid_total = 0;
     for (user, id) in &awaiting {
-        let order = order(&app, user, *id).await;
+        let order = app.order(user, *id).await;
         if order["status"] == "PAID" {
             paid_total += order["totalAmount"].as_i64().unwrap();
         }
     }
     assert_eq!(spent, paid_total, "each payment took its points once");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_saga_event_delivered_twice_gives_the_same_end_state_embedded() {
-    every_saga_event_delivered_twice_gives_the_same_end_state(Deployment::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_saga_event_delivered_twice_gives_the_same_end_state_production() {
-    every_saga_event_delivered_twice_gives_the_same_end_state(Deployment::Production).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -620,15 +542,19 @@ async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
     .unwrap();
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = product(&app, &admin, &[(1_000, 100)]).await;
+    let (_, options) = app.new_product(&admin, &[(1_000, 100)]).await;
     let body = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
     let mut ids = Vec::new();
     for _ in 0..25 {
-        ids.push(placed(&app, &user, &body).await);
+        ids.push(app.place_order(&user, &body).await);
     }
     ids.reverse();
-    let first = get(&app, "/api/users/me/orders", &user.token).await;
-    let second = get(&app, "/api/users/me/orders?page=1", &user.token).await;
+    let first = app
+        .get_json("/api/users/me/orders", Some(&user.token))
+        .await;
+    let second = app
+        .get_json("/api/users/me/orders?page=1", Some(&user.token))
+        .await;
     let listed: Vec<i64> = [&first, &second]
         .iter()
         .flat_map(|page| page["items"].as_array().unwrap())
@@ -640,7 +566,9 @@ async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
         (Some(25), Some(25))
     );
     assert_eq!(first["items"].as_array().unwrap().len(), 20);
-    let past = get(&app, "/api/users/me/orders?page=9&size=100", &user.token).await;
+    let past = app
+        .get_json("/api/users/me/orders?page=9&size=100", Some(&user.token))
+        .await;
     assert!(past["items"].as_array().unwrap().is_empty());
     assert_invalid(
         app.request(
@@ -668,17 +596,19 @@ async fn the_trace_command_tells_a_paid_a_failed_and_an_expired_orders_saga() {
     .unwrap();
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let (_, options) = product(&app, &admin, &[(2_000, 4)]).await;
+    let (_, options) = app.new_product(&admin, &[(2_000, 4)]).await;
     charge(&app, &user, 10_000).await;
     let one = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
 
-    let paid = placed(&app, &user, &one).await;
+    let paid = app.place_order(&user, &one).await;
     app.drain_events().await;
-    let payment = post(&app, &user, &format!("/api/orders/{paid}/payment")).await;
+    let payment = app
+        .post_as(&user, &format!("/api/orders/{paid}/payment"))
+        .await;
     assert_eq!(payment.status(), 200);
     let too_many = json!({ "items": [{ "productOptionId": options[0], "quantity": 9 }] });
-    let failed = placed(&app, &user, &too_many).await;
-    let expired = placed(&app, &user, &one).await;
+    let failed = app.place_order(&user, &too_many).await;
+    let expired = app.place_order(&user, &one).await;
     let statuses = status_events(&app, &user, expired, None).await;
     assert_eq!(statuses.last().unwrap().1["status"], "EXPIRED");
     app.drain_events().await;

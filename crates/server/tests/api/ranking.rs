@@ -5,10 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{
-    helpers::{assert_invalid, spawn_with, Deployment, TestApp, TestUser},
-    orders::product,
-};
+use crate::helpers::{assert_invalid, spawn_with, Deployment, TestApp, TestUser};
 
 /// Places an order of `(option, quantity)` lines as `user`; its id once the saga priced it.
 async fn priced_order(app: &TestApp, user: &TestUser, lines: &[(i64, i64)]) -> i64 {
@@ -83,7 +80,7 @@ async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment
     assert_eq!(response.status(), 200);
     let mut products = Vec::new();
     for _ in 0..5 {
-        products.push(product(&app, &admin, &[(1_000, 100), (2_000, 100)]).await);
+        products.push(app.new_product(&admin, &[(1_000, 100), (2_000, 100)]).await);
     }
     let [(a, a_options), (b, b_options), (c, c_options), (d, d_options), (_, e_options)] =
         <[_; 5]>::try_from(products).unwrap();
@@ -161,16 +158,6 @@ fn rebuild_command(app: &TestApp) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking_embedded() {
-    only_paid_units_count_and_a_rebuild_matches_the_live_ranking(Deployment::Embedded).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking_production() {
-    only_paid_units_count_and_a_rebuild_matches_the_live_ranking(Deployment::Production).await;
-}
-
 async fn out_of_range_queries_get_problems(app: TestApp) {
     for (query, field) in [
         ("days=0", "days"),
@@ -195,4 +182,7 @@ async fn out_of_range_queries_get_problems(app: TestApp) {
     assert_eq!(response.json::<Value>().await.unwrap(), json!([]));
 }
 
-crate::on_both_deployments!(out_of_range_queries_get_problems);
+crate::on_both_deployments!(
+    out_of_range_queries_get_problems;
+    deployment: only_paid_units_count_and_a_rebuild_matches_the_live_ranking,
+);

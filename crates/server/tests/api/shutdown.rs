@@ -189,4 +189,4 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment
     assert!(log.contains("stopped"), "{log}");
 }
 
-crate::for_both_deployments!(sigterm_with_open_streams_exits_within_the_grace_and_says_so);
+crate::on_both_deployments!(; deployment: sigterm_with_open_streams_exits_within_the_grace_and_says_so);
