@@ -30,7 +30,7 @@ use std::{
 };
 
 use loadkit::batch::{connect, fire, post, Call};
-use server::http::auth::Tokens;
+use server::tokens::Tokens;
 
 mod support;
 

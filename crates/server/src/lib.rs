@@ -8,6 +8,7 @@ pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod tokens;
 
 pub use config::{Role, Settings, SharedServices};
 pub use startup::Application;

@@ -13,7 +13,7 @@ pub use loadkit::{Seeded, SeededUser};
 use points::users::seed::{seed_email, SEED_DOMAIN};
 use secrecy::ExposeSecret as _;
 
-use crate::{http::auth::Tokens, operations::progress, startup::connect_database, Settings};
+use crate::{operations::progress, startup::connect_database, tokens::Tokens, Settings};
 
 /// The password every seeded account shares. Test data only: never seed a real deployment.
 pub const SEED_PASSWORD: &str = "load-test-only";

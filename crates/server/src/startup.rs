@@ -111,7 +111,7 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
         "--role api and --role worker share coupon gates and task results through the cache: \
          set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
     );
-    let tokens = Arc::new(http::auth::Tokens::load(&settings, &db).await?);
+    let tokens = Arc::new(crate::tokens::Tokens::load(&settings, &db).await?);
     let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
         .with_settings(settings.issue_settings()?);
     let catalog = catalog::Catalog::new(db.clone(), cache.clone());

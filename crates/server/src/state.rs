@@ -8,10 +8,7 @@ use eventbus::EventBus;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::Settings,
-    http::{auth::Tokens, limits::Limits},
-};
+use crate::{config::Settings, http::limits::Limits, tokens::Tokens};
 
 /// Handles to the adapters picked by the configuration. Cloned for every request (axum hands
 /// each handler and middleware its own copy), so a clone is one reference count: cloning the

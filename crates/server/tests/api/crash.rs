@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
-use server::{http::auth::Tokens, Role};
+use server::{tokens::Tokens, Role};
 
 use crate::{
     helpers::{shared_services, spawn_with, unique, Deployment, TestApp},

@@ -12,7 +12,7 @@ use std::{
 
 use futures::StreamExt as _;
 use serde_json::{json, Value};
-use server::http::auth::Tokens;
+use server::tokens::Tokens;
 
 use crate::helpers::{shared_services, unique, Deployment};
 
