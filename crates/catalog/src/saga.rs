@@ -20,17 +20,20 @@ use crate::{
     Catalog,
 };
 
-/// The catalog's consumers.
-pub fn handlers(catalog: &Catalog, bus: &EventBus) -> Vec<Arc<dyn Handler>> {
-    vec![
-        Arc::new(ReserveStock {
-            catalog: catalog.clone(),
-            bus: bus.clone(),
-        }),
-        Arc::new(ReleaseStock {
-            catalog: catalog.clone(),
-        }),
-    ]
+impl Catalog {
+    /// The catalog's consumers of the order saga: reserve an order's stock, and release it.
+    /// Replies go out through `bus`'s outbox.
+    pub fn handlers(&self, bus: &EventBus) -> Vec<Arc<dyn Handler>> {
+        vec![
+            Arc::new(ReserveStock {
+                catalog: self.clone(),
+                bus: bus.clone(),
+            }),
+            Arc::new(ReleaseStock {
+                catalog: self.clone(),
+            }),
+        ]
+    }
 }
 
 /// Consumer group `catalog-reserve`.

@@ -239,7 +239,7 @@ fn created(order: i64, option: i64, quantity: i64) -> Envelope {
 
 async fn orders_reserve_on_creation_and_release_on_cancellation_even_if_it_comes_first(f: Fixture) {
     let catalog = &f.catalog;
-    let handlers = saga::handlers(catalog, &f.context.bus);
+    let handlers = catalog.handlers(&f.context.bus);
     let (reserve, release) = (handlers[0].as_ref(), handlers[1].as_ref());
     let product = new_product(catalog, &[5]).await;
     let option = product.options[0].id;

@@ -126,17 +126,12 @@ impl Coupons {
         self.tally.counts()
     }
 
-    /// The consumers of the issuance flow: stock, then store.
+    /// The coupons' consumers: of the issuance flow (take a unit of stock, then store the
+    /// result), and of the order saga (use an order's coupon, and restore it).
     pub fn handlers(&self) -> Vec<Arc<dyn Handler>> {
         vec![
             Arc::new(issue::take_stock::TakeStock::new(self.clone())),
             Arc::new(issue::store::StoreResult::new(self.clone())),
-        ]
-    }
-
-    /// The consumers of the order saga: use, and restore, an order's coupon.
-    pub fn saga_handlers(&self) -> Vec<Arc<dyn Handler>> {
-        vec![
             Arc::new(wallet::saga::UseCoupon::new(self.clone())),
             Arc::new(wallet::saga::RestoreCoupon),
         ]

@@ -370,8 +370,15 @@ async fn the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled
         CouponUseFailed, CouponUsed, DiscountKind, OrderCancelled, SagaFailure, StockDecreased,
     };
     let coupons = &f.coupons;
-    let handlers = coupons.saga_handlers();
-    let (use_coupon, restore) = (handlers[0].as_ref(), handlers[1].as_ref());
+    let handlers = coupons.handlers();
+    let group = |name| {
+        handlers
+            .iter()
+            .find(|h| h.group() == name)
+            .expect("a coupons consumer")
+            .as_ref()
+    };
+    let (use_coupon, restore) = (group("coupon-use"), group("coupon-restore"));
     let coupon = new_coupon(coupons, 5).await;
     let held = store_success(coupons, coupon.id, 7, Uuid::new_v4())
         .await

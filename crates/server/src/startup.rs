@@ -171,10 +171,11 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
 /// The event consumers of a worker: the coupon issuance flow, every step of the order saga
 /// and the ranking.
 pub fn consumers(state: &AppState) -> Vec<Arc<dyn Handler>> {
-    let mut handlers = state.coupons.handlers();
-    handlers.extend(catalog::saga::handlers(&state.catalog, &state.bus));
-    handlers.extend(state.coupons.saga_handlers());
-    handlers.extend(state.orders.handlers());
-    handlers.extend(state.ranking.handlers());
-    handlers
+    [
+        state.coupons.handlers(),
+        state.catalog.handlers(&state.bus),
+        state.orders.handlers(),
+        state.ranking.handlers(),
+    ]
+    .concat()
 }
