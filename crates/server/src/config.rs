@@ -198,22 +198,30 @@ pub fn keys() -> Vec<&'static str> {
     keys
 }
 
-/// Refuses a `STAMPEDE_*` variable that names no key, naming the nearest one: a typo would
-/// otherwise start the server on a default without a word.
+/// Refuses a `STAMPEDE_*` variable that names no key.
 fn check_environment(variables: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let keys = keys();
-    for variable in variables {
-        let Some(key) = variable.strip_prefix("STAMPEDE_") else {
-            continue;
-        };
-        if variable.starts_with(TEST_PREFIX) || keys.contains(&key.to_lowercase().as_str()) {
-            continue;
-        }
-        anyhow::bail!(
-            "unknown configuration variable {variable}; did you mean STAMPEDE_{}?",
-            nearest(&key.to_lowercase(), &keys).to_uppercase()
-        );
-    }
+    let spelled = |key: &str| format!("STAMPEDE_{}", key.to_uppercase());
+    variables
+        .filter(|variable| !variable.starts_with(TEST_PREFIX))
+        .filter_map(|variable| Some(variable.strip_prefix("STAMPEDE_")?.to_lowercase()))
+        .try_for_each(|key| known("variable", &key, &keys, spelled))
+}
+
+/// Refuses `key` unless it is one of `keys`, naming the nearest one: a typo would otherwise
+/// start the server on a default without a word. `spelled` writes a key as its source does.
+fn known(
+    kind: &str,
+    key: &str,
+    keys: &[&str],
+    spelled: impl Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        keys.contains(&key),
+        "unknown configuration {kind} {}; did you mean {}?",
+        spelled(key),
+        spelled(nearest(key, keys))
+    );
     Ok(())
 }
 
@@ -224,19 +232,14 @@ fn layers(file: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
         Some(path) => config::File::from(path).required(true),
         None => config::File::with_name("stampede").required(false),
     };
-    let known = keys();
+    let keys = keys();
     let in_file = config::Config::builder()
         .add_source(file.clone())
         .build()
         .context("reading the configuration file")?;
     let in_file: std::collections::BTreeMap<String, config::Value> = in_file.try_deserialize()?;
     for key in in_file.keys() {
-        if !known.contains(&key.as_str()) {
-            anyhow::bail!(
-                "unknown configuration key {key:?} in the configuration file; did you mean {:?}?",
-                nearest(key, &known)
-            );
-        }
+        known("file key", key, &keys, |key| format!("{key:?}"))?;
     }
     config::Config::builder()
         .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
