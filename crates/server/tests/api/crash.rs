@@ -38,6 +38,9 @@ impl Api {
         }
     }
 
+    /// The answer to one call. Like a client, it asks again after a 503 (a loaded machine may
+    /// leave the API short of a database connection for a moment), after its `Retry-After` and
+    /// with the same `Idempotency-Key`, so a call that did take effect has no second one.
     async fn call(
         &self,
         method: Method,
@@ -45,16 +48,27 @@ impl Api {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
+        let key = unique();
+        for _ in 0..20 {
+            let mut request = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .header("Idempotency-Key", &key);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let answer = response.json().await.unwrap_or(Value::Null);
+            if status != 503 {
+                return (status, answer);
+            }
+            let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
         }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        panic!("{path} was answered 503 twenty times")
     }
 
     async fn sign_up(&self) -> (i64, String) {
