@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use server::{Role, Settings};
 
 use crate::helpers::{
-    assert_invalid, assert_problem, shared_services, spawn_with, sse_events, unique, Deployment,
-    TestApp,
+    assert_invalid, assert_problem, shared_services, spawn_with, sse_events, unique,
+    wait_retry_after, Deployment, TestApp,
 };
 
 /// A coupon that expired a minute ago, stored directly (the API only creates coupons that
@@ -55,14 +55,9 @@ async fn read_result(app: &TestApp, task: &str) -> Value {
         if response.status() != 503 {
             break response;
         }
-        let retry_after: u64 = response.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        wait_retry_after(&response).await;
         let body: Value = response.json().await.unwrap();
         assert!(["UNAVAILABLE", "OVERLOADED"].contains(&body["code"].as_str().unwrap()));
-        tokio::time::sleep(Duration::from_secs(retry_after)).await;
     };
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use server::{tokens::Tokens, Role};
 
 use crate::{
-    helpers::{shared_services, spawn_with, unique, Deployment, TestApp},
+    helpers::{shared_services, spawn_with, unique, wait_retry_after, Deployment, TestApp},
     process::{self, free_port, Process, SECRET},
 };
 
@@ -60,13 +60,11 @@ impl Api {
             }
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
-            let retry_after = response.headers().get("retry-after").cloned();
-            let answer = response.json().await.unwrap_or(Value::Null);
-            if status != 503 {
-                return (status, answer);
+            if status == 503 {
+                wait_retry_after(&response).await;
+                continue;
             }
-            let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            return (status, response.json().await.unwrap_or(Value::Null));
         }
         panic!("{path} was answered 503 twenty times")
     }

@@ -377,6 +377,16 @@ macro_rules! on_both_deployments {
     };
 }
 
+/// Sleeps for the `Retry-After` of a 503, as a client does before asking again.
+pub async fn wait_retry_after(response: &reqwest::Response) {
+    let seconds: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
 /// One Server-Sent Event: its `event`, `id` and `data` fields.
 #[derive(Debug, Default)]
 pub struct SseEvent {
