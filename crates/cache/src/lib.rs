@@ -13,7 +13,7 @@ mod memory;
 mod redis_cache;
 
 pub use hub::Subscription;
-pub use memory::MemoryCache;
+pub use memory::{MemoryBounds, MemoryCache};
 pub use redis::RedisError;
 pub use redis_cache::RedisCache;
 
@@ -91,6 +91,18 @@ impl Cache {
         match self {
             Cache::Memory(m) => Ok(m.hit(key, window)),
             Cache::Redis(r) => r.hit(key, window).await,
+        }
+    }
+
+    /// Takes back one hit counted on `key` in its current window (an attempt that turned out
+    /// not to count, such as a successful login); nothing when the window has ended.
+    pub async fn forgive(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            Cache::Memory(m) => {
+                m.forgive(key);
+                Ok(())
+            }
+            Cache::Redis(r) => r.forgive(key).await,
         }
     }
 

@@ -117,6 +117,19 @@ impl RedisCache {
         Ok((count, Duration::from_millis(ttl)))
     }
 
+    /// See [`crate::Cache::forgive`].
+    pub async fn forgive(&self, key: &str) -> anyhow::Result<()> {
+        static FORGIVE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                "local n = tonumber(redis.call('GET', KEYS[1])) \
+                 if n and n > 0 then redis.call('DECR', KEYS[1]) end \
+                 return 0",
+            )
+        });
+        self.script::<i64>(&FORGIVE, &[key], &[]).await?;
+        Ok(())
+    }
+
     pub async fn publish(&self, channel: &str, message: &str) -> anyhow::Result<()> {
         redis::cmd("PUBLISH")
             .arg(format!("{}chan:{channel}", self.prefix))

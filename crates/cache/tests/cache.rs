@@ -132,6 +132,14 @@ async fn hits_are_counted_per_key_until_the_window_ends(cache: Cache) {
         assert!(left <= window && !left.is_zero(), "{left:?}");
     }
     assert_eq!(cache.hit("login:c@d.co", window).await.unwrap().0, 1);
+    cache.forgive("login:a@b.co").await.unwrap();
+    assert_eq!(
+        cache.hit("login:a@b.co", window).await.unwrap().0,
+        3,
+        "a forgiven hit does not count"
+    );
+    cache.forgive("login:never@b.co").await.unwrap();
+    assert_eq!(cache.get("login:never@b.co").await.unwrap(), None);
     // The window's end is what this test is about; there is no event to wait for instead.
     tokio::time::sleep(window + Duration::from_millis(50)).await;
     assert_eq!(

@@ -305,6 +305,88 @@ async fn the_database_never_issues_more_than_the_total_or_twice_to_a_user(f: Fix
     assert_eq!(shown, [(other.id, 0, 0, 0), (coupon.id, 2, 2, 2)]);
 }
 
+/// The context of another process on the same database and bus, after the gate's state was
+/// lost: Redis emptied of this test's keys, or, in process, a new process.
+async fn with_the_gate_state_lost(coupons: &Coupons) -> Coupons {
+    let cache = match &coupons.cache {
+        cache::Cache::Memory(_) => cache::Cache::connect("memory://", "").await.unwrap(),
+        cache::Cache::Redis(redis) => {
+            let mut conn = redis.connection();
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{}*", redis.key("")))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                ::redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            coupons.cache.clone()
+        }
+    };
+    Coupons::new(coupons.db.clone(), cache, coupons.bus.clone())
+}
+
+/// Runs a request's `coupon-issued` through the stock and store consumers; returns its task.
+async fn take_and_store(coupons: &Coupons, task: &Task) -> Task {
+    let issued = Envelope::new(&issue::CouponIssued {
+        task_id: task.task_id,
+        coupon_id: task.coupon_id,
+        user_id: task.user_id,
+    });
+    let take = issue::take_stock::TakeStock::new(coupons.clone());
+    let replies = handle(&coupons.db, &take, issued).await;
+    let store = StoreResult::new(coupons.clone());
+    for reply in replies {
+        handle(&coupons.db, &store, reply).await;
+    }
+    issue::find_task(coupons, task.task_id).await.unwrap()
+}
+
+/// A user's request is on its way when the gate's state is lost; the rebuilt gate does not know
+/// it and admits the user again. Both requests take a unit, the database refuses the second
+/// (`ALREADY_ISSUED`), and that unit goes back to the gate: the rest of the coupon still sells,
+/// and `SOLD_OUT` comes only when nothing remains.
+async fn a_unit_refused_after_the_gate_state_was_lost_is_sold_to_someone_else(f: Fixture) {
+    let coupon = new_coupon(&f.coupons, 2).await;
+    let in_flight = issue::request(&f.coupons, coupon.id, 1).await.unwrap();
+    let coupons = with_the_gate_state_lost(&f.coupons).await;
+    let again = issue::request(&coupons, coupon.id, 1).await.unwrap();
+    assert_eq!(
+        take_and_store(&coupons, &in_flight).await.status,
+        TaskStatus::Success
+    );
+    let refused = take_and_store(&coupons, &again).await;
+    assert_eq!(refused.reason, Some(FailReason::AlreadyIssued));
+    assert_eq!(
+        take_and_store(&coupons, &again).await,
+        refused,
+        "a redelivery gives back nothing more"
+    );
+    let remaining = || async {
+        definition::find(&coupons.db, coupon.id)
+            .await
+            .unwrap()
+            .remaining_quantity
+    };
+    assert_eq!(remaining().await, 1);
+    let last = issue::request(&coupons, coupon.id, 2)
+        .await
+        .expect("a unit remains, so it is not SOLD_OUT");
+    assert_eq!(
+        take_and_store(&coupons, &last).await.status,
+        TaskStatus::Success
+    );
+    assert_eq!(remaining().await, 0);
+    assert!(matches!(
+        issue::request(&coupons, coupon.id, 3).await,
+        Err(CouponError::SoldOut)
+    ));
+}
+
 async fn a_coupon_is_used_once_per_order_and_restored_once(f: Fixture) {
     let coupons = &f.coupons;
     let coupon = new_coupon(coupons, 5).await;
@@ -443,6 +525,7 @@ testkit::on_both_adapter_sets!(
     a_request_its_process_never_published_is_withdrawn_and_its_task_fails,
     a_repeat_of_a_request_this_process_published_is_refused_without_the_gate,
     the_database_never_issues_more_than_the_total_or_twice_to_a_user,
+    a_unit_refused_after_the_gate_state_was_lost_is_sold_to_someone_else,
     a_coupon_is_used_once_per_order_and_restored_once,
     the_saga_uses_an_orders_coupon_once_and_restores_it_even_when_cancelled_first,
 );

@@ -80,43 +80,41 @@ pub async fn pending_by_consumer(db: &Db) -> sqlx::Result<Vec<(String, i64)>> {
 }
 
 /// Dead letters replayed in one transaction.
-const REPLAY_PAGE: i64 = 500;
+const REPLAY_PAGE: usize = 500;
 
-/// Replays the pending dead letter `id`, or every pending one when `id` is `None`; returns how
-/// many were replayed, and tells `progress` the count after each page. Each is marked replayed
-/// in the transaction that re-appends it, so a replay cut short leaves the rest pending.
+/// Replays the dead letters `ids` that are still pending; returns how many were replayed, and
+/// tells `progress` the count after each page. Each page is claimed by one `UPDATE … WHERE
+/// replayed_at IS NULL AND discarded_at IS NULL` in the transaction that re-appends it, so a
+/// letter discarded (or replayed) by someone else meanwhile is skipped, never sent, and a replay
+/// cut short leaves the rest pending.
 pub async fn replay(
     db: &Db,
     outbox: &Outbox,
-    id: Option<i64>,
+    ids: &[i64],
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<usize> {
     let mut replayed = 0;
-    loop {
+    for page in ids.chunks(REPLAY_PAGE) {
         let mut tx = db.begin().await?;
-        let letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => sqlx::query_as(
-            "SELECT id, envelope FROM dead_letters WHERE replayed_at IS NULL AND discarded_at IS NULL \
-             AND ($1 IS NULL OR id = $1) ORDER BY id LIMIT $2",
-        )
-        .bind(id)
-        .bind(REPLAY_PAGE)
-        .fetch_all(c)
-        .await)?;
-        if letters.is_empty() {
-            return Ok(replayed);
-        }
-        let envelopes: Vec<Envelope> = letters.iter().map(|(_, Json(e))| e.clone()).collect();
+        let now = Utc::now();
+        let mut letters: Vec<(i64, Json<Envelope>)> = on_tx!(tx, c => {
+            let mut claim = sqlx::QueryBuilder::new("UPDATE dead_letters SET replayed_at = ");
+            claim
+                .push_bind(now)
+                .push(" WHERE replayed_at IS NULL AND discarded_at IS NULL AND id IN (");
+            let mut list = claim.separated(", ");
+            for id in page {
+                list.push_bind(*id);
+            }
+            claim.push(") RETURNING id, envelope");
+            claim.build_query_as().fetch_all(c).await
+        })?;
+        letters.sort_by_key(|(id, _)| *id);
+        let envelopes: Vec<Envelope> = letters.into_iter().map(|(_, Json(e))| e).collect();
         outbox.append(&mut tx, &envelopes).await?;
-        for (letter, _) in &letters {
-            exec!(
-                tx,
-                "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2",
-                Utc::now(),
-                letter
-            )?;
-        }
         tx.commit().await?;
-        replayed += letters.len();
+        replayed += envelopes.len();
         progress(replayed);
     }
+    Ok(replayed)
 }

@@ -358,11 +358,19 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_can_be_replayed(f: Fix
     assert_eq!(by_key(&f.effects("poisoned").await)["poison"], vec![0, 2]);
 
     poisoned.store(false, Ordering::SeqCst);
+    let chosen = [letters[0].id];
     assert_eq!(
-        eventbus::dead_letters::replay(&f.db, bus.outbox(), None, |_| {})
+        eventbus::dead_letters::replay(&f.db, bus.outbox(), &chosen, |_| {})
             .await
             .unwrap(),
         1
+    );
+    assert_eq!(
+        eventbus::dead_letters::replay(&f.db, bus.outbox(), &chosen, |_| {})
+            .await
+            .unwrap(),
+        0,
+        "a letter is replayed once"
     );
     bus.wait_idle(IDLE).await.unwrap();
     assert_eq!(

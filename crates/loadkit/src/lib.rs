@@ -27,6 +27,9 @@ pub struct SeededUser {
 /// deployment prepared for load.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Seeded {
+    /// The password of every seeded account, the admin's included (new at each seed run).
+    #[serde(default)]
+    pub password: String,
     pub admin: SeededUser,
     pub users: Vec<SeededUser>,
     pub products: Vec<i64>,

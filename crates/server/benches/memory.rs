@@ -34,7 +34,7 @@ use server::tokens::Tokens;
 
 mod support;
 
-const SECRET: &str = "memory-bench-secret-0123456789";
+const SECRET: &str = "memory-bench-secret-0123456789abcdef";
 const CLIENTS: usize = 200;
 
 /// The server under test, in a process of its own.
@@ -52,6 +52,8 @@ impl Server {
             .env("STAMPEDE_BIND", "127.0.0.1:0")
             .env("STAMPEDE_DATA_DIR", dir)
             .env("STAMPEDE_JWT_SECRET", SECRET)
+            // Every bench client signs up from 127.0.0.1.
+            .env("STAMPEDE_RATE_SIGNUPS", "1000000")
             .env("RUST_LOG", "warn,server=info")
             .stdout(Stdio::piped())
             .spawn()?;

@@ -124,8 +124,15 @@ pub struct Settings {
     pub rate_orders: u64,
     /// Coupon issue requests one user may make per window.
     pub rate_coupon_issues: u64,
-    /// Login attempts per email per window.
+    /// Failed login attempts per email and client address per window.
     pub rate_logins: u64,
+    /// Failed login attempts per email per window, from any address.
+    pub rate_logins_per_email: u64,
+    /// Sign-ups per client address per window.
+    pub rate_signups: u64,
+    /// Proxies (comma-separated addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// names the client of the per-address limits; empty: the peer is the client.
+    pub http_trusted_proxies: String,
     /// Unpaid orders (`PENDING` or `AWAITING_PAYMENT`) one user may hold (409
     /// `TOO_MANY_OPEN_ORDERS` beyond).
     pub max_open_orders: i64,
@@ -172,6 +179,9 @@ rate_window_secs = 10
 rate_orders = 30
 rate_coupon_issues = 30
 rate_logins = 10
+rate_logins_per_email = 100
+rate_signups = 20
+http_trusted_proxies = ""
 max_open_orders = 10
 "#;
 
@@ -249,18 +259,42 @@ fn layers(file: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
         .context("reading the configuration")
 }
 
-/// `url` with the password between `user:` and `@` replaced by `***`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// Query parameters that carry a credential in a connection URL.
+const SECRET_PARAMETERS: &[&str] = &["password", "pass", "pwd", "secret", "token", "sslpassword"];
+
+/// `text` with the credentials of a URL replaced by `***`: the password of the user part (which
+/// may itself hold `@`) and credential query parameters. Text that is no URL is returned as is.
+fn redact_url(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
     };
-    match rest.split_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_owned(),
+    let Ok(mut url) = url::Url::parse(text) else {
+        // Not parsable (several hosts, say): everything before the last `@` of the authority.
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        return match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]),
+            None => text.to_owned(),
+        };
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    let redacted: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(key, value)| {
+            let secret = SECRET_PARAMETERS.contains(&key.to_lowercase().as_str());
+            let value = if secret {
+                "***".to_owned()
+            } else {
+                value.into_owned()
+            };
+            (key.into_owned(), value)
+        })
+        .collect();
+    if !redacted.is_empty() {
+        url.query_pairs_mut().clear().extend_pairs(redacted);
+    }
+    url.to_string()
 }
 
 /// The known key nearest to `key`.
@@ -313,12 +347,18 @@ impl Settings {
         }
         self.issue_settings()?;
         self.ranking_settings()?;
+        crate::http::client_address::TrustedProxies::parse(&self.http_trusted_proxies)
+            .context("http_trusted_proxies (STAMPEDE_HTTP_TRUSTED_PROXIES)")?;
+        if let Some(secret) = &self.jwt_secret {
+            crate::tokens::check_secret(secret.expose_secret())
+                .context("jwt_secret (STAMPEDE_JWT_SECRET)")?;
+        }
         Ok(())
     }
 
     /// Each numeric key with its value and its inclusive range.
     #[rustfmt::skip]
-    fn ranges(&self) -> [(&'static str, i128, i128, i128); 31] {
+    fn ranges(&self) -> [(&'static str, i128, i128, i128); 33] {
         let n = |value: usize| value as i128;
         [
             ("bus_partitions", self.bus_partitions.into(), 1, 1_024),
@@ -351,6 +391,8 @@ impl Settings {
             ("rate_orders", self.rate_orders.into(), 1, 1_000_000),
             ("rate_coupon_issues", self.rate_coupon_issues.into(), 1, 1_000_000),
             ("rate_logins", self.rate_logins.into(), 1, 1_000_000),
+            ("rate_logins_per_email", self.rate_logins_per_email.into(), 1, 1_000_000),
+            ("rate_signups", self.rate_signups.into(), 1, 1_000_000),
             ("max_open_orders", self.max_open_orders.into(), 1, 1_000),
         ]
     }
@@ -564,6 +606,22 @@ mod tests {
         );
         assert!(shown.contains("jwt_secret = \"(redacted)\""), "{shown}");
         assert!(shown.contains("# kafka_instance_id (not set)"), "{shown}");
+        for (url, redacted) in [
+            ("postgres://app:p@ss@db/x", "postgres://app:***@db/x"),
+            (
+                "postgres://db/x?user=app&password=hunter2&sslmode=require",
+                "postgres://db/x?user=app&password=***&sslmode=require",
+            ),
+            ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+            (
+                "kafka://u:p@w@h1:9092,h2:9092",
+                "kafka://***@h1:9092,h2:9092",
+            ),
+            ("redis://cache:6379", "redis://cache:6379"),
+            ("memory://", "memory://"),
+        ] {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
         assert!(
             !shown.contains("hunter2") && !shown.contains("0123456789"),
             "{shown}"

@@ -131,10 +131,16 @@ enum EventsCommand {
         #[command(flatten)]
         filter: DeadLetterFilter,
     },
-    /// Publishes dead-lettered events again (one with --id, else all pending).
+    /// Publishes dead-lettered events again: one with --id, the pending ones the filters
+    /// select, or every pending one with --all. A letter discarded meanwhile is skipped.
     Replay {
         #[arg(long)]
         id: Option<i64>,
+        #[command(flatten)]
+        filter: DeadLetterFilter,
+        /// Every pending dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 }
 
@@ -283,22 +289,21 @@ async fn main() -> anyhow::Result<()> {
                 "name the dead letters to discard: --id N, or --topic / --group / --since"
             );
             let db = connect_database(&settings).await?;
-            let filter = filter.into_filter();
-            let ids: Vec<i64> = eventbus::dead_letters::pending(&db)
-                .await?
-                .into_iter()
-                .filter(|letter| id.is_none_or(|id| letter.id == id) && filter.matches(letter))
-                .map(|letter| letter.id)
-                .collect();
+            let ids = chosen_letters(&db, id, filter).await?;
             let discarded = eventbus::dead_letters::discard(&db, &ids).await?;
             println!("{discarded} dead letter(s) discarded");
             Ok(())
         }
-        Command::Events(EventsCommand::Replay { id }) => {
+        Command::Events(EventsCommand::Replay { id, filter, all }) => {
+            anyhow::ensure!(
+                id.is_some() || !filter.is_empty() || all,
+                "name the dead letters to replay: --id N, --topic / --group / --since, or --all"
+            );
             let db = connect_database(&settings).await?;
+            let ids = chosen_letters(&db, id, filter).await?;
             let bus =
                 EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
-            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), id, |done| {
+            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), &ids, |done| {
                 progress(&format!("replayed: {done}"));
             })
             .await?;
@@ -309,6 +314,21 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The pending dead letters `id` and `filter` select (all of them when neither says more).
+async fn chosen_letters(
+    db: &db::Db,
+    id: Option<i64>,
+    filter: DeadLetterFilter,
+) -> anyhow::Result<Vec<i64>> {
+    let filter = filter.into_filter();
+    Ok(eventbus::dead_letters::pending(db)
+        .await?
+        .into_iter()
+        .filter(|letter| id.is_none_or(|id| letter.id == id) && filter.matches(letter))
+        .map(|letter| letter.id)
+        .collect())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -2,6 +2,11 @@
 //! users sharing one password hash, an admin, products with stock, coupons — and a file of
 //! their ids and access tokens signed with the deployment's secret. Running it again finds what
 //! the first run made and makes only what is missing.
+//!
+//! Each run draws a new random password for the seeded accounts (and re-keys those an earlier
+//! run made), written only to the seed file, which is readable by its owner alone: a seeded
+//! deployment has no login anyone could know from this code. A database holding accounts the
+//! seed did not make is refused unless `--force`.
 
 use std::io::Write as _;
 
@@ -14,9 +19,6 @@ use points::users::seed::{seed_email, SEED_DOMAIN};
 use secrecy::ExposeSecret as _;
 
 use crate::{operations::progress, startup::connect_database, tokens::Tokens, Settings};
-
-/// The password every seeded account shares. Test data only: never seed a real deployment.
-pub const SEED_PASSWORD: &str = "load-test-only";
 
 /// What to seed.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,9 +38,14 @@ pub struct SeedPlan {
     /// Units of each coupon.
     #[arg(long, default_value_t = 1_000)]
     pub coupon_quantity: i64,
-    /// How long the written tokens stay valid, in seconds.
-    #[arg(long, default_value_t = 24 * 3600)]
+    /// How long the written tokens stay valid, in seconds (60 to 7 days).
+    #[arg(long, default_value_t = 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     pub token_ttl_secs: u64,
+    /// Seed even though the database holds accounts the seed did not make (a deployment with
+    /// real users): the seeded admin and users are added beside them.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Seeds `plan` into the deployment of `settings`, reporting progress on stderr.
@@ -50,8 +57,16 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     let mut token_settings = settings.clone();
     token_settings.token_ttl_secs = plan.token_ttl_secs;
     let tokens = Tokens::load(&token_settings, &db).await?;
+    let others = points::users::seed::other_accounts(&db).await?;
+    anyhow::ensure!(
+        others == 0 || plan.force,
+        "the database holds {others} account(s) that `seed` did not make: seeding would add a \
+         known admin to a deployment with real users. Seed a deployment of its own, or pass \
+         --force if this one is only for load tests"
+    );
 
-    let hash = points::users::hash_password(SEED_PASSWORD)?;
+    let password = random_password();
+    let hash = points::users::hash_password(&password)?;
     let total = plan.users;
     let ids = points::users::seed::seed(&db, total, &hash, |done| {
         progress(&format!("users {done}/{total}"));
@@ -70,7 +85,7 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
 
     let admin_email = format!("seed-admin@{SEED_DOMAIN}");
     let admin_id =
-        match points::users::create_admin(&db, &admin_email, SEED_PASSWORD, "seed admin").await? {
+        match points::users::create_admin(&db, &admin_email, &password, "seed admin").await? {
             points::users::AdminCreated::Created { id }
             | points::users::AdminCreated::Promoted { id } => id,
         };
@@ -119,7 +134,8 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     }
     coupons.truncate(plan.coupons);
     eprintln!(
-        "\nseeded: {} users (password {SEED_PASSWORD:?}, e.g. {}), an admin, {} products, {} coupons",
+        "\nseeded: {} users (e.g. {}), an admin ({admin_email}), {} products, {} coupons; \
+         their password is in the seed file",
         users.len(),
         seed_email(0),
         products.len(),
@@ -127,6 +143,7 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     );
     db.close().await;
     Ok(Seeded {
+        password,
         admin,
         users,
         products,
@@ -134,10 +151,25 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     })
 }
 
-/// Writes `seeded` to `path` as JSON.
+/// A password of 24 random hex digits (96 bits: the first 12 digits of a v4 UUID are all
+/// random), within the 5–30 characters every password has.
+fn random_password() -> String {
+    let (one, two) = (uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    format!("{}{}", &one.to_string()[..12], &two.to_string()[..12])
+}
+
+/// Writes `seeded` to `path` as JSON, readable and writable by its owner only (it holds the
+/// accounts' password and admin token).
 pub fn write(seeded: &Seeded, path: &std::path::Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let mut out = std::io::BufWriter::new(file);
     serde_json::to_writer(&mut out, seeded)?;
     out.flush()?;

@@ -81,6 +81,7 @@ impl Application {
         let limits = ConnectionLimits {
             header_timeout: Duration::from_millis(settings.http_header_timeout_ms),
             max_connections: settings.http_max_connections,
+            request_timeout: Duration::from_millis(settings.http_request_timeout_ms),
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         };
         let router = http::router(state.clone(), settings.role);
@@ -124,12 +125,13 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
     Ok(AppState::new(Handles {
         hashing: points::users::Hashing::new(settings.hashing_limits()),
-        limits: Arc::new(http::limits::Limits::new(&settings)),
+        limits: Arc::new(http::limits::Limits::new(&settings)?),
         settings: Arc::new(settings),
         db,
         cache,
         bus,
         metrics: http::metrics::recorder(),
+        metrics_refresh: Default::default(),
         tokens,
         coupons,
         catalog,

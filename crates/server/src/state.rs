@@ -38,6 +38,8 @@ pub struct Handles {
     pub cache: Cache,
     pub bus: EventBus,
     pub metrics: PrometheusHandle,
+    /// When `/metrics` last read the database's figures.
+    pub metrics_refresh: crate::http::metrics::Refresh,
     pub tokens: Arc<Tokens>,
     pub coupons: coupons::Coupons,
     pub catalog: catalog::Catalog,

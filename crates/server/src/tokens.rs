@@ -25,6 +25,52 @@ struct Claims {
     adm: bool,
     iat: i64,
     exp: i64,
+    /// Set on stream tickets only (their id): a ticket opens one stream and is no bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tkt: Option<String>,
+}
+
+/// How long a stream ticket may wait to be used.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// The shortest secret accepted: HS256 wants a key of at least 256 bits.
+const MIN_SECRET_LEN: usize = 32;
+
+/// Words of the placeholders that deploy files and examples carry; a secret holding one was
+/// copied from somewhere public.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "your-secret",
+    "placeholder",
+    "long-random-secret",
+    "random-characters",
+    "random characters",
+];
+
+/// Refuses a secret too short to sign tokens with, or one that is a known placeholder.
+pub fn check_secret(secret: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        secret.len() >= MIN_SECRET_LEN,
+        "must be at least {MIN_SECRET_LEN} characters (`openssl rand -hex 32` makes one); or leave \
+         it unset to use the secret the deployment keeps in its database"
+    );
+    let lower = secret.to_lowercase();
+    if let Some(word) = PLACEHOLDERS.iter().find(|word| lower.contains(*word)) {
+        anyhow::bail!(
+            "looks like a placeholder ({word:?}): anyone who read it could sign admin tokens; \
+             set a random one, or leave it unset to use the secret kept in the database"
+        );
+    }
+    let distinct: std::collections::HashSet<char> = secret.chars().collect();
+    anyhow::ensure!(
+        distinct.len() >= 8,
+        "has fewer than 8 distinct characters: not a random secret"
+    );
+    Ok(())
 }
 
 impl Tokens {
@@ -36,10 +82,7 @@ impl Tokens {
             Some(secret) => secret.expose_secret().to_owned(),
             None => stored_secret(db).await.context("the token secret")?,
         };
-        anyhow::ensure!(
-            secret.len() >= 16,
-            "STAMPEDE_JWT_SECRET must be at least 16 characters"
-        );
+        check_secret(&secret).context("STAMPEDE_JWT_SECRET")?;
         Ok(Self::from_secret(
             secret.as_bytes(),
             Duration::from_secs(settings.token_ttl_secs),
@@ -62,22 +105,62 @@ impl Tokens {
             adm: is_admin,
             iat: now,
             exp: now + self.ttl.as_secs() as i64,
+            tkt: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok((token, self.ttl.as_secs()))
     }
 
-    /// Who `token` was issued to; `None` unless it was signed with this secret and has not
-    /// expired.
+    /// A stream ticket for `caller`: it names them for [`TICKET_TTL`], may open one stream
+    /// (the route redeems its id once), and is refused as a bearer token. It goes in a URL,
+    /// where a bearer token must not.
+    pub fn issue_ticket(&self, caller: Caller) -> anyhow::Result<(String, u64)> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: caller.user_id.to_string(),
+            adm: caller.is_admin,
+            iat: now,
+            exp: now + TICKET_TTL.as_secs() as i64,
+            tkt: Some(uuid::Uuid::new_v4().simple().to_string()),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((token, TICKET_TTL.as_secs()))
+    }
+
+    /// Who `token` was issued to; `None` unless it is an access token signed with this secret
+    /// that has not expired.
     pub fn verify(&self, token: &str) -> Option<Caller> {
+        let claims = self.decode(token)?;
+        if claims.tkt.is_some() {
+            return None;
+        }
+        claims.caller()
+    }
+
+    /// Whom a stream ticket names, and its id (to redeem once); `None` unless it is a ticket
+    /// signed with this secret that has not expired.
+    pub fn verify_ticket(&self, ticket: &str) -> Option<(Caller, String)> {
+        let claims = self.decode(ticket)?;
+        let caller = claims.caller()?;
+        Some((caller, claims.tkt?))
+    }
+
+    fn decode(&self, token: &str) -> Option<Claims> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .ok()?
-            .claims;
+        Some(
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+                .ok()?
+                .claims,
+        )
+    }
+}
+
+impl Claims {
+    fn caller(&self) -> Option<Caller> {
         Some(Caller {
-            user_id: claims.sub.parse().ok()?,
-            is_admin: claims.adm,
+            user_id: self.sub.parse().ok()?,
+            is_admin: self.adm,
         })
     }
 }
@@ -129,11 +212,48 @@ mod tests {
                 adm: false,
                 iat: 0,
                 exp: Utc::now().timestamp() - 1,
+                tkt: None,
             },
             &EncodingKey::from_secret(b"0123456789abcdef0123"),
         )
         .unwrap();
         assert!(tokens.verify(&expired).is_none());
         assert!(tokens.verify("not.a.token").is_none());
+    }
+
+    #[test]
+    fn a_stream_ticket_is_no_bearer_token_and_a_token_is_no_ticket() {
+        let tokens = Tokens::from_secret(b"0123456789abcdef0123", Duration::from_secs(60));
+        let caller = Caller {
+            user_id: 5,
+            is_admin: true,
+        };
+        let (ticket, ttl) = tokens.issue_ticket(caller).unwrap();
+        assert_eq!(ttl, TICKET_TTL.as_secs());
+        assert!(
+            tokens.verify(&ticket).is_none(),
+            "a ticket is refused as a token"
+        );
+        let (named, id) = tokens.verify_ticket(&ticket).unwrap();
+        assert_eq!((named.user_id, named.is_admin, id.len()), (5, true, 32));
+        let (token, _) = tokens.issue(5, true).unwrap();
+        assert!(
+            tokens.verify_ticket(&token).is_none(),
+            "a token is refused as a ticket"
+        );
+    }
+
+    #[test]
+    fn short_and_placeholder_secrets_are_refused() {
+        for secret in [
+            "sixteen-chars-ok",
+            "change-me-to-a-long-random-secret",
+            "CHANGEME0123456789abcdefghijklmnop",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "<32+ random characters>-and-then-some",
+        ] {
+            assert!(check_secret(secret).is_err(), "{secret}");
+        }
+        check_secret("3f9c1e7a0b4d8e2f6a5c9b1d7e3f0a8c").unwrap();
     }
 }

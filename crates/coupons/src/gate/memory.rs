@@ -18,6 +18,8 @@ struct CouponState {
     open: i64,
     users: HashSet<i64>,
     takes: HashMap<Uuid, Take>,
+    /// Taken units the database refused, given back ([`MemoryGate::give_back`]).
+    returned: HashSet<Uuid>,
     /// Unpublished requests: task → (user, admitted at, ms).
     unpublished: HashMap<Uuid, (i64, i64)>,
 }
@@ -135,6 +137,17 @@ impl MemoryGate {
         };
         state.takes.insert(task, outcome);
         outcome
+    }
+
+    pub(super) fn give_back(&self, coupon: i64, task: Uuid) {
+        let mut coupons = self.coupons.lock().expect("gate lock");
+        let Some(state) = coupons.get_mut(&coupon) else {
+            return;
+        };
+        if state.takes.get(&task) == Some(&Take::Taken) && state.returned.insert(task) {
+            state.stock += 1;
+            state.open += 1;
+        }
     }
 
     pub(super) fn pending(&self, task: Uuid) -> Option<PendingTask> {

@@ -188,6 +188,21 @@ impl Gate {
         }
     }
 
+    /// Gives `task`'s unit back to the gate when the database refused to issue it although the
+    /// gate let it take one: the user already held the coupon (`ALREADY_ISSUED`, which only a
+    /// gate rebuilt while the user's first request was in flight lets through). The unit opens
+    /// again, so `SOLD_OUT` stays the truth. Only a unit the task took is given back, once;
+    /// a gate without the coupon's state (to be rebuilt from the database) is left alone.
+    pub async fn give_back(&self, coupon: i64, task: Uuid) -> anyhow::Result<()> {
+        match self {
+            Gate::Memory(m) => {
+                m.give_back(coupon, task);
+                Ok(())
+            }
+            Gate::Redis(r) => redis::give_back(r, coupon, task).await,
+        }
+    }
+
     /// The pending record of `task`, if the gate still has it.
     pub async fn pending(&self, task: Uuid) -> anyhow::Result<Option<PendingTask>> {
         match self {

@@ -95,6 +95,21 @@ return outcome
     )
 });
 
+/// KEYS: coupon, takes. ARGV: task. A given-back take stays a take (`RETURNED` reads as
+/// `TAKEN`): a redelivered task gets the outcome it had.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= 'TAKEN' then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], 'RETURNED')
+redis.call('HINCRBY', KEYS[1], 'stock', 1)
+redis.call('HINCRBY', KEYS[1], 'open', 1)
+return 1
+",
+    )
+});
+
 /// KEYS: coupon, users. ARGV: expiresAt (ms), stock, keepUntil (ms).
 static LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -243,12 +258,23 @@ pub(super) async fn take(redis: &RedisCache, coupon: i64, task: Uuid) -> anyhow:
         )
         .await?;
     Ok(match answer.as_str() {
-        "TAKEN" => Take::Taken,
+        "TAKEN" | "RETURNED" => Take::Taken,
         "SOLD_OUT" => Take::SoldOut,
         "WITHDRAWN" => Take::Withdrawn,
         "UNKNOWN" => Take::Unknown,
         other => anyhow::bail!("unexpected stock answer {other:?}"),
     })
+}
+
+pub(super) async fn give_back(redis: &RedisCache, coupon: i64, task: Uuid) -> anyhow::Result<()> {
+    redis
+        .script::<i64>(
+            &GIVE_BACK,
+            &[&coupon_key(coupon), &takes_key(coupon)],
+            &[task.to_string()],
+        )
+        .await?;
+    Ok(())
 }
 
 pub(super) async fn pending(redis: &RedisCache, task: Uuid) -> anyhow::Result<Option<PendingTask>> {

@@ -3,7 +3,8 @@
 //!
 //! The database decides: a unit is issued only by `UPDATE … WHERE issued_quantity <
 //! total_quantity`, and `UNIQUE (coupon_id, user_id)` refuses a second coupon for one user, so
-//! neither a stale cache nor a redelivery can over-issue.
+//! neither a stale cache nor a redelivery can over-issue. A unit the gate let a task take and
+//! the database refused as `ALREADY_ISSUED` goes back to the gate, so none is stranded.
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -66,6 +67,11 @@ impl Handler for StoreResult {
             Some(reason) => Err(reason),
             None => issue(tx, task_id, coupon_id, user_id).await?,
         };
+        if outcome == Err(FailReason::AlreadyIssued) {
+            // The gate let this task take a unit the database will not issue: open it again
+            // (once per task, so a retry of this transaction gives back nothing more).
+            self.coupons.gate.give_back(coupon_id, task_id).await?;
+        }
         store(
             tx,
             &TaskResult {

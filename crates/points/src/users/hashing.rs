@@ -115,15 +115,13 @@ impl Hashing {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let Some(_place) = Place::take(&self.waiting, self.limits.queue) else {
             metrics::counter!("stampede_password_hash_rejected_total", "why" => "queue_full")
                 .increment(1);
             return Err(Overloaded);
-        }
+        };
         let acquired =
             tokio::time::timeout(self.limits.wait, self.permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match acquired {
             Ok(Ok(permit)) => Ok(permit),
             _ => {
@@ -132,6 +130,28 @@ impl Hashing {
                 Err(Overloaded)
             }
         }
+    }
+}
+
+/// A caller's place in the queue, given back when it is dropped: when the caller gets a thread,
+/// gives up, or is itself dropped while it waits (its client went away, its request timed out).
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    /// A place, unless `queue` callers already wait.
+    fn take(waiting: &Arc<AtomicUsize>, queue: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < queue).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self(waiting.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -183,6 +203,57 @@ mod tests {
         busy.wait();
         running.await.unwrap().unwrap();
         assert_eq!(queued.await.unwrap().unwrap(), 7, "the queued caller ran");
+    }
+
+    #[tokio::test]
+    async fn a_caller_dropped_while_it_waits_gives_its_place_back() {
+        let hashing = Hashing::new(HashingLimits {
+            threads: 1,
+            queue: 4,
+            wait: Duration::from_secs(30),
+        });
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(move || gate.recv()).await }
+        });
+        while hashing.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..4 {
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let hashing = hashing.clone();
+                    tokio::spawn(async move { hashing.run(|| ()).await })
+                })
+                .collect();
+            while hashing.waiting.load(Ordering::Acquire) < 4 {
+                tokio::task::yield_now().await;
+            }
+            for waiter in waiters {
+                waiter.abort();
+                let _ = waiter.await;
+            }
+        }
+        assert_eq!(
+            hashing.waiting.load(Ordering::Acquire),
+            0,
+            "every place came back"
+        );
+        let queued = tokio::spawn({
+            let hashing = hashing.clone();
+            async move { hashing.run(|| 9).await }
+        });
+        while hashing.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        running.await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            queued.await.unwrap().unwrap(),
+            9,
+            "a new caller still queues"
+        );
     }
 
     #[tokio::test]

@@ -59,8 +59,15 @@ pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError
     if !(5..=30).contains(&password.chars().count()) {
         return invalid("password", "must be 5 to 30 characters");
     }
-    // The same rule as `EMAIL_PATTERN`.
-    let valid_email = email.chars().count() <= 254
+    if !valid_email(email) {
+        return invalid("email", "must be an email address");
+    }
+    Ok(())
+}
+
+/// The same rule as `EMAIL_PATTERN`.
+fn valid_email(email: &str) -> bool {
+    email.chars().count() <= 254
         && !email.contains([' ', '\t', '\n', '\r', '\0'])
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
@@ -68,11 +75,25 @@ pub fn validate(name: &str, email: &str, password: &str) -> Result<(), UserError
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains('@')
-        });
-    if !valid_email {
+        })
+}
+
+/// The normalized email of a login, if the credentials could belong to an account at all: an
+/// email address and a password as sign-up takes them. Checked before anything is counted or
+/// stored under the email, so that its size is bounded.
+pub fn login_email(email: &str, password: &str) -> Result<String, UserError> {
+    let invalid = |field, reason| Err(UserError::Invalid { field, reason });
+    if email.len() > 1_024 {
         return invalid("email", "must be an email address");
     }
-    Ok(())
+    let email = normalize_email(email);
+    if !valid_email(&email) {
+        return invalid("email", "must be an email address");
+    }
+    if !(5..=30).contains(&password.chars().count()) {
+        return invalid("password", "must be 5 to 30 characters");
+    }
+    Ok(email)
 }
 
 #[cfg(test)]
@@ -100,6 +121,20 @@ mod tests {
     }
 
     use super::validate;
+
+    #[test]
+    fn a_login_that_no_account_could_match_is_refused_before_anything_else() {
+        assert_eq!(super::login_email("  A@B.co ", "12345").unwrap(), "a@b.co");
+        let huge = format!("{}@b.co", "a".repeat(60_000));
+        for (email, password) in [
+            (huge.as_str(), "12345"),
+            ("ab.co", "12345"),
+            ("a@b.co", "1234"),
+            ("a@b.co", &"p".repeat(31)),
+        ] {
+            assert!(super::login_email(email, password).is_err(), "{email:.20}");
+        }
+    }
 
     #[test]
     fn sign_up_rules_hold_at_their_edges() {

@@ -1,5 +1,6 @@
 //! Test-only accounts in bulk, for load tests: users `seed-{i}@load.stampede.invalid` that share
-//! one password hash, made idempotently (a second run finds the ones the first made).
+//! one password hash, made idempotently (a second run finds the ones the first made and gives
+//! them its own password).
 
 use chrono::Utc;
 use db::{on_db, on_tx, sqlx, Db};
@@ -14,7 +15,19 @@ pub fn seed_email(i: usize) -> String {
     format!("seed-{i}@{SEED_DOMAIN}")
 }
 
-/// Makes the seeded users `0..count` that do not exist yet, each with `password_hash`, calling
+/// Accounts in `db` that no seed made.
+pub async fn other_accounts(db: &Db) -> anyhow::Result<i64> {
+    let pattern = format!("seed-%@{SEED_DOMAIN}");
+    Ok(on_db!(db, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE email NOT LIKE $1",
+    )
+    .bind(&pattern)
+    .fetch_one(c)
+    .await)?)
+}
+
+/// Makes the seeded users `0..count` that do not exist yet and re-keys those that do, each
+/// with `password_hash`, calling
 /// `progress(done)` after each chunk; returns their ids, in order.
 pub async fn seed(
     db: &Db,
@@ -37,7 +50,9 @@ pub async fn seed(
                     .push_bind(false)
                     .push_bind(now);
             });
-            insert.push(" ON CONFLICT (email) DO NOTHING");
+            insert.push(
+                " ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash",
+            );
             insert.build().execute(c).await.map(|_| ())
         })?;
         tx.commit().await?;

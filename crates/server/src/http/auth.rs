@@ -83,31 +83,43 @@ fn unauthorized() -> ApiError {
     )
 }
 
-/// The caller of a stream route: the bearer token, or else the `access_token` query parameter,
-/// since a browser's `EventSource` cannot send headers.
+/// The caller of a stream route: the bearer token, or else a stream ticket in the `ticket`
+/// query parameter (a browser's `EventSource` cannot send headers, and a bearer token must not
+/// go in a URL, where proxies and access logs keep it). A ticket lives
+/// [`TICKET_TTL`](crate::tokens::TICKET_TTL) and opens one stream: it is redeemed in the cache,
+/// so a second use, on any instance, is 401.
 pub struct StreamCaller(pub Caller);
 
 impl FromRequestParts<AppState> for StreamCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if !parts
+        if parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
         {
-            let query =
-                axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
-                    &parts.uri,
-                );
-            if let Some(token) = query.ok().and_then(|q| q.0.get("access_token").cloned()) {
-                return state
-                    .tokens
-                    .verify(&token)
-                    .map(Self)
-                    .ok_or_else(unauthorized);
-            }
+            return Caller::from_request_parts(parts, state).await.map(Self);
         }
-        Caller::from_request_parts(parts, state).await.map(Self)
+        let query = axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+            &parts.uri,
+        );
+        let ticket = query
+            .ok()
+            .and_then(|q| q.0.get("ticket").cloned())
+            .ok_or_else(unauthorized)?;
+        let (caller, id) = state
+            .tokens
+            .verify_ticket(&ticket)
+            .ok_or_else(unauthorized)?;
+        let (uses, _) = state
+            .cache
+            .hit(&format!("stream-ticket:{id}"), crate::tokens::TICKET_TTL)
+            .await
+            .map_err(ApiError::internal)?;
+        if uses > 1 {
+            return Err(unauthorized());
+        }
+        Ok(Self(caller))
     }
 }
 

@@ -1,8 +1,9 @@
 //! What keeps one crowd, or one script, from taking the server down. Every refusal is a
 //! problem: requests beyond the in-flight cap get 503 `OVERLOADED`, a request that takes too
 //! long gets 503 `UNAVAILABLE`, a body declared over the limit gets 413 before it is read, SSE
-//! streams are capped per process (503) and per user (429), and per-user and per-email rates
-//! get 429 `RATE_LIMITED`. All answers that invite a retry carry `Retry-After`.
+//! streams are capped per process (503) and per user (429), and per-user, per-email and
+//! per-address rates get 429 `RATE_LIMITED`. All answers that invite a retry carry
+//! `Retry-After`.
 
 use std::{
     collections::HashMap,
@@ -24,7 +25,7 @@ use futures::{Stream, StreamExt as _};
 use metrics::counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::ApiError;
+use super::{client_address::TrustedProxies, error::ApiError};
 use crate::{config::Settings, state::AppState};
 
 /// Comment lines keep idle streams (and the proxies in front of them) alive.
@@ -46,7 +47,9 @@ pub struct Limits {
     streams_per_user: usize,
     user_streams: UserStreams,
     window: Duration,
-    rates: [u64; 3],
+    rates: [u64; 5],
+    /// Peers whose `X-Forwarded-For` names the client (`http::client_address`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The per-window rates.
@@ -56,8 +59,13 @@ pub enum Rate {
     Orders,
     /// Coupon issue requests, per user.
     CouponIssues,
-    /// Login attempts, per email.
+    /// Failed login attempts, per email and client address.
     Logins,
+    /// Failed login attempts, per email from any address (looser: one caller cannot lock the
+    /// owner out, many still meet a bound).
+    LoginsPerEmail,
+    /// Sign-ups, per client address.
+    SignUps,
 }
 
 impl Rate {
@@ -66,13 +74,15 @@ impl Rate {
             Rate::Orders => "orders",
             Rate::CouponIssues => "coupon-issues",
             Rate::Logins => "logins",
+            Rate::LoginsPerEmail => "logins-per-email",
+            Rate::SignUps => "sign-ups",
         }
     }
 }
 
 impl Limits {
-    pub fn new(settings: &Settings) -> Self {
-        Self {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
             in_flight: Arc::new(Semaphore::new(settings.http_max_in_flight)),
             request_timeout: Duration::from_millis(settings.http_request_timeout_ms),
             body_limit: settings.http_body_limit_bytes,
@@ -85,8 +95,11 @@ impl Limits {
                 settings.rate_orders,
                 settings.rate_coupon_issues,
                 settings.rate_logins,
+                settings.rate_logins_per_email,
+                settings.rate_signups,
             ],
-        }
+            trusted_proxies: TrustedProxies::parse(&settings.http_trusted_proxies)?,
+        })
     }
 
     /// Counts one `rate` event of `who` (a user id, an email) and refuses it with 429
@@ -100,7 +113,7 @@ impl Limits {
         who: &str,
     ) -> Result<(), ApiError> {
         let limit = self.rates[rate as usize];
-        let key = format!("rate:{}:{who}", rate.name());
+        let key = rate_key(rate, who);
         let counted = tokio::time::timeout(RATE_CHECK_WAIT, cache.hit(&key, self.window))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {RATE_CHECK_WAIT:?}")));
@@ -125,6 +138,18 @@ impl Limits {
                 );
                 Ok(())
             }
+        }
+    }
+
+    /// Takes back the event of `who` that [`Self::check_rate`] counted (a login that
+    /// succeeded). Best effort: a cache that cannot answer leaves the count as it is.
+    pub async fn forgive(&self, cache: &cache::Cache, rate: Rate, who: &str) {
+        let key = rate_key(rate, who);
+        if let Ok(Err(error)) = tokio::time::timeout(RATE_CHECK_WAIT, cache.forgive(&key)).await {
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "cannot forgive a counted attempt"
+            );
         }
     }
 
@@ -164,6 +189,10 @@ impl Limits {
     pub fn open_streams(&self) -> usize {
         self.max_streams - self.streams.available_permits()
     }
+}
+
+fn rate_key(rate: Rate, who: &str) -> String {
+    format!("rate:{}:{who}", rate.name())
 }
 
 /// One open SSE stream; the place is given back when this is dropped.

@@ -1,6 +1,6 @@
 //! Prometheus metrics: per-route HTTP counters and latency histograms, and the gauges refreshed
-//! at each scrape (outbox backlog, consumer lag, dead letters pending, open orders by status,
-//! open SSE streams, database connections). Event counters and the event delay histogram
+//! at a scrape (outbox backlog, consumer lag, dead letters pending, open orders by status: at
+//! most once a second; open SSE streams, database connections: every scrape). Event counters and the event delay histogram
 //! (written → applied, per consumer group: each saga hop) are recorded by `eventbus`.
 //! Latencies are histograms with fixed buckets, so they add up across instances.
 
@@ -128,16 +128,60 @@ fn method_label(method: &Method) -> &'static str {
     .unwrap_or("other")
 }
 
+/// The figures read from the database and the bus at a scrape, refreshed at most once a
+/// second however many scrapes come (several Prometheus servers, or a flood): each refresh
+/// costs a dozen queries.
+#[derive(Default)]
+pub struct Refresh {
+    last: tokio::sync::Mutex<Option<Instant>>,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl Refresh {
+    /// How often the figures may be read again.
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Refreshes the gauges unless another scrape did in the last second; a scrape that comes
+    /// while one refreshes waits for it and then serves its figures.
+    async fn gauges(&self, state: &AppState) {
+        let mut last = self.last.lock().await;
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        refresh_gauges(state).await;
+        *last = Some(Instant::now());
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refreshes so far.
+    pub fn count(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
+    gauge!("stampede_sse_streams").set(state.limits.open_streams() as f64);
+    gauge!("stampede_pubsub_channels").set(state.cache.subscribed_channels() as f64);
+    let (size, idle) = state.db.pool_use();
+    gauge!("stampede_db_connections", "state" => "idle").set(idle as f64);
+    gauge!("stampede_db_connections", "state" => "busy").set(size.saturating_sub(idle) as f64);
+    state.metrics_refresh.gauges(&state).await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The gauges read from the database and the bus.
+async fn refresh_gauges(state: &AppState) {
     match state.bus.backlog().await {
         Ok(backlog) => gauge!("stampede_outbox_backlog").set(backlog as f64),
         Err(error) => tracing::warn!(error = format!("{error:#}"), "cannot measure the outbox"),
     }
-    gauge!("stampede_sse_streams").set(state.limits.open_streams() as f64);
-    gauge!("stampede_pubsub_channels").set(state.cache.subscribed_channels() as f64);
     match state.bus.lags().await {
         Ok(lags) => {
             for (group, lag) in lags {
@@ -162,12 +206,4 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         }
         Err(error) => tracing::warn!(%error, "cannot count open orders"),
     }
-    let (size, idle) = state.db.pool_use();
-    gauge!("stampede_db_connections", "state" => "idle").set(idle as f64);
-    gauge!("stampede_db_connections", "state" => "busy").set(size.saturating_sub(idle) as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }

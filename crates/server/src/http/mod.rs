@@ -15,6 +15,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{config::Role, state::AppState};
 
 pub mod auth;
+pub mod client_address;
 pub mod coupon_tasks;
 pub mod coupons;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod metrics;
 mod openapi;
 pub mod ops;
 pub mod orders;
+mod pages;
 pub mod points;
 pub mod products;
 pub mod request_id;
@@ -56,7 +58,7 @@ fn default_page_size() -> i64 {
             Any API route may answer 503 `OVERLOADED` (too many requests in flight) or 503 \
             `UNAVAILABLE` (a dependency or the request's deadline), both with `Retry-After`, and \
             413 `PAYLOAD_TOO_LARGE` for a body over the limit. Per-user rates (orders, coupon issue \
-            requests) and per-email login attempts answer 429 `RATE_LIMITED` with `Retry-After`; \
+            requests), failed logins (per email and address, and per email) and sign-ups per address answer 429 `RATE_LIMITED` with `Retry-After`; \
             a user holding the maximum of unpaid orders gets 409 `TOO_MANY_OPEN_ORDERS`."
     ),
     components(schemas(error::Problem)),
@@ -104,6 +106,7 @@ fn routes(role: Role) -> OpenApiRouter<AppState> {
         routes = routes
             .routes(routes!(users::sign_up))
             .routes(routes!(users::token))
+            .routes(routes!(users::stream_ticket))
             .routes(routes!(users::get_user))
             .routes(routes!(points::get_balance))
             .routes(routes!(points::charge))
@@ -153,6 +156,7 @@ pub fn router(state: AppState, role: Role) -> Router {
             limits::guard,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(pages::secure))
         .layer(CatchPanicLayer::custom(error::panicked))
         .layer(
             TraceLayer::new_for_http()

@@ -76,9 +76,10 @@ async fn snapshot(state: &AppState) -> anyhow::Result<Snapshot> {
 }
 
 /// A snapshot now and every second after (`event: snapshot`, `data`: a [`Snapshot`]), for
-/// admins; a token may come as `?access_token=` (a browser `EventSource` sends no headers).
+/// admins; a browser `EventSource` (which sends no headers) passes a stream ticket as
+/// `?ticket=`.
 #[utoipa::path(get, path = "/api/admin/ops/events", tag = "operations", security(("bearer" = [])),
-    params(("access_token" = Option<String>, Query, description = "the token, for clients that cannot send headers")),
+    params(("ticket" = Option<String>, Query, description = "a stream ticket (`POST /api/stream-tickets`), for clients that cannot send headers")),
     responses((status = 200, description = "`event: snapshot` every second", content_type = "text/event-stream", body = Snapshot),
         (status = 401, body = super::error::Problem), (status = 403, body = super::error::Problem),
         (status = 503, description = "`OVERLOADED`: too many open streams", body = super::error::Problem)))]

@@ -220,11 +220,11 @@ pub async fn cancel(
 /// The order's status changes as SSE events `status` (id: the change's version, data: the
 /// order): the current one first, then each change, ending after a terminal status. With
 /// `Last-Event-ID`, only the changes after it. Takes the token as a bearer header or, for
-/// `EventSource`, as `?access_token=`.
+/// `EventSource`, a stream ticket as `?ticket=` (`POST /api/stream-tickets`).
 #[utoipa::path(get, path = "/api/orders/{orderId}/events", tag = "orders",
     params(("orderId" = i64, Path),
         ("Last-Event-ID" = Option<String>, Header, description = "the `id` of the last change received; any other value is ignored"),
-        ("access_token" = Option<String>, Query, description = "the bearer token, for `EventSource`")),
+        ("ticket" = Option<String>, Query, description = "a stream ticket (`POST /api/stream-tickets`), for `EventSource`: used once, within 30 s")),
     security(("bearer" = [])),
     responses((status = 200, description = "`text/event-stream`: events `status` with the order", content_type = "text/event-stream", body = String),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
@@ -240,10 +240,19 @@ pub async fn order_events(
     let (id, slot) = (order.id, state.limits.open_stream(Some(caller.user_id))?);
     // Subscribe before reading the changes, so a change stored in between still wakes us.
     let wake_ups = state.orders.cache().subscribe(&orders::order_channel(id));
-    let after = headers
+    let claimed = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = match claimed {
+        // An id past the newest change (made up, or from another order) counts as the newest:
+        // the stream follows the later changes and ends with the order, as for a real id.
+        Some(claimed) => {
+            let newest = orders::find::changes(state.orders.db(), id, None).await?;
+            Some(newest.first().map_or(claimed, |c| claimed.min(c.version)))
+        }
+        None => None,
+    };
     let pending: VecDeque<Change> = orders::find::changes(state.orders.db(), id, after)
         .await?
         .into();

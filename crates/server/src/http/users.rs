@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::{
     auth::Caller,
+    client_address::ClientAddress,
     error::{ApiError, AppJson, AppPath, Problem},
     limits::Rate,
 };
@@ -51,8 +52,24 @@ impl From<users::User> for UserBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
+    /// An email address as sign-up takes it (at most 254 characters).
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@ \t\n\r\x00]+@[^@ \t\n\r\x00.][^@ \t\n\r\x00]*\.[^@ \t\n\r\x00]*[^@ \t\n\r\x00.]$"
+    )]
     pub email: String,
+    /// 5–30 characters, as every password is.
+    #[schema(min_length = 5, max_length = 30)]
     pub password: String,
+}
+
+/// A ticket that opens one stream (`?ticket=` on a stream route).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamTicket {
+    pub ticket: String,
+    /// Seconds left to open the stream with it.
+    pub expires_in: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,11 +104,17 @@ impl From<UserError> for ApiError {
     (status = 201, body = UserBody),
     (status = 409, description = "`EMAIL_TAKEN`", body = Problem),
     (status = 422, description = "name 2–20, password 5–30 characters, an email", body = Problem),
+    (status = 429, description = "`RATE_LIMITED`: too many sign-ups from this address (`Retry-After`)", body = Problem),
     (status = 503, description = "`OVERLOADED`: password hashing is saturated (`Retry-After`)", body = Problem)))]
 pub async fn sign_up(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AppJson(body): AppJson<SignUp>,
 ) -> Result<(StatusCode, AppJson<UserBody>), ApiError> {
+    state
+        .limits
+        .check_rate(&state.cache, Rate::SignUps, &address.to_string())
+        .await?;
     let user = users::sign_up(
         &state.db,
         &state.hashing,
@@ -103,20 +126,27 @@ pub async fn sign_up(
     Ok((StatusCode::CREATED, AppJson(user.into())))
 }
 
-/// Exchanges credentials for a bearer token.
+/// Exchanges credentials for a bearer token. Failed attempts are counted per email and client
+/// address, and (more loosely) per email; a login that succeeds is not counted.
 #[utoipa::path(post, path = "/api/auth/token", tag = "users", request_body = Credentials,
     responses((status = 200, body = Token),
         (status = 401, description = "`INVALID_CREDENTIALS`", body = Problem),
-        (status = 429, description = "`RATE_LIMITED`: too many attempts for this email (`Retry-After`)", body = Problem),
+        (status = 422, description = "not an email address, or a password outside 5–30 characters", body = Problem),
+        (status = 429, description = "`RATE_LIMITED`: too many failed attempts for this email (`Retry-After`)", body = Problem),
         (status = 503, description = "`OVERLOADED`: password hashing is saturated (`Retry-After`)", body = Problem)))]
 pub async fn token(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     AppJson(body): AppJson<Credentials>,
 ) -> Result<AppJson<Token>, ApiError> {
-    let email = body.email.trim().to_lowercase();
-    state
-        .limits
-        .check_rate(&state.cache, Rate::Logins, &email)
+    let email = users::login_email(&body.email, &body.password)?;
+    let from_here = format!("{email}|{address}");
+    let limits = &state.limits;
+    limits
+        .check_rate(&state.cache, Rate::Logins, &from_here)
+        .await?;
+    limits
+        .check_rate(&state.cache, Rate::LoginsPerEmail, &email)
         .await?;
     let user = users::authenticate(&state.db, &state.hashing, &email, &body.password)
         .await?
@@ -127,6 +157,10 @@ pub async fn token(
                 "wrong email or password",
             )
         })?;
+    limits.forgive(&state.cache, Rate::Logins, &from_here).await;
+    limits
+        .forgive(&state.cache, Rate::LoginsPerEmail, &email)
+        .await;
     let (access_token, expires_in) = state
         .tokens
         .issue(user.id, user.is_admin)
@@ -136,6 +170,26 @@ pub async fn token(
         token_type: "Bearer",
         expires_in,
     }))
+}
+
+/// A ticket that opens one stream of the caller's (an order's, `/ops`'s) with `?ticket=`,
+/// for clients that cannot send headers (a browser `EventSource`): unlike the bearer token it
+/// may go in a URL, since it is short-lived and used once.
+#[utoipa::path(post, path = "/api/stream-tickets", tag = "users",
+    security(("bearer" = [])),
+    responses((status = 201, body = StreamTicket), (status = 401, body = Problem)))]
+pub async fn stream_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, AppJson<StreamTicket>), ApiError> {
+    let (ticket, expires_in) = state
+        .tokens
+        .issue_ticket(caller)
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        AppJson(StreamTicket { ticket, expires_in }),
+    ))
 }
 
 /// A user's profile (`me` for the caller).

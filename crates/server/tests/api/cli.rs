@@ -94,7 +94,8 @@ fn an_unsupported_bus_url_fails_at_start_with_a_clear_error() {
 }
 
 /// `stampede seed` twice: the second run makes nothing new and writes the same accounts, and
-/// the tokens it writes are accepted by a server of that deployment.
+/// the tokens it writes are accepted by a server of that deployment. Each run keys the accounts
+/// with a password of its own, found only in the seed file (its owner's alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,6 +116,9 @@ async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts(
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} is its owner's alone");
         let seeded: server::seed::Seeded =
             serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
         seeded
@@ -132,6 +136,8 @@ async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts(
         (&first.products, &first.coupons),
         (&second.products, &second.coupons)
     );
+    assert_eq!(second.password.len(), 24);
+    assert_ne!(first.password, second.password, "a password per run");
 
     let data_dir = dir.path().to_owned();
     let app = crate::helpers::spawn_with(crate::helpers::Deployment::Embedded, |s| {
@@ -154,10 +160,59 @@ async fn seed_run_twice_keeps_its_accounts_and_writes_tokens_the_server_accepts(
         .get(&format!("/api/products/{}", second.products[1]))
         .await;
     assert_eq!(product.status(), 200);
+    let admin = "seed-admin@load.stampede.invalid";
+    for (password, status) in [
+        ("load-test-only", 401),
+        (first.password.as_str(), 401),
+        (second.password.as_str(), 200),
+    ] {
+        let login = app.token(admin, password).await;
+        assert_eq!(login.status(), status, "{password}");
+    }
+
+    // A deployment with real accounts is not seeded unless asked to be.
+    assert_eq!(
+        app.sign_up("real", "someone@example.com", "pass-word")
+            .await
+            .status(),
+        201
+    );
+    let refused = stampede(dir.path())
+        .args(["seed", "--users", "3", "--products", "1", "--coupons", "0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("1 account(s) that `seed` did not make"),
+        "{said}"
+    );
+    let forced = stampede(dir.path())
+        .args([
+            "seed",
+            "--users",
+            "3",
+            "--products",
+            "1",
+            "--coupons",
+            "0",
+            "--force",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("forced.json"))
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{forced:?}");
+    let no_lifetime = stampede(dir.path())
+        .args(["seed", "--token-ttl-secs", "0"])
+        .output()
+        .unwrap();
+    assert!(!no_lifetime.status.success());
+    assert!(String::from_utf8_lossy(&no_lifetime.stderr).contains("--token-ttl-secs"));
 }
 
 /// `events dead-letters` lists by topic, group and age; `events discard` takes the chosen ones
-/// off the list for good (they stay on record), and needs a selection.
+/// off the list for good (they stay on record); both it and `events replay` need a selection.
 #[tokio::test]
 async fn dead_letters_are_listed_by_filter_and_discarded_only_when_named() {
     let app = crate::helpers::spawn_app().await;
@@ -202,6 +257,11 @@ async fn dead_letters_are_listed_by_filter_and_discarded_only_when_named() {
 
     let (ok, _, error) = run(&["discard"]);
     assert!(!ok && error.contains("name the dead letters"), "{error}");
+    let (ok, _, error) = run(&["replay"]);
+    assert!(
+        !ok && error.contains("name the dead letters to replay"),
+        "{error}"
+    );
     let (ok, out, _) = run(&[
         "discard",
         "--group",

@@ -147,6 +147,40 @@ fn the_compose_file_runs_two_apis_a_worker_and_their_services_with_known_setting
     }
 }
 
+/// compose.yaml carries no secret that works: the token secret is left to the database, the
+/// passwords come from the environment (compose refuses to start without them), and the
+/// monitoring services listen on the host's loopback only.
+#[test]
+fn the_compose_file_holds_no_usable_secret_and_keeps_monitoring_local() {
+    let text = repo_file("compose.yaml");
+    let compose: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    assert!(
+        !text.contains("STAMPEDE_JWT_SECRET:"),
+        "no token secret is set"
+    );
+    for (service, key) in [
+        ("postgres", "POSTGRES_PASSWORD"),
+        ("grafana", "GF_SECURITY_ADMIN_PASSWORD"),
+    ] {
+        let value = services[service]["environment"][key].as_str().unwrap();
+        assert!(
+            value.starts_with("${") && value.contains(":?"),
+            "{service} {key} must come from the environment: {value}"
+        );
+    }
+    let url = compose["x-stampede"]["environment"]["STAMPEDE_DATABASE_URL"]
+        .as_str()
+        .unwrap();
+    assert!(url.contains("${POSTGRES_PASSWORD:?"), "{url}");
+    for service in ["prometheus", "grafana"] {
+        for port in services[service]["ports"].as_sequence().unwrap() {
+            let port = port.as_str().unwrap();
+            assert!(port.starts_with("127.0.0.1:"), "{service} publishes {port}");
+        }
+    }
+}
+
 /// The image is built with the command CI runs, in two stages, and runs as a user with a
 /// health check.
 #[test]

@@ -76,6 +76,8 @@ pub async fn spawn_with(
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.data_dir = dir.path().to_owned();
     settings.bus_poll_interval_ms = 100;
+    // Every test user signs up from 127.0.0.1; the per-address rate has tests of its own.
+    settings.rate_signups = 1_000_000;
     if let Deployment::Production = deployment {
         let services = shared_services()?;
         // `t_` schemas are what .ci/run drops before a run.
@@ -168,6 +170,18 @@ impl TestApp {
             .as_i64()
             .unwrap();
         self.logged_in(id, &email, "pass-word").await
+    }
+
+    /// A single-use stream ticket of the holder of `token` (`POST /api/stream-tickets`).
+    pub async fn stream_ticket(&self, token: &str) -> String {
+        let response = self
+            .request(Method::POST, "/api/stream-tickets", Some(token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["ticket"].as_str().unwrap().to_owned()
     }
 
     /// A bearer token for `user_id` (no account needed: the routes trust the token).

@@ -79,6 +79,7 @@ async fn the_verdict_names_the_invariants_a_deployment_breaks() {
     app.drain_events().await;
 
     let seed = Seeded {
+        password: String::new(),
         admin: SeededUser {
             id: admin.id,
             token: admin.token.clone(),

@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod health;
 mod helpers;
+mod hostile;
 mod limits;
 mod load;
 mod openapi;

@@ -232,9 +232,21 @@ async fn the_operations_stream_is_for_admins_only() {
     let anonymous = app.get("/api/admin/ops/events").await;
     crate::helpers::assert_problem(anonymous, 401, "UNAUTHORIZED").await;
     let user = app.new_user().await;
-    let path = format!("/api/admin/ops/events?access_token={}", user.token);
+    let path = format!(
+        "/api/admin/ops/events?ticket={}",
+        app.stream_ticket(&user.token).await
+    );
     crate::helpers::assert_problem(app.get(&path).await, 403, "FORBIDDEN").await;
     let admin = app.new_admin().await;
+    // A bearer token never goes in a URL: only a ticket does, and opens one stream.
+    let in_url = format!("/api/admin/ops/events?access_token={}", admin.token);
+    crate::helpers::assert_problem(app.get(&in_url).await, 401, "UNAUTHORIZED").await;
+    let ticket = app.stream_ticket(&admin.token).await;
+    let with_ticket = format!("/api/admin/ops/events?ticket={ticket}");
+    let opened = app.get(&with_ticket).await;
+    assert_eq!(opened.status(), 200);
+    drop(opened);
+    crate::helpers::assert_problem(app.get(&with_ticket).await, 401, "UNAUTHORIZED").await;
     let mut stream = app
         .request(Method::GET, "/api/admin/ops/events", Some(&admin.token))
         .send()

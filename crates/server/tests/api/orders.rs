@@ -408,7 +408,10 @@ async fn bad_orders_get_clear_problems_and_a_key_replays(app: TestApp) {
     let stream = app
         .request(
             Method::GET,
-            &format!("/api/orders/{id}/events?access_token={}", other.token),
+            &format!(
+                "/api/orders/{id}/events?ticket={}",
+                app.stream_ticket(&other.token).await
+            ),
             None,
         )
         .send()
