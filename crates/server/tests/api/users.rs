@@ -71,10 +71,15 @@ async fn a_token_is_issued_for_the_right_password_only(app: TestApp) {
         "INVALID_CREDENTIALS",
     )
     .await;
-    // A NUL cannot be in an account's email; PostgreSQL cannot even compare one.
-    for email in ["nobody@example.com", "kim\0@example.com"] {
-        assert_problem(app.token(email, "s3cret").await, 401, "INVALID_CREDENTIALS").await;
-    }
+    assert_problem(
+        app.token("nobody@example.com", "s3cret").await,
+        401,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    // A NUL cannot be in an account's email (PostgreSQL cannot even compare one): no account
+    // could match, so the login is refused before anything is looked up or counted.
+    assert_invalid(app.token("kim\0@example.com", "s3cret").await, "email").await;
 }
 
 async fn an_expired_or_forged_token_is_unauthorized(app: TestApp) {
