@@ -1,6 +1,6 @@
 //! The coupons context: coupon definitions, first-come issuance and the coupons users hold.
 //!
-//! Issuance follows `DESIGN.md` §2. A request passes the [`gate`] (one atomic round trip to
+//! Issuance follows `docs/design.md`, "First-come coupons". A request passes the [`gate`] (one atomic round trip to
 //! the cache: one request per user per coupon, a fast `SOLD_OUT`), is published as
 //! `coupon-issued` and answered 202 with a task id. The stock consumer
 //! ([`issue::take_stock`]) takes a unit of the cached stock, once per task; the store consumer

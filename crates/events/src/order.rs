@@ -1,4 +1,4 @@
-//! The order saga's events (`DESIGN.md` §2). Every one is keyed by order id, except
+//! The order saga's events (`docs/design.md`, "The order saga"). Every one is keyed by order id, except
 //! `product-sold` (keyed by product id, for the ranking).
 
 use chrono::{DateTime, Utc};

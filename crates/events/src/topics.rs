@@ -1,4 +1,4 @@
-//! Topic names of the design (`DESIGN.md` §2). They are what operators see in Kafka, so they are
+//! Topic names of the design (`docs/design.md`, "Events"). They are what operators see in Kafka, so they are
 //! part of the design and never renamed casually.
 
 pub const ORDER_CREATED: &str = "order-created";

@@ -1,4 +1,4 @@
-//! The orders context: orders, their side of the saga, payment and expiry (`DESIGN.md` §2).
+//! The orders context: orders, their side of the saga, payment and expiry (`docs/design.md`, "The order saga").
 //!
 //! An order is placed `PENDING` together with `order-created` ([`place`]). Catalog and coupons
 //! answer with events; [`saga`] records each step they report on the order and moves it to
@@ -69,7 +69,7 @@ impl From<sqlx::Error> for OrderError {
     }
 }
 
-/// Where an order stands (`API.md`, order status machine).
+/// Where an order stands (`docs/api.md`, "Orders").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {

@@ -40,7 +40,7 @@ pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
 
 impl NewOrder {
-    /// Checks the shape of the request (`API.md`: 1–50 items, quantity 1–1000, no duplicate
+    /// Checks the shape of the request (`docs/api.md`: 1–50 items, quantity 1–1000, no duplicate
     /// option); whether the options exist is the catalog's to say.
     pub fn validate(&self) -> Result<(), OrderError> {
         let invalid = |field, message| Err(OrderError::Invalid { field, message });

@@ -2,7 +2,7 @@
 
 use events::order::{CouponDiscount, DiscountKind, ReservedLine};
 
-/// An order's amounts (`API.md`: `totalAmount = max(0, original − discount)`).
+/// An order's amounts (`docs/api.md`: `totalAmount = max(0, original − discount)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Amounts {
     pub original: i64,

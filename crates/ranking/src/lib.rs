@@ -1,5 +1,5 @@
 //! The ranking context: units sold per product per day, and the popular-products query
-//! (`DESIGN.md` §2, "Ranking").
+//! (`docs/design.md`, "Events"; `ARCHITECTURE.md`, "Ranking").
 //!
 //! [`record`] consumes `product-sold` (one event per paid order line) and adds its units to the
 //! sale day's counts, at most once per line: the day keeps the lines it counted, so a

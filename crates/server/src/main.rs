@@ -194,16 +194,10 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut settings = Settings::load(cli.config.as_deref())?;
+    let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format);
     match cli.command {
-        Command::Serve { role } => {
-            if let Some(role) = role {
-                settings.role = role;
-            }
-            let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await
-        }
+        Command::Serve { role } => serve(settings, role).await,
         Command::Migrate => {
             connect_database(&settings).await?;
             println!("migrations applied");
@@ -213,107 +207,158 @@ async fn main() -> anyhow::Result<()> {
             email,
             password,
             name,
-        }) => {
-            let db = connect_database(&settings).await?;
-            match create_admin(&db, &email, &password, &name).await? {
-                AdminCreated::Created { id } => println!("admin {email} created (user {id})"),
-                AdminCreated::Promoted { id } => println!("user {id} ({email}) is now an admin"),
-            }
-            Ok(())
-        }
-        Command::Ranking(RankingCommand::Rebuild) => {
-            let url = settings.cache_url.expose_secret();
-            if url.starts_with("memory:") {
-                println!(
-                    "the embedded ranking lives in the server's memory and is rebuilt from the \
-                     database when it starts: nothing to do"
-                );
-                return Ok(());
-            }
-            let db = connect_database(&settings).await?;
-            let cache = cache::Cache::connect(url, &settings.cache_prefix).await?;
-            let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
-            let added = ranking::rebuild::rebuild_from_scratch(&ranking, |read| {
-                progress(&format!("paid order lines read: {read}"));
-            })
-            .await?;
-            eprintln!();
-            println!("ranking rebuilt: {added} paid order lines counted");
-            Ok(())
-        }
+        }) => create_admin_account(&settings, &email, &password, &name).await,
+        Command::Ranking(RankingCommand::Rebuild) => rebuild_ranking(&settings).await,
         Command::Load(args) => loadkit::cli::load(args).await,
         Command::Openapi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&server::http::openapi(Role::All))?
-            );
+            let document = server::http::openapi(Role::All);
+            println!("{}", serde_json::to_string_pretty(&document)?);
             Ok(())
         }
-        Command::Seed { plan, out } => {
-            let seeded = server::seed::seed(&settings, &plan).await?;
-            server::seed::write(&seeded, &out)?;
-            println!("wrote {}", out.display());
-            Ok(())
-        }
+        Command::Seed { plan, out } => seed(&settings, &plan, &out).await,
         Command::Config(ConfigCommand::Show) => {
             print!("{}", Settings::show(cli.config.as_deref())?);
             Ok(())
         }
-        Command::Orders(OrdersCommand::Trace { id }) => {
-            let db = connect_database(&settings).await?;
-            match orders::trace::trace(&db, id).await {
-                Ok(trace) => print!("{trace}"),
-                Err(orders::OrderError::NotFound) => anyhow::bail!("no order {id}"),
-                Err(error) => return Err(error.into()),
-            }
-            Ok(())
-        }
+        Command::Orders(OrdersCommand::Trace { id }) => trace_order(&settings, id).await,
         Command::Events(EventsCommand::Status) => {
             let state = server::startup::connect(settings).await?;
             print!("{}", events_status(&state).await?);
             Ok(())
         }
         Command::Events(EventsCommand::DeadLetters { filter }) => {
-            let db = connect_database(&settings).await?;
-            let filter = filter.into_filter();
-            for letter in eventbus::dead_letters::pending(&db).await? {
-                if filter.matches(&letter) {
-                    println!("{}", serde_json::to_string(&letter)?);
-                }
-            }
-            Ok(())
+            list_dead_letters(&settings, filter).await
         }
         Command::Events(EventsCommand::Discard { id, filter }) => {
-            anyhow::ensure!(
-                id.is_some() || !filter.is_empty(),
-                "name the dead letters to discard: --id N, or --topic / --group / --since"
-            );
-            let db = connect_database(&settings).await?;
-            let ids = chosen_letters(&db, id, filter).await?;
-            let discarded = eventbus::dead_letters::discard(&db, &ids).await?;
-            println!("{discarded} dead letter(s) discarded");
-            Ok(())
+            discard_dead_letters(&settings, id, filter).await
         }
         Command::Events(EventsCommand::Replay { id, filter, all }) => {
-            anyhow::ensure!(
-                id.is_some() || !filter.is_empty() || all,
-                "name the dead letters to replay: --id N, --topic / --group / --since, or --all"
-            );
-            let db = connect_database(&settings).await?;
-            let ids = chosen_letters(&db, id, filter).await?;
-            let bus =
-                EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
-            let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), &ids, |done| {
-                progress(&format!("replayed: {done}"));
-            })
-            .await?;
-            if replayed > 0 {
-                eprintln!();
-            }
-            println!("{replayed} dead-lettered event(s) sent to the outbox again");
-            Ok(())
+            replay_dead_letters(&settings, id, filter, all).await
         }
     }
+}
+
+/// `serve`: the server, as `role` (or the configured role), until SIGINT or SIGTERM.
+async fn serve(mut settings: Settings, role: Option<Role>) -> anyhow::Result<()> {
+    if let Some(role) = role {
+        settings.role = role;
+    }
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `admin create`.
+async fn create_admin_account(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let db = connect_database(settings).await?;
+    match create_admin(&db, email, password, name).await? {
+        AdminCreated::Created { id } => println!("admin {email} created (user {id})"),
+        AdminCreated::Promoted { id } => println!("user {id} ({email}) is now an admin"),
+    }
+    Ok(())
+}
+
+/// `ranking rebuild`: drops the counts in Redis and recounts them from paid orders.
+async fn rebuild_ranking(settings: &Settings) -> anyhow::Result<()> {
+    let url = settings.cache_url.expose_secret();
+    if url.starts_with("memory:") {
+        println!(
+            "the embedded ranking lives in the server's memory and is rebuilt from the \
+             database when it starts: nothing to do"
+        );
+        return Ok(());
+    }
+    let db = connect_database(settings).await?;
+    let cache = cache::Cache::connect(url, &settings.cache_prefix).await?;
+    let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
+    let added = ranking::rebuild::rebuild_from_scratch(&ranking, |read| {
+        progress(&format!("paid order lines read: {read}"));
+    })
+    .await?;
+    eprintln!();
+    println!("ranking rebuilt: {added} paid order lines counted");
+    Ok(())
+}
+
+/// `seed`: load-test data in the database, and its file.
+async fn seed(
+    settings: &Settings,
+    plan: &server::seed::SeedPlan,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let seeded = server::seed::seed(settings, plan).await?;
+    server::seed::write(&seeded, out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `orders trace`.
+async fn trace_order(settings: &Settings, id: i64) -> anyhow::Result<()> {
+    let db = connect_database(settings).await?;
+    match orders::trace::trace(&db, id).await {
+        Ok(trace) => print!("{trace}"),
+        Err(orders::OrderError::NotFound) => anyhow::bail!("no order {id}"),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(())
+}
+
+/// `events dead-letters`: one JSON object a line.
+async fn list_dead_letters(settings: &Settings, filter: DeadLetterFilter) -> anyhow::Result<()> {
+    let db = connect_database(settings).await?;
+    let filter = filter.into_filter();
+    for letter in eventbus::dead_letters::pending(&db).await? {
+        if filter.matches(&letter) {
+            println!("{}", serde_json::to_string(&letter)?);
+        }
+    }
+    Ok(())
+}
+
+/// `events discard`: needs a selection.
+async fn discard_dead_letters(
+    settings: &Settings,
+    id: Option<i64>,
+    filter: DeadLetterFilter,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        id.is_some() || !filter.is_empty(),
+        "name the dead letters to discard: --id N, or --topic / --group / --since"
+    );
+    let db = connect_database(settings).await?;
+    let ids = chosen_letters(&db, id, filter).await?;
+    let discarded = eventbus::dead_letters::discard(&db, &ids).await?;
+    println!("{discarded} dead letter(s) discarded");
+    Ok(())
+}
+
+/// `events replay`: needs a selection, or `--all`.
+async fn replay_dead_letters(
+    settings: &Settings,
+    id: Option<i64>,
+    filter: DeadLetterFilter,
+    all: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        id.is_some() || !filter.is_empty() || all,
+        "name the dead letters to replay: --id N, --topic / --group / --since, or --all"
+    );
+    let db = connect_database(settings).await?;
+    let ids = chosen_letters(&db, id, filter).await?;
+    let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
+    let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), &ids, |done| {
+        progress(&format!("replayed: {done}"));
+    })
+    .await?;
+    if replayed > 0 {
+        eprintln!();
+    }
+    println!("{replayed} dead-lettered event(s) sent to the outbox again");
+    Ok(())
 }
 
 /// The pending dead letters `id` and `filter` select (all of them when neither says more).

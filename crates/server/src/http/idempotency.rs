@@ -1,4 +1,4 @@
-//! `Idempotency-Key` (API.md conventions), for any POST whose effect runs in one database
+//! `Idempotency-Key` (`docs/api.md`, "Conventions"), for any POST whose effect runs in one database
 //! transaction: the key is claimed and the response stored in that same transaction. A retry
 //! with the same key and body gets the stored response and causes no second effect, even when
 //! the duplicates arrive at once (the second waits on the first's key row); the same key with

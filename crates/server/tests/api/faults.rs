@@ -1,5 +1,5 @@
 //! Fault drills on the production adapters with a broker or a Redis of the test's own (so that
-//! it may be paused): `KAFKA_PORT=<port> ../shared/tools/kafka-up <dir>`, or `redis-server` on a
+//! it may be paused): `KAFKA_PORT=<port> scripts/kafka-up <dir>`, or `redis-server` on a
 //! free port, stopped by its pid; or with a `stampede serve` process of its own, killed.
 
 use std::{
@@ -26,8 +26,7 @@ impl Broker {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/kafka-up");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-up");
         let started = Command::new(&script)
             .arg(dir.path())
             .env("KAFKA_PORT", port.to_string())

@@ -1,6 +1,7 @@
 //! The operations page in headless Chromium, driven through chromedriver (W3C WebDriver, plain
 //! HTTP): an admin signs in on the page, orders are paid and a coupon drop runs, and the page's
-//! numbers follow without a reload. The last view is kept as `target/ops-page.png`. CI installs
+//! numbers follow without a reload. The last view is kept as `ops-page.png` in Cargo's test scratch
+//! directory (`target/tmp/`). CI installs
 //! Debian's `chromium` and `chromium-driver`; elsewhere the test says it did not run.
 
 use std::{
@@ -213,7 +214,8 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
         .wait_for_text(&format!("#coupon-{coupon}-remaining"), "2")
         .await;
     browser.wait_for_text("#requests-accepted", "3").await;
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ops-page.png");
+    // Cargo's scratch directory for integration tests, wherever the target directory is.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-page.png");
     browser.screenshot(&shot).await;
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 10_000,
