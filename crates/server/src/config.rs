@@ -347,7 +347,7 @@ impl Settings {
         }
         self.issue_settings()?;
         self.ranking_settings()?;
-        crate::http::client_address::TrustedProxies::parse(&self.http_trusted_proxies)
+        crate::limits::proxies::TrustedProxies::parse(&self.http_trusted_proxies)
             .context("http_trusted_proxies (STAMPEDE_HTTP_TRUSTED_PROXIES)")?;
         if let Some(secret) = &self.jwt_secret {
             crate::tokens::check_secret(secret.expose_secret())

@@ -54,9 +54,8 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     let cache = cache::Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
         .await
         .context("cache")?;
-    let mut token_settings = settings.clone();
-    token_settings.token_ttl_secs = plan.token_ttl_secs;
-    let tokens = Tokens::load(&token_settings, &db).await?;
+    let ttl = std::time::Duration::from_secs(plan.token_ttl_secs);
+    let tokens = Tokens::load(settings.jwt_secret.as_ref(), ttl, &db).await?;
     let others = points::users::seed::other_accounts(&db).await?;
     anyhow::ensure!(
         others == 0 || plan.force,

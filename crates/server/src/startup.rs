@@ -112,7 +112,12 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
         "--role api and --role worker share coupon gates and task results through the cache: \
          set STAMPEDE_CACHE_URL to a redis:// URL (memory:// serves one process, --role all)"
     );
-    let tokens = Arc::new(crate::tokens::Tokens::load(&settings, &db).await?);
+    let tokens = crate::tokens::Tokens::load(
+        settings.jwt_secret.as_ref(),
+        Duration::from_secs(settings.token_ttl_secs),
+        &db,
+    );
+    let tokens = Arc::new(tokens.await?);
     let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
         .with_settings(settings.issue_settings()?);
     let catalog = catalog::Catalog::new(db.clone(), cache.clone());
@@ -125,13 +130,13 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
     Ok(AppState::new(Handles {
         hashing: points::users::Hashing::new(settings.hashing_limits()),
-        limits: Arc::new(http::limits::Limits::new(&settings)?),
+        limits: Arc::new(crate::limits::Limits::new(&settings)?),
         settings: Arc::new(settings),
         db,
         cache,
         bus,
         metrics: http::metrics::recorder(),
-        metrics_refresh: Default::default(),
+        metrics_refresh: crate::limits::Throttle::new(Duration::from_secs(1)),
         tokens,
         coupons,
         catalog,

@@ -8,7 +8,11 @@ use eventbus::EventBus;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Settings, http::limits::Limits, tokens::Tokens};
+use crate::{
+    config::Settings,
+    limits::{Limits, Throttle},
+    tokens::Tokens,
+};
 
 /// Handles to the adapters picked by the configuration. Cloned for every request (axum hands
 /// each handler and middleware its own copy), so a clone is one reference count: cloning the
@@ -38,8 +42,8 @@ pub struct Handles {
     pub cache: Cache,
     pub bus: EventBus,
     pub metrics: PrometheusHandle,
-    /// When `/metrics` last read the database's figures.
-    pub metrics_refresh: crate::http::metrics::Refresh,
+    /// `/metrics` reads the database's and the bus's figures through it, at most once a second.
+    pub metrics_refresh: Throttle,
     pub tokens: Arc<Tokens>,
     pub coupons: coupons::Coupons,
     pub catalog: catalog::Catalog,

@@ -7,10 +7,8 @@ use anyhow::Context as _;
 use chrono::Utc;
 use db::{exec, on_db, sqlx, Db};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-
-use crate::config::Settings;
 
 /// Signs and checks access tokens (HS256).
 pub struct Tokens {
@@ -74,19 +72,21 @@ pub fn check_secret(secret: &str) -> anyhow::Result<()> {
 }
 
 impl Tokens {
-    /// Uses `STAMPEDE_JWT_SECRET` when set. Otherwise the deployment's own secret, generated once
-    /// and kept in its database (the SQLite file in the data directory on the embedded default),
-    /// so tokens survive restarts and every instance accepts every other's tokens.
-    pub async fn load(settings: &Settings, db: &Db) -> anyhow::Result<Self> {
-        let secret = match &settings.jwt_secret {
+    /// Signs with `secret` (`STAMPEDE_JWT_SECRET`) when given. Otherwise with the deployment's
+    /// own secret, generated once and kept in its database (the SQLite file in the data
+    /// directory on the embedded default), so tokens survive restarts and every instance
+    /// accepts every other's tokens. Tokens live `ttl`.
+    pub async fn load(
+        secret: Option<&SecretString>,
+        ttl: Duration,
+        db: &Db,
+    ) -> anyhow::Result<Self> {
+        let secret = match secret {
             Some(secret) => secret.expose_secret().to_owned(),
             None => stored_secret(db).await.context("the token secret")?,
         };
         check_secret(&secret).context("STAMPEDE_JWT_SECRET")?;
-        Ok(Self::from_secret(
-            secret.as_bytes(),
-            Duration::from_secs(settings.token_ttl_secs),
-        ))
+        Ok(Self::from_secret(secret.as_bytes(), ttl))
     }
 
     pub fn from_secret(secret: &[u8], ttl: Duration) -> Self {

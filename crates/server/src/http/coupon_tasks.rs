@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     error::{ApiError, AppJson, AppPath, Problem},
-    limits,
+    sse,
 };
 use crate::state::AppState;
 
@@ -79,7 +79,7 @@ pub async fn task_events(
                 if task.is_terminal() {
                     break;
                 }
-                limits::changed(&mut wake_ups).await;
+                sse::changed(&mut wake_ups).await;
             }
         }
         let event = Event::default()
@@ -89,5 +89,5 @@ pub async fn task_events(
             .expect("a task serializes");
         Ok(event)
     };
-    Ok(limits::sse(&state, slot, futures::stream::once(result)))
+    Ok(sse::sse(&state, slot, futures::stream::once(result)))
 }

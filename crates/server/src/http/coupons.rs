@@ -6,10 +6,9 @@ use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 use super::{
     auth::{Admin, Caller},
     error::{path_id, ActionBody, ApiError, AppJson, AppPath, Problem},
-    limits::Rate,
     users::existing_user_id,
 };
-use crate::state::AppState;
+use crate::{limits::Rate, state::AppState};
 
 impl From<CouponError> for ApiError {
     fn from(error: CouponError) -> Self {

@@ -37,6 +37,18 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+impl From<crate::limits::Refused> for ApiError {
+    fn from(refused: crate::limits::Refused) -> Self {
+        match refused {
+            crate::limits::Refused::RateLimited {
+                detail,
+                retry_after_secs,
+            } => Self::rate_limited(detail, retry_after_secs),
+            crate::limits::Refused::Overloaded(detail) => Self::overloaded(detail),
+        }
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {

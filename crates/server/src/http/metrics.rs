@@ -128,37 +128,6 @@ fn method_label(method: &Method) -> &'static str {
     .unwrap_or("other")
 }
 
-/// The figures read from the database and the bus at a scrape, refreshed at most once a
-/// second however many scrapes come (several Prometheus servers, or a flood): each refresh
-/// costs a dozen queries.
-#[derive(Default)]
-pub struct Refresh {
-    last: tokio::sync::Mutex<Option<Instant>>,
-    done: std::sync::atomic::AtomicU64,
-}
-
-impl Refresh {
-    /// How often the figures may be read again.
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-    /// Refreshes the gauges unless another scrape did in the last second; a scrape that comes
-    /// while one refreshes waits for it and then serves its figures.
-    async fn gauges(&self, state: &AppState) {
-        let mut last = self.last.lock().await;
-        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
-            return;
-        }
-        refresh_gauges(state).await;
-        *last = Some(Instant::now());
-        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Refreshes so far.
-    pub fn count(&self) -> u64 {
-        self.done.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
@@ -168,7 +137,8 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     let (size, idle) = state.db.pool_use();
     gauge!("stampede_db_connections", "state" => "idle").set(idle as f64);
     gauge!("stampede_db_connections", "state" => "busy").set(size.saturating_sub(idle) as f64);
-    state.metrics_refresh.gauges(&state).await;
+    // A dozen queries: at most once a second, however many scrapes come.
+    state.metrics_refresh.run(|| refresh_gauges(&state)).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -19,9 +19,9 @@ pub mod client_address;
 pub mod coupon_tasks;
 pub mod coupons;
 pub mod error;
+mod guard;
 pub mod health;
 pub mod idempotency;
-pub mod limits;
 pub mod metrics;
 mod openapi;
 pub mod ops;
@@ -30,6 +30,7 @@ mod pages;
 pub mod points;
 pub mod products;
 pub mod request_id;
+pub mod sse;
 pub mod users;
 
 /// `?page&size` of a listing: page from 0, 1 to 100 items (the use case checks the ranges).
@@ -153,7 +154,7 @@ pub fn router(state: AppState, role: Role) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            limits::guard,
+            guard::guard,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(pages::secure))

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::Serialize;
 
-use super::{auth::StreamCaller, error::ApiError, limits};
+use super::{auth::StreamCaller, error::ApiError, sse};
 use crate::state::AppState;
 
 /// How often the stream sends a snapshot.
@@ -105,5 +105,5 @@ pub async fn events(
         };
         Some((Ok(event), (state, false)))
     });
-    Ok(limits::sse(&state, slot, stream))
+    Ok(sse::sse(&state, slot, stream))
 }

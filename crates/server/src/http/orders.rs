@@ -23,11 +23,11 @@ use super::{
     auth::{Caller, StreamCaller},
     error::{path_id, ActionBody, ApiError, AppJson, AppPath, AppQuery, Problem},
     idempotency::{self, IdempotencyKey, Stored},
-    limits::{self, Rate},
+    sse,
     users::existing_user_id,
     PageQuery,
 };
-use crate::state::AppState;
+use crate::{limits::Rate, state::AppState};
 
 impl From<OrderError> for ApiError {
     fn from(error: OrderError) -> Self {
@@ -280,7 +280,7 @@ pub async fn order_events(
             if f.done {
                 return None;
             }
-            limits::changed(&mut f.wake_ups).await;
+            sse::changed(&mut f.wake_ups).await;
             match orders::find::changes(f.state.orders.db(), f.id, f.after).await {
                 Ok(changes) => f.pending.extend(changes),
                 Err(error) => tracing::warn!(
@@ -291,7 +291,7 @@ pub async fn order_events(
             }
         }
     });
-    Ok(limits::sse(&state, slot, stream))
+    Ok(sse::sse(&state, slot, stream))
 }
 
 struct Follow {

@@ -9,9 +9,8 @@ use super::{
     auth::Caller,
     client_address::ClientAddress,
     error::{ApiError, AppJson, AppPath, Problem},
-    limits::Rate,
 };
-use crate::state::AppState;
+use crate::{limits::Rate, state::AppState};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignUp {

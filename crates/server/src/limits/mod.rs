@@ -1,35 +1,39 @@
-//! What keeps one crowd, or one script, from taking the server down. Every refusal is a
-//! problem: requests beyond the in-flight cap get 503 `OVERLOADED`, a request that takes too
-//! long gets 503 `UNAVAILABLE`, a body declared over the limit gets 413 before it is read, SSE
-//! streams are capped per process (503) and per user (429), and per-user, per-email and
-//! per-address rates get 429 `RATE_LIMITED`. All answers that invite a retry carry
+//! What keeps one crowd, or one script, from taking the server down, as counts and caps that
+//! the HTTP layer consults: requests in flight, SSE streams per process (503) and per user
+//! (429), per-user, per-email and per-address rates (429 `RATE_LIMITED`, counted in the cache
+//! so that they hold across instances), and work done at most once a period ([`Throttle`]).
+//! Every refusal is a [`Refused`], which the HTTP layer answers as a problem with
 //! `Retry-After`.
+
+pub mod proxies;
+mod throttle;
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{
-    extract::{Request, State},
-    http::header,
-    middleware::Next,
-    response::{
-        sse::{Event, KeepAlive, Sse},
-        IntoResponse, Response,
-    },
-};
-use futures::{Stream, StreamExt as _};
 use metrics::counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{client_address::TrustedProxies, error::ApiError};
-use crate::{config::Settings, state::AppState};
+pub use proxies::TrustedProxies;
+pub use throttle::Throttle;
 
-/// Comment lines keep idle streams (and the proxies in front of them) alive.
-const HEARTBEAT: Duration = Duration::from_secs(10);
+use crate::config::Settings;
+
+/// Why a limit refused a request; either way the client may retry later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Over a rate, or over the streams one user may hold (429 `RATE_LIMITED`).
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
+    /// The process is at its cap (503 `OVERLOADED`).
+    Overloaded(&'static str),
+}
+
 /// How long a rate check waits for the cache before letting the request through: a slow cache
 /// must not slow every order, issue request and login.
 const RATE_CHECK_WAIT: Duration = Duration::from_millis(250);
@@ -40,7 +44,8 @@ type UserStreams = Arc<Mutex<HashMap<i64, usize>>>;
 /// The limits of one process; shared by every request.
 pub struct Limits {
     in_flight: Arc<Semaphore>,
-    request_timeout: Duration,
+    /// How long a request may take until its response starts.
+    pub request_timeout: Duration,
     pub body_limit: usize,
     streams: Arc<Semaphore>,
     max_streams: usize,
@@ -111,7 +116,7 @@ impl Limits {
         cache: &cache::Cache,
         rate: Rate,
         who: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Refused> {
         let limit = self.rates[rate as usize];
         let key = rate_key(rate, who);
         let counted = tokio::time::timeout(RATE_CHECK_WAIT, cache.hit(&key, self.window))
@@ -121,14 +126,14 @@ impl Limits {
             Ok((count, _)) if count <= limit => Ok(()),
             Ok((_, left)) => {
                 counter!("stampede_rate_limited_total", "rate" => rate.name()).increment(1);
-                Err(ApiError::rate_limited(
-                    format!(
+                Err(Refused::RateLimited {
+                    detail: format!(
                         "at most {limit} {} per {} s; retry later",
                         rate.name().replace('-', " "),
                         self.window.as_secs()
                     ),
-                    left.as_secs_f64().ceil() as u64,
-                ))
+                    retry_after_secs: left.as_secs_f64().ceil() as u64,
+                })
             }
             Err(error) => {
                 tracing::warn!(
@@ -155,10 +160,10 @@ impl Limits {
 
     /// A place for one more SSE stream, of `user` if the stream is a user's: 503 `OVERLOADED`
     /// when the process has its maximum open, 429 `RATE_LIMITED` when the user has.
-    pub fn open_stream(&self, user: Option<i64>) -> Result<StreamSlot, ApiError> {
+    pub fn open_stream(&self, user: Option<i64>) -> Result<StreamSlot, Refused> {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
             counter!("stampede_sse_refused_total", "why" => "process").increment(1);
-            return Err(ApiError::overloaded("too many open streams; retry"));
+            return Err(Refused::Overloaded("too many open streams; retry"));
         };
         let user = match user {
             None => None,
@@ -167,13 +172,13 @@ impl Limits {
                 let open = users.entry(id).or_default();
                 if *open >= self.streams_per_user {
                     counter!("stampede_sse_refused_total", "why" => "user").increment(1);
-                    return Err(ApiError::rate_limited(
-                        format!(
+                    return Err(Refused::RateLimited {
+                        detail: format!(
                             "at most {} open streams per user; close one first",
                             self.streams_per_user
                         ),
-                        5,
-                    ));
+                        retry_after_secs: 5,
+                    });
                 }
                 *open += 1;
                 Some((id, self.user_streams.clone()))
@@ -188,6 +193,11 @@ impl Limits {
     /// SSE streams open in this process.
     pub fn open_streams(&self) -> usize {
         self.max_streams - self.streams.available_permits()
+    }
+
+    /// A place for one more request in flight, if the cap has one.
+    pub fn request_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
     }
 }
 
@@ -211,69 +221,6 @@ impl Drop for StreamSlot {
                     users.remove(id);
                 }
             }
-        }
-    }
-}
-
-/// `events` as an SSE response with heartbeats, holding `slot` while it is open, and ending
-/// when the server shuts down (clients reconnect elsewhere and resume with `Last-Event-ID`).
-pub fn sse(
-    state: &AppState,
-    slot: StreamSlot,
-    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = events
-        .take_until(state.shutdown.clone().cancelled_owned())
-        .map(move |event| {
-            let _open = &slot;
-            event
-        });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT))
-}
-
-/// How often a waiting stream reads its resource again without a wake-up: pub/sub is best
-/// effort, what is stored is the truth.
-const RECHECK: Duration = Duration::from_secs(5);
-
-/// Waits until `wake_ups` says the followed resource changed, or [`RECHECK`] passed; then a
-/// stream reads it again.
-pub async fn changed(wake_ups: &mut cache::Subscription) {
-    tokio::select! {
-        _ = wake_ups.recv() => {}
-        () = tokio::time::sleep(RECHECK) => {}
-    }
-}
-
-/// Routes exempt from shedding and the request timeout: an orchestrator must still be able to
-/// ask whether the process lives, and a scraper to see why it is overloaded.
-fn is_operations(path: &str) -> bool {
-    path.starts_with("/health/") || path == "/metrics"
-}
-
-/// The in-flight cap, the request timeout and the declared body size, for every request.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if is_operations(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let limits = &state.limits;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limits.body_limit as u64) {
-        return ApiError::too_large().into_response();
-    }
-    let Ok(_permit) = limits.in_flight.clone().try_acquire_owned() else {
-        counter!("stampede_http_shed_total").increment(1);
-        return ApiError::overloaded("too many requests in flight; retry").into_response();
-    };
-    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            counter!("stampede_http_timeouts_total").increment(1);
-            tracing::warn!("request timed out");
-            ApiError::unavailable("the request took too long; retry").into_response()
         }
     }
 }
