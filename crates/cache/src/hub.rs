@@ -74,7 +74,20 @@ impl Drop for Subscription {
     }
 }
 
+/// How often a follower reads its resource again without a wake-up: pub/sub is best effort,
+/// what is stored is the truth.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Subscription {
+    /// Waits until a message says the followed resource changed, or [`RECHECK`] passed; then
+    /// the follower reads it again.
+    pub async fn changed(&mut self) {
+        tokio::select! {
+            _ = self.recv() => {}
+            () = tokio::time::sleep(RECHECK) => {}
+        }
+    }
+
     /// The next message; `None` only if the hub is gone. A subscriber that fell far behind
     /// skips what it missed (messages are wake-ups, the state lives in a store).
     pub async fn recv(&mut self) -> Option<String> {

@@ -12,7 +12,7 @@ mod hub;
 mod memory;
 mod redis_cache;
 
-pub use hub::Subscription;
+pub use hub::{Subscription, RECHECK};
 pub use memory::{MemoryBounds, MemoryCache};
 pub use redis::RedisError;
 pub use redis_cache::RedisCache;

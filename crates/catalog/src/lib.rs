@@ -32,6 +32,9 @@ pub enum CatalogError {
     },
     #[error("not found")]
     NotFound,
+    /// An order names a product option that does not exist.
+    #[error("no product option {0}")]
+    UnknownOption(i64),
     /// A restock would take the stock past [`product::MAX_STOCK`].
     #[error("the stock would pass its maximum")]
     StockLimit,

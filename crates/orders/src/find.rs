@@ -139,12 +139,28 @@ async fn assemble_all(db: &Db, rows: Vec<OrderRow>) -> Result<Vec<Order>, OrderE
         .collect()
 }
 
-/// One stored status change of an order: its version (the SSE event id) and the order as it
-/// was then, as JSON.
+/// One stored status change of an order: its version (the SSE event id), the order as it was
+/// then, as JSON, and whether its status is terminal (the order changes no more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub version: i64,
     pub order: String,
+    pub terminal: bool,
+}
+
+impl Change {
+    fn new(version: i64, order: String) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Status {
+            status: OrderStatus,
+        }
+        let terminal = serde_json::from_str::<Status>(&order).is_ok_and(|s| s.status.is_terminal());
+        Self {
+            version,
+            order,
+            terminal,
+        }
+    }
 }
 
 /// The changes of order `id` after `version`, oldest first; with `None`, only the latest.
@@ -168,7 +184,7 @@ pub async fn changes(db: &Db, id: i64, after: Option<i64>) -> Result<Vec<Change>
     };
     Ok(rows
         .into_iter()
-        .map(|(version, order)| Change { version, order })
+        .map(|(version, order)| Change::new(version, order))
         .collect())
 }
 

@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 
 pub mod cancel;
 pub mod find;
+pub mod follow;
 pub mod pay;
 pub mod place;
 pub mod pricing;

@@ -2,6 +2,7 @@
 
 mod create;
 pub(crate) mod find;
+mod order_lines;
 mod restock;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,7 @@ use utoipa::ToSchema;
 
 pub use create::create;
 pub use find::{find, list, names, options, OptionSummary, ProductName, ProductPage};
+pub use order_lines::order_lines;
 pub use restock::restock;
 
 /// The highest price of an option, in KRW: an order's total (50 lines of 1,000 units) stays far

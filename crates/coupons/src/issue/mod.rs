@@ -2,6 +2,7 @@
 //! store consumer ([`store`]), the task a client follows ([`task`]) and the reconciler that
 //! withdraws requests their process left half done ([`reconcile`]).
 
+mod follow;
 pub mod reconcile;
 pub mod request;
 pub mod store;
@@ -13,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+pub use follow::follow;
 pub use request::OUTCOMES;
-pub use request::{remembered, request};
+pub use request::{request, request_within};
 pub(crate) use request::{Remembered, Tally};
 pub use task::{find_task, task_channel, Task, TaskStatus};
 

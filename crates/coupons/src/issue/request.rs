@@ -79,17 +79,31 @@ const HELD_POLL: Duration = Duration::from_millis(50);
 ///
 /// The gate step and the publish run in a task of their own, so a client that hangs up midway
 /// cannot leave a unit admitted but never published.
-#[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
 pub async fn request(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
+    request_within(coupons, coupon, user, async { Ok(()) }).await
+}
+
+/// [`request`], counted against a limit of the caller's (`limit`, a per-user rate) unless this
+/// process refuses it from memory: such a refusal costs nothing, so it is not counted. The
+/// limit's refusal is the answer when it refuses.
+#[tracing::instrument(skip_all, fields(coupon_id = coupon, user_id = user))]
+pub async fn request_within<E: From<CouponError>>(
+    coupons: &Coupons,
+    coupon: i64,
+    user: i64,
+    limit: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<Task, E> {
     if let Some(refusal) = remembered(coupons, coupon, user) {
         count(coupons, refused_label(&refusal));
-        return Err(refusal);
+        return Err(refusal.into());
     }
+    limit.await?;
     let coupons = coupons.clone();
     let work = async move { admit_and_publish(&coupons, coupon, user).await };
-    tokio::spawn(correlation::carried(work).in_current_span())
+    let answer = tokio::spawn(correlation::carried(work).in_current_span())
         .await
-        .map_err(|e| CouponError::Unknown(e.into()))?
+        .map_err(|e| CouponError::Unknown(e.into()))?;
+    answer.map_err(E::from)
 }
 
 async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<Task, CouponError> {
@@ -187,7 +201,7 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
 /// The refusal this process gives `user`'s request for `coupon` from memory, if any: the
 /// gate answered `SOLD_OUT` within the last 100 ms, or this process published the user's
 /// request.
-pub fn remembered(coupons: &Coupons, coupon: i64, user: i64) -> Option<CouponError> {
+fn remembered(coupons: &Coupons, coupon: i64, user: i64) -> Option<CouponError> {
     remember(coupons).refusal(coupon, user)
 }
 

@@ -10,7 +10,7 @@ use axum::{
     extract::State,
     response::sse::{Event, Sse},
 };
-use coupons::{issue::task_channel, CouponError, Task};
+use coupons::{CouponError, Task};
 use futures::Stream;
 use uuid::Uuid;
 
@@ -62,29 +62,14 @@ pub async fn task_events(
     let id = task_id(&task)?;
     // An unknown task is refused before anything is kept for it, and a terminal one is sent
     // without subscribing.
-    let mut task = find(&state, id).await?;
+    let task = find(&state, id).await?;
     let slot = state.limits.open_stream(None)?;
-    let stream_state = state.clone();
+    let coupons = state.coupons.clone();
     let result = async move {
-        if !task.is_terminal() {
-            // Read again once subscribed, so a result stored in between still wakes us.
-            let mut wake_ups = stream_state.cache.subscribe(&task_channel(id));
-            loop {
-                match coupons::issue::find_task(&stream_state.coupons, id).await {
-                    Ok(latest) => task = latest,
-                    Err(error) => {
-                        tracing::warn!(task_id = %id, error = format!("{error:#}"), "re-reading a coupon task failed")
-                    }
-                }
-                if task.is_terminal() {
-                    break;
-                }
-                sse::changed(&mut wake_ups).await;
-            }
-        }
+        let task = coupons::issue::follow(&coupons, task).await;
         let event = Event::default()
             .event("result")
-            .id(id.to_string())
+            .id(task.task_id.to_string())
             .json_data(&task)
             .expect("a task serializes");
         Ok(event)

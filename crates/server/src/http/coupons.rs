@@ -87,18 +87,17 @@ pub async fn issue(
     _: ActionBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let coupon = path_id(&coupon, "coupon")?;
-    // Requests this instance refuses from memory cost nothing: only count the others.
-    if coupons::issue::remembered(&state.coupons, coupon, caller.user_id).is_none() {
-        state
-            .limits
-            .check_rate(
-                &state.cache,
-                Rate::CouponIssues,
-                &caller.user_id.to_string(),
-            )
-            .await?;
-    }
-    let task = coupons::issue::request(&state.coupons, coupon, caller.user_id).await?;
+    let user = caller.user_id.to_string();
+    let limit = async {
+        let limits = &state.limits;
+        Ok::<_, ApiError>(
+            limits
+                .check_rate(&state.cache, Rate::CouponIssues, &user)
+                .await?,
+        )
+    };
+    let task =
+        coupons::issue::request_within(&state.coupons, coupon, caller.user_id, limit).await?;
     Ok((StatusCode::ACCEPTED, AppJson(task)))
 }
 

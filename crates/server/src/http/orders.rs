@@ -1,6 +1,6 @@
 //! Orders: place (202, the saga runs on), read, follow over SSE, pay, cancel.
 
-use std::{collections::VecDeque, convert::Infallible};
+use std::convert::Infallible;
 
 use axum::{
     extract::State,
@@ -10,14 +10,8 @@ use axum::{
         Response,
     },
 };
-use futures::Stream;
-use orders::{
-    find::{Change, OrderPage},
-    pay::Payment,
-    place::NewOrder,
-    Line, Order, OrderError, OrderStatus,
-};
-use serde::Deserialize;
+use futures::{Stream, StreamExt as _};
+use orders::{find::OrderPage, pay::Payment, place::NewOrder, Order, OrderError};
 
 use super::{
     auth::{Caller, StreamCaller},
@@ -90,28 +84,12 @@ pub async fn place(
         .limits
         .check_rate(&state.cache, Rate::Orders, &caller.user_id.to_string())
         .await?;
-    let ids: Vec<i64> = body.items.iter().map(|l| l.product_option_id).collect();
-    let known = catalog::product::options(state.catalog.db(), &ids).await?;
-    let lines = body
+    let wanted: Vec<(i64, i64)> = body
         .items
         .iter()
-        .map(|line| {
-            let option = known
-                .iter()
-                .find(|o| o.id == line.product_option_id)
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("no product option {}", line.product_option_id))
-                })?;
-            Ok(Line {
-                product_option_id: option.id,
-                product_id: option.product_id,
-                product_name: option.product_name.clone(),
-                option_name: option.option_name.clone(),
-                unit_price: option.price,
-                quantity: line.quantity,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .map(|line| (line.product_option_id, line.quantity))
+        .collect();
+    let lines = catalog::product::order_lines(state.catalog.db(), &wanted).await?;
     let (coupon, context) = (body.user_coupon_id, state.orders.clone());
     idempotency::once(
         &state.db,
@@ -237,76 +215,17 @@ pub async fn order_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let order = visible_order(&state, &caller, &order).await?;
-    let (id, slot) = (order.id, state.limits.open_stream(Some(caller.user_id))?);
-    // Subscribe before reading the changes, so a change stored in between still wakes us.
-    let wake_ups = state.orders.cache().subscribe(&orders::order_channel(id));
-    let claimed = headers
+    let slot = state.limits.open_stream(Some(caller.user_id))?;
+    let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
-    let after = match claimed {
-        // An id past the newest change (made up, or from another order) counts as the newest:
-        // the stream follows the later changes and ends with the order, as for a real id.
-        Some(claimed) => {
-            let newest = orders::find::changes(state.orders.db(), id, None).await?;
-            Some(newest.first().map_or(claimed, |c| claimed.min(c.version)))
-        }
-        None => None,
-    };
-    let pending: VecDeque<Change> = orders::find::changes(state.orders.db(), id, after)
-        .await?
-        .into();
-    // A client that already has the terminal change gets an empty stream that ends.
-    let done = pending.is_empty() && order.status.is_terminal();
-    let follow = Follow {
-        state: state.clone(),
-        id,
-        after,
-        pending,
-        wake_ups,
-        done,
-    };
-    let stream = futures::stream::unfold(follow, |mut f| async move {
-        loop {
-            if let Some(change) = f.pending.pop_front() {
-                f.after = Some(change.version);
-                f.done = is_terminal(&change);
-                let event = Event::default()
-                    .event("status")
-                    .id(change.version.to_string())
-                    .data(change.order);
-                return Some((Ok(event), f));
-            }
-            if f.done {
-                return None;
-            }
-            sse::changed(&mut f.wake_ups).await;
-            match orders::find::changes(f.state.orders.db(), f.id, f.after).await {
-                Ok(changes) => f.pending.extend(changes),
-                Err(error) => tracing::warn!(
-                    order_id = f.id,
-                    error = format!("{error:#}"),
-                    "re-reading an order failed"
-                ),
-            }
-        }
+    let changes = orders::follow::follow(&state.orders, order.id, last_seen).await?;
+    let stream = changes.map(|change| {
+        Ok(Event::default()
+            .event("status")
+            .id(change.version.to_string())
+            .data(change.order))
     });
     Ok(sse::sse(&state, slot, stream))
-}
-
-struct Follow {
-    state: AppState,
-    id: i64,
-    after: Option<i64>,
-    pending: VecDeque<Change>,
-    wake_ups: cache::Subscription,
-    done: bool,
-}
-
-fn is_terminal(change: &Change) -> bool {
-    #[derive(Deserialize)]
-    struct Status {
-        status: OrderStatus,
-    }
-    serde_json::from_str::<Status>(&change.order).is_ok_and(|s| s.status.is_terminal())
 }

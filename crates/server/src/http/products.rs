@@ -23,6 +23,9 @@ impl From<CatalogError> for ApiError {
         match error {
             CatalogError::Invalid { field, message } => ApiError::invalid(field, message),
             CatalogError::NotFound => ApiError::not_found("no such product or option"),
+            CatalogError::UnknownOption(id) => {
+                ApiError::not_found(format!("no product option {id}"))
+            }
             CatalogError::StockLimit => ApiError::new(
                 StatusCode::CONFLICT,
                 "STOCK_LIMIT",

@@ -1,6 +1,6 @@
 //! The one way a route answers with a stream (order, coupon task, `/ops`): Server-Sent Events
-//! with heartbeats, holding the stream's slot while open and ending when the server shuts down;
-//! and the wait for a followed resource to change.
+//! with heartbeats, holding the stream's slot while open and ending when the server shuts down.
+//! What a stream follows comes from its context (`orders::follow`, `coupons::issue::follow`).
 
 use std::{convert::Infallible, time::Duration};
 
@@ -26,17 +26,4 @@ pub fn sse(
             event
         });
     Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT))
-}
-
-/// How often a waiting stream reads its resource again without a wake-up: pub/sub is best
-/// effort, what is stored is the truth.
-const RECHECK: Duration = Duration::from_secs(5);
-
-/// Waits until `wake_ups` says the followed resource changed, or [`RECHECK`] passed; then a
-/// stream reads it again.
-pub async fn changed(wake_ups: &mut cache::Subscription) {
-    tokio::select! {
-        _ = wake_ups.recv() => {}
-        () = tokio::time::sleep(RECHECK) => {}
-    }
 }
