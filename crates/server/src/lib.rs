@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod http;
+pub mod idempotency;
 pub mod limits;
 pub mod operations;
 pub mod seed;

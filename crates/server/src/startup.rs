@@ -153,7 +153,7 @@ async fn housekeeping(db: Db, stop: CancellationToken) {
             () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
             () = stop.cancelled() => return,
         }
-        match http::idempotency::prune(&db, http::idempotency::RETENTION).await {
+        match crate::idempotency::prune(&db, crate::idempotency::RETENTION).await {
             Ok(pruned) => tracing::debug!(pruned, "idempotency keys pruned"),
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),

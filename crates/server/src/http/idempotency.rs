@@ -3,20 +3,20 @@
 //! with the same key and body gets the stored response and causes no second effect, even when
 //! the duplicates arrive at once (the second waits on the first's key row); the same key with
 //! another body is 422 `IDEMPOTENCY_KEY_REUSED`. Failed requests store nothing, so their retry
-//! runs again.
+//! runs again. The keys are kept by `crate::idempotency`.
 
 use axum::{
     extract::FromRequestParts,
     http::{header::LOCATION, request::Parts, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use chrono::Utc;
-use db::{exec, on_tx, sqlx, Db, Tx};
+use db::{Db, Tx};
 use futures::future::BoxFuture;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use crate::idempotency::{self as store, KeyOf, StoredKey};
 
 /// The request's `Idempotency-Key`, if it sent one (1–255 characters).
 #[derive(Debug, Clone, Default)]
@@ -100,70 +100,45 @@ pub async fn once<R: Serialize>(
     let claimed = match &key.0 {
         None => None,
         Some(key) => {
+            let key = KeyOf { scope, caller, key };
             let hash = hex(&Sha256::digest(
                 serde_json::to_vec(request).map_err(ApiError::internal)?,
             ));
-            let inserted = exec!(
-                tx,
-                "INSERT INTO idempotency_keys (scope, user_id, idem_key, request_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                scope,
-                caller,
-                key,
-                &hash,
-                Utc::now()
-            )
-            .map_err(ApiError::internal)?;
-            if inserted == 0 {
-                return replay(&mut tx, scope, caller, key, &hash).await;
+            if !store::claim(&mut tx, key, &hash)
+                .await
+                .map_err(ApiError::internal)?
+            {
+                return replay(&mut tx, key, &hash).await;
             }
             Some(key)
         }
     };
     let stored = effect(&mut tx).await?;
     if let Some(key) = claimed {
-        exec!(
-            tx,
-            "UPDATE idempotency_keys SET status = $4, body = $5, location = $6 \
-             WHERE scope = $1 AND user_id = $2 AND idem_key = $3",
-            scope,
-            caller,
-            key,
-            i32::from(stored.status.as_u16()),
-            stored.body.to_string(),
-            stored.location.as_deref()
-        )
-        .map_err(ApiError::internal)?;
+        let (status, body) = (stored.status.as_u16(), stored.body.to_string());
+        store::record(&mut tx, key, status, &body, stored.location.as_deref())
+            .await
+            .map_err(ApiError::internal)?;
     }
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(stored.into_response(false))
 }
 
-async fn replay(
-    tx: &mut Tx,
-    scope: &str,
-    caller: i64,
-    key: &str,
-    hash: &str,
-) -> Result<Response, ApiError> {
-    let row: (String, Option<i32>, Option<String>, Option<String>) =
-        on_tx!(tx, c => sqlx::query_as(
-        "SELECT request_hash, status, body, location FROM idempotency_keys \
-         WHERE scope = $1 AND user_id = $2 AND idem_key = $3",
-    )
-    .bind(scope)
-    .bind(caller)
-    .bind(key)
-    .fetch_one(c)
-    .await)
-        .map_err(ApiError::internal)?;
-    match row {
-        (stored_hash, _, _, _) if stored_hash != hash => Err(ApiError::new(
+/// The answer to a request whose key was claimed before: the recorded response, or why not.
+async fn replay(tx: &mut Tx, key: KeyOf<'_>, hash: &str) -> Result<Response, ApiError> {
+    let stored = store::find(tx, key).await.map_err(ApiError::internal)?;
+    match stored {
+        StoredKey { request_hash, .. } if request_hash != hash => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IDEMPOTENCY_KEY_REUSED",
             "this Idempotency-Key was used with another request",
         )),
-        (_, Some(status), Some(body), location) => Ok(Stored {
+        StoredKey {
+            status: Some(status),
+            body: Some(body),
+            location,
+            ..
+        } => Ok(Stored {
             status: StatusCode::from_u16(status as u16).map_err(ApiError::internal)?,
             body: serde_json::from_str(&body).map_err(ApiError::internal)?,
             location,
@@ -175,22 +150,6 @@ async fn replay(
             "a request with this Idempotency-Key is still being processed",
         )),
     }
-}
-
-/// How long keys are remembered: the contract promises at least 24 hours.
-pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
-
-/// Forgets keys older than `older_than`; returns how many.
-pub async fn prune(db: &Db, older_than: std::time::Duration) -> anyhow::Result<u64> {
-    let before = Utc::now() - older_than;
-    let mut tx = db.begin().await?;
-    let deleted = exec!(
-        tx,
-        "DELETE FROM idempotency_keys WHERE created_at < $1",
-        before
-    )?;
-    tx.commit().await?;
-    Ok(deleted)
 }
 
 fn hex(bytes: &[u8]) -> String {
