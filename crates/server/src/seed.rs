@@ -59,8 +59,8 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     let others = points::users::seed::other_accounts(&db).await?;
     anyhow::ensure!(
         others == 0 || plan.force,
-        "the database holds {others} account(s) that `seed` did not make: seeding would add a \
-         known admin to a deployment with real users. Seed a deployment of its own, or pass \
+        "the database holds {others} account(s) that `seed` did not make: seeding would add an \
+         admin and test accounts beside real users. Seed a deployment of its own, or pass \
          --force if this one is only for load tests"
     );
 
