@@ -35,91 +35,18 @@ mod group_commit;
 mod kafka;
 mod outbox;
 mod relay;
+mod settings;
+mod transient;
 mod watchdog;
 
 pub use consumer::{Handler, RetryPolicy};
+pub use settings::BusSettings;
+pub use transient::is_transient;
 
 /// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
 const BUS_CHANNEL: &str = "stampede_bus";
 
-/// Whether `error` says a dependency (the database, the cache, the broker) could not be
-/// reached or answer in time, rather than that the work itself is wrong. Consumers retry such
-/// errors until the dependency returns instead of dead-lettering the event; the HTTP layer
-/// answers them 503 `UNAVAILABLE`.
-pub fn is_transient(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        if let Some(sql) = cause.downcast_ref::<sqlx::Error>() {
-            return db::is_transient(sql);
-        }
-        if let Some(redis) = cause.downcast_ref::<cache::RedisError>() {
-            return cache::is_transient(redis);
-        }
-        #[cfg(feature = "kafka")]
-        if cause.is::<rdkafka::error::KafkaError>() {
-            return true;
-        }
-        cause.is::<std::io::Error>() || cause.is::<tokio::time::error::Elapsed>()
-    })
-}
 pub use outbox::{partition_for, Outbox};
-
-/// Tunables of the bus.
-#[derive(Debug, Clone)]
-pub struct BusSettings {
-    /// Partitions per topic: the db:// log's, and those of Kafka topics Stampede creates.
-    pub partitions: u32,
-    /// Prefix of Kafka topic and consumer-group names (tests give each run its own).
-    pub topic_prefix: String,
-    /// Topics created besides the design's (tests and tools).
-    pub extra_topics: Vec<String>,
-    /// Events per relay round and per consumer batch.
-    pub batch_size: i64,
-    /// Fallback polling interval; wake-ups are immediate when the commit is seen.
-    pub poll_interval: Duration,
-    /// Workers per consumer group in this process on the db:// bus (PostgreSQL; SQLite uses 1).
-    pub workers: usize,
-    pub retry: RetryPolicy,
-    pub kafka_replication: i32,
-    /// How long a Kafka fetch may wait for data. Brokers answer as soon as data arrives, but
-    /// each idle consumer costs the broker a fetch per interval: 10 ms kept a Tansu broker at
-    /// a full core with one idle instance, 100 ms a third. Tansu also waits the full time
-    /// before answering, so there it is the latency of each hop.
-    pub kafka_fetch_wait: Duration,
-    /// How long the Kafka producer gathers messages into a batch before it sends them
-    /// (`linger.ms`): throughput under load against the latency of each publish.
-    pub kafka_linger: Duration,
-    /// This process's stable name in its Kafka consumer groups (`group.instance.id`, static
-    /// membership): restarted under the same name it takes its partitions back at once, where
-    /// an anonymous member must wait until the broker drops the one it replaced. Unique per
-    /// running process; `None` for anonymous members.
-    pub kafka_instance_id: Option<String>,
-    /// Published outbox rows and dedupe records older than this are deleted; keep it longer
-    /// than the Kafka topics' retention.
-    pub retention: Duration,
-    /// A consumer group with lag that has handled no event for this long is reported stalled
-    /// and its workers in this process are restarted.
-    pub stall_after: Duration,
-}
-
-impl Default for BusSettings {
-    fn default() -> Self {
-        Self {
-            partitions: 8,
-            topic_prefix: String::new(),
-            extra_topics: Vec::new(),
-            batch_size: 256,
-            poll_interval: Duration::from_millis(500),
-            workers: 2,
-            retry: RetryPolicy::default(),
-            kafka_replication: 1,
-            kafka_fetch_wait: Duration::from_millis(50),
-            kafka_linger: Duration::from_millis(2),
-            kafka_instance_id: None,
-            retention: Duration::from_secs(7 * 24 * 3600),
-            stall_after: Duration::from_secs(60),
-        }
-    }
-}
 
 enum Transport {
     Db,

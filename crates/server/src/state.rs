@@ -15,9 +15,8 @@ use crate::{
 };
 
 /// Handles to the adapters picked by the configuration. Cloned for every request (axum hands
-/// each handler and middleware its own copy), so a clone is one reference count: cloning the
-/// handles themselves cost a fifth of the CPU of `/health/live` under load, in atomic
-/// reference counts bouncing between cores.
+/// each handler and middleware its own copy), so a clone must be one reference count, not one
+/// per handle: keep new handles inside [`Handles`] (ARCHITECTURE.md, "Per-request cost").
 #[derive(Clone)]
 pub struct AppState(Arc<Handles>);
 

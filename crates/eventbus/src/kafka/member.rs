@@ -1,0 +1,87 @@
+//! A consumer's membership of its group: left on a thread of its own when the last handle
+//! goes, and resumed (woken) after a pause.
+
+use std::{sync::Arc, time::Duration};
+
+use rdkafka::{
+    consumer::{Consumer, StreamConsumer},
+    error::KafkaResult,
+};
+use tokio::sync::oneshot;
+
+use super::groups::real_offsets;
+use super::{LEAVE_WAIT, NETWORK_TIMEOUT};
+
+/// A consumer's membership of its Kafka group. Leaving it (librdkafka's close) waits on the
+/// broker and has been seen upstream never to return (rust-rdkafka issues 509 and 611), so it
+/// happens on a thread of its own: a leave that hangs holds up neither the runtime's threads
+/// (a watchdog restart drops a consumer) nor the process's exit.
+pub(super) struct Member(pub(super) Option<Arc<StreamConsumer>>);
+
+impl Member {
+    /// Leaves the group, waiting at most [`LEAVE_WAIT`] (on shutdown, so that the group's
+    /// partitions move to the other instances now rather than when the session runs out).
+    pub(super) async fn leave(mut self) {
+        let Some(left) = self.0.take().and_then(leave_aside) else {
+            return;
+        };
+        if tokio::time::timeout(LEAVE_WAIT, left).await.is_err() {
+            tracing::warn!("a Kafka consumer did not leave its group within {LEAVE_WAIT:?}; going on without waiting");
+        }
+    }
+}
+
+impl std::ops::Deref for Member {
+    type Target = Arc<StreamConsumer>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("a member until it leaves")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            leave_aside(consumer);
+        }
+    }
+}
+
+/// Closes `consumer` on a thread of its own when this is its last handle; the receiver
+/// resolves once it has left.
+pub(super) fn leave_aside(consumer: Arc<StreamConsumer>) -> Option<oneshot::Receiver<()>> {
+    let consumer = Arc::into_inner(consumer)?;
+    let (left, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("kafka-leave".to_owned())
+        .spawn(move || {
+            drop(consumer);
+            let _ = left.send(());
+        })
+        .ok()?;
+    Some(done)
+}
+
+/// Resumes fetching every partition of `consumer`. librdkafka's fetcher notices a resumed
+/// partition only at its next periodic look, up to a second later (each hop into a paused group
+/// took one), unless something wakes it: a seek of a partition to where it stands, or, when no
+/// partition has consumed anything yet, a request to the broker.
+pub(super) fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
+    let assignment = consumer.assignment()?;
+    consumer.resume(&assignment)?;
+    let here = real_offsets(&consumer.position()?)?;
+    if here.count() > 0 {
+        consumer.seek_partitions(here, Duration::ZERO)?;
+    } else if let Some(first) = assignment.elements().first() {
+        let (consumer, topic, partition) = (
+            consumer.clone(),
+            first.topic().to_owned(),
+            first.partition(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let _ = consumer.fetch_watermarks(&topic, partition, NETWORK_TIMEOUT);
+            leave_aside(consumer);
+        });
+    }
+    Ok(())
+}
