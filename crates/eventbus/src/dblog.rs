@@ -15,11 +15,72 @@ use db::{exec, on_db, on_tx, sqlx, Backend, Db, Tx};
 use events::Envelope;
 use metrics::counter;
 use sqlx::types::Json;
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
-use crate::BusSettings;
+use crate::{group_commit::GroupCommit, transport::Transport, BusSettings, EventBus};
+
+/// The `db://` bus: the outbox table is the log.
+#[derive(Default)]
+pub(crate) struct DbLog {
+    /// Shares one transaction among concurrent `publish_now` calls.
+    group_commit: GroupCommit,
+}
+
+#[async_trait]
+impl Transport for DbLog {
+    fn kind(&self) -> &'static str {
+        "db"
+    }
+
+    /// Workers sharing the partitions through row locks: one on SQLite (its writers are
+    /// serial anyway), `workers` on PostgreSQL.
+    fn start_workers(
+        self: Arc<Self>,
+        bus: &EventBus,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        let inner = &bus.inner;
+        let settings = inner.settings.clone();
+        let workers = match inner.db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => settings.workers.max(1),
+        };
+        (0..workers)
+            .map(|_| {
+                tokio::spawn(run_worker(
+                    inner.db.clone(),
+                    handler.clone(),
+                    settings.clone(),
+                    settings.retry.clone(),
+                    inner.log_tick.subscribe(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn publish_now(&self, bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()> {
+        let inner = &bus.inner;
+        self.group_commit
+            .publish(&inner.db, &inner.outbox, events)
+            .await
+    }
+
+    async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {
+        relay_once(db, batch).await
+    }
+
+    async fn lag(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+        lag(db, group, topics).await
+    }
+
+    async fn ping(&self, db: &Db) -> anyhow::Result<()> {
+        Ok(db.ping().await?)
+    }
+}
 
 /// Publishes up to `batch` committed outbox rows by giving them log positions; returns how
 /// many it published. Only the relay leader calls this.

@@ -37,22 +37,18 @@ mod outbox;
 mod relay;
 mod settings;
 mod transient;
+mod transport;
 mod watchdog;
 
 pub use consumer::{Handler, RetryPolicy};
 pub use settings::BusSettings;
 pub use transient::is_transient;
+use transport::Transport;
 
 /// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
 const BUS_CHANNEL: &str = "stampede_bus";
 
 pub use outbox::{partition_for, Outbox};
-
-enum Transport {
-    Db,
-    #[cfg(feature = "kafka")]
-    Kafka(kafka::KafkaBus),
-}
 
 struct Inner {
     db: Db,
@@ -60,11 +56,9 @@ struct Inner {
     outbox: Outbox,
     relay_wake: Arc<Notify>,
     log_tick: watch::Sender<u64>,
-    transport: Transport,
+    transport: Arc<dyn Transport>,
     /// Consumer groups started in this process, with their topics.
     groups: Mutex<Vec<(String, Vec<String>)>>,
-    /// Shares one transaction among concurrent `publish_now` calls (db:// bus).
-    group_commit: group_commit::GroupCommit,
     /// Consumer groups of this process reported stalled (`watchdog.rs`).
     stalled: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -79,8 +73,8 @@ impl EventBus {
     /// Connects the bus named by `url` (`db://` or `kafka://host:port,...`). A bus that is not
     /// compiled in fails here with an error naming its cargo feature.
     pub async fn connect(url: &str, db: Db, settings: BusSettings) -> anyhow::Result<Self> {
-        let transport = if url == "db://" || url == "db:" {
-            Transport::Db
+        let transport: Arc<dyn Transport> = if url == "db://" || url == "db:" {
+            Arc::new(dblog::DbLog::default())
         } else if let Some(brokers) = url.strip_prefix("kafka://") {
             connect_kafka(brokers, &settings).await?
         } else {
@@ -96,7 +90,6 @@ impl EventBus {
                 log_tick: watch::channel(0).0,
                 transport,
                 groups: Mutex::default(),
-                group_commit: Default::default(),
                 stalled: Mutex::default(),
             }),
         })
@@ -104,11 +97,7 @@ impl EventBus {
 
     /// `db` or `kafka`.
     pub fn kind(&self) -> &'static str {
-        match self.inner.transport {
-            Transport::Db => "db",
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(_) => "kafka",
-        }
+        self.inner.transport.kind()
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -138,7 +127,7 @@ impl EventBus {
                             Ok(n) => match n.channel() {
                                 "stampede_outbox" => bus.inner.relay_wake.notify_one(),
                                 "stampede_log" => bus.inner.log_tick.send_modify(|tick| *tick += 1),
-                                _ => bus.heard(n.payload()),
+                                _ => bus.inner.transport.heard(n.payload()),
                             },
                             // The database is shutting down: give the connection back, or
                             // closing the pool would wait for it forever.
@@ -152,26 +141,10 @@ impl EventBus {
                     }
                 }
             }));
-            #[cfg(feature = "kafka")]
-            if let Transport::Kafka(kafka) = &self.inner.transport {
-                let announce = kafka
-                    .doorbell()
-                    .clone()
-                    .announce(pool.clone(), shutdown.clone());
-                tasks.push(tokio::spawn(announce));
-            }
         }
+        tasks.extend(self.inner.transport.background(&self.inner.db, shutdown));
         tasks.push(tokio::spawn(relay::run(self.clone(), shutdown.clone())));
         Ok(tasks)
-    }
-
-    /// Rings the Kafka consumers' doorbell for topics another process published to.
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
-    fn heard(&self, topics: &str) {
-        #[cfg(feature = "kafka")]
-        if let Transport::Kafka(kafka) = &self.inner.transport {
-            kafka.doorbell().heard(topics);
-        }
     }
 
     /// Starts the workers of `handler`'s consumer group in this process, under a watchdog that
@@ -194,6 +167,21 @@ impl EventBus {
         ))]
     }
 
+    /// The settings the bus was connected with.
+    pub(crate) fn settings(&self) -> &BusSettings {
+        &self.inner.settings
+    }
+
+    /// Notes whether `group` is stalled in this process ([`Self::stalled`]).
+    pub(crate) fn set_stalled(&self, group: &str, stalled: bool) {
+        let mut set = self.inner.stalled.lock().expect("stalled set lock");
+        if stalled {
+            set.insert(group.to_owned());
+        } else {
+            set.remove(group);
+        }
+    }
+
     /// Consumer groups of this process that are stalled: events are waiting and their workers
     /// have handled none for [`BusSettings::stall_after`] (they are being restarted).
     pub fn stalled(&self) -> Vec<String> {
@@ -208,51 +196,8 @@ impl EventBus {
         handler: Arc<dyn Handler>,
         shutdown: &CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        let settings = self.inner.settings.clone();
-        let policy = settings.retry.clone();
-        match &self.inner.transport {
-            Transport::Db => {
-                let workers = match self.inner.db {
-                    Db::Sqlite(_) => 1,
-                    Db::Postgres(_) => settings.workers.max(1),
-                };
-                (0..workers)
-                    .map(|_| {
-                        tokio::spawn(dblog::run_worker(
-                            self.inner.db.clone(),
-                            handler.clone(),
-                            settings.clone(),
-                            policy.clone(),
-                            self.inner.log_tick.subscribe(),
-                            shutdown.clone(),
-                        ))
-                    })
-                    .collect()
-            }
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(_) => {
-                let (bus, shutdown) = (self.clone(), shutdown.clone());
-                vec![tokio::spawn(async move {
-                    let Transport::Kafka(kafka) = &bus.inner.transport else {
-                        unreachable!("matched above")
-                    };
-                    let group = handler.group().to_owned();
-                    while !shutdown.is_cancelled() {
-                        let run = kafka.run_consumer(
-                            bus.inner.db.clone(),
-                            handler.clone(),
-                            settings.clone(),
-                            policy.clone(),
-                            shutdown.clone(),
-                        );
-                        if let Err(error) = run.await {
-                            tracing::error!(consumer = %group, error = format!("{error:#}"), "Kafka consumer stopped; restarting");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                })]
-            }
-        }
+        let transport = self.inner.transport.clone();
+        transport.start_workers(self, handler, shutdown)
     }
 
     /// Publishes `events` now, outside any business transaction, and returns once the bus has
@@ -261,25 +206,11 @@ impl EventBus {
     /// state goes through the [`Outbox`] instead. Per-key order holds among events published
     /// this way by one process.
     pub async fn publish_now(&self, events: &[Envelope]) -> anyhow::Result<()> {
-        match &self.inner.transport {
-            Transport::Db => {
-                let inner = &self.inner;
-                inner
-                    .group_commit
-                    .publish(&inner.db, &inner.outbox, events)
-                    .await
-            }
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.publish(events).await,
-        }
+        self.inner.transport.publish_now(self, events).await
     }
 
     async fn relay_once(&self, batch: i64) -> anyhow::Result<usize> {
-        match &self.inner.transport {
-            Transport::Db => dblog::relay_once(&self.inner.db, batch).await,
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.relay_once(&self.inner.db, batch).await,
-        }
+        self.inner.transport.relay_once(&self.inner.db, batch).await
     }
 
     /// Events written but not yet published.
@@ -289,33 +220,24 @@ impl EventBus {
 
     /// Events published but not yet consumed by `group`.
     pub async fn lag(&self, group: &str, topics: &[String]) -> anyhow::Result<i64> {
-        match &self.inner.transport {
-            Transport::Db => dblog::lag(&self.inner.db, group, topics).await,
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.lag(&self.inner.db, group, topics).await,
-        }
-        .with_context(|| format!("measuring the lag of {group} on {topics:?}"))
+        let transport = &self.inner.transport;
+        transport
+            .lag(&self.inner.db, group, topics)
+            .await
+            .with_context(|| format!("measuring the lag of {group} on {topics:?}"))
     }
 
     /// Gives `group` a fresh Kafka group id that starts where the current one stopped, for a
     /// group the broker will not form again (a no-op on db://, which has no groups to form).
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub(crate) async fn move_group(&self, group: &str, topics: &[String]) -> anyhow::Result<()> {
-        match &self.inner.transport {
-            Transport::Db => Ok(()),
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.move_group(&self.inner.db, group, topics).await,
-        }
+        let transport = &self.inner.transport;
+        transport.move_group(&self.inner.db, group, topics).await
     }
 
     /// How many times `group` has moved to a fresh Kafka group id (always 0 on db://).
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     pub(crate) async fn group_generation(&self, group: &str) -> anyhow::Result<i64> {
-        match &self.inner.transport {
-            Transport::Db => Ok(0),
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(_) => kafka::generation(&self.inner.db, group).await,
-        }
+        let transport = &self.inner.transport;
+        transport.group_generation(&self.inner.db, group).await
     }
 
     /// Lag of every consumer group started in this process.
@@ -361,11 +283,7 @@ impl EventBus {
 
     /// Checks that the bus answers (readiness).
     pub async fn ping(&self) -> anyhow::Result<()> {
-        match &self.inner.transport {
-            Transport::Db => Ok(self.inner.db.ping().await?),
-            #[cfg(feature = "kafka")]
-            Transport::Kafka(kafka) => kafka.ping().await,
-        }
+        self.inner.transport.ping(&self.inner.db).await
     }
 
     /// Deletes published outbox rows and dedupe records older than the retention period (a
@@ -389,15 +307,21 @@ impl EventBus {
 }
 
 #[cfg(feature = "kafka")]
-async fn connect_kafka(brokers: &str, settings: &BusSettings) -> anyhow::Result<Transport> {
+async fn connect_kafka(
+    brokers: &str,
+    settings: &BusSettings,
+) -> anyhow::Result<Arc<dyn Transport>> {
     let kafka = kafka::KafkaBus::connect(brokers, settings)
         .await
         .with_context(|| format!("connecting to Kafka at {brokers}"))?;
-    Ok(Transport::Kafka(kafka))
+    Ok(Arc::new(kafka))
 }
 
 #[cfg(not(feature = "kafka"))]
-async fn connect_kafka(_brokers: &str, _settings: &BusSettings) -> anyhow::Result<Transport> {
+async fn connect_kafka(
+    _brokers: &str,
+    _settings: &BusSettings,
+) -> anyhow::Result<Arc<dyn Transport>> {
     anyhow::bail!(
         "the kafka:// bus is not compiled into this binary: build it with the `kafka` cargo feature"
     )

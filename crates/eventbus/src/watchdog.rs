@@ -61,7 +61,7 @@ pub(crate) async fn supervise(
 ) {
     let group = handler.group().to_owned();
     let topics = handler.topics();
-    let stall_after = bus.inner.settings.stall_after;
+    let stall_after = bus.settings().stall_after;
     let every = (stall_after / 4).max(Duration::from_millis(20));
     let last = Arc::new(Mutex::new(Instant::now()));
     let watched: Arc<dyn Handler> = Arc::new(Watched {
@@ -141,12 +141,7 @@ pub(crate) async fn supervise(
 }
 
 fn mark(bus: &EventBus, group: &str, stalled: bool) {
-    let mut set = bus.inner.stalled.lock().expect("stalled set lock");
-    if stalled {
-        set.insert(group.to_owned());
-    } else {
-        set.remove(group);
-    }
+    bus.set_stalled(group, stalled);
     gauge!("stampede_consumer_stalled", "consumer" => group.to_owned()).set(if stalled {
         1.0
     } else {

@@ -8,6 +8,9 @@ use std::{
     time::Duration,
 };
 
+use async_trait::async_trait;
+use db::Db;
+use events::Envelope;
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -17,15 +20,17 @@ use rdkafka::{
     ClientConfig,
 };
 
-use crate::doorbell::Doorbell;
-use crate::BusSettings;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{doorbell::Doorbell, transport::Transport, BusSettings, EventBus, Handler};
 
 mod consume;
 mod groups;
 mod member;
 mod produce;
 
-pub(crate) use groups::generation;
+use groups::generation;
 
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,10 +74,6 @@ impl KafkaBus {
         };
         bus.create_topics(settings).await?;
         Ok(bus)
-    }
-
-    pub(crate) fn doorbell(&self) -> &Arc<Doorbell> {
-        &self.doorbell
     }
 
     fn topic(&self, name: &str) -> String {
@@ -124,5 +125,85 @@ impl KafkaBus {
         })
         .await??;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaBus {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    /// On PostgreSQL, announces this process's publishes to the others (`NOTIFY`), so that
+    /// their paused consumers of those topics resume at once.
+    fn background(&self, db: &Db, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        match db {
+            Db::Postgres(pool) => {
+                let announce = self
+                    .doorbell
+                    .clone()
+                    .announce(pool.clone(), shutdown.clone());
+                vec![tokio::spawn(announce)]
+            }
+            Db::Sqlite(_) => Vec::new(),
+        }
+    }
+
+    fn heard(&self, topics: &str) {
+        self.doorbell.heard(topics);
+    }
+
+    /// One consumer of the group, started again a second after it fails, until shutdown.
+    fn start_workers(
+        self: Arc<Self>,
+        bus: &EventBus,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        let (db, settings, shutdown) = (
+            bus.inner.db.clone(),
+            bus.inner.settings.clone(),
+            shutdown.clone(),
+        );
+        vec![tokio::spawn(async move {
+            let group = handler.group().to_owned();
+            while !shutdown.is_cancelled() {
+                let run = self.run_consumer(
+                    db.clone(),
+                    handler.clone(),
+                    settings.clone(),
+                    settings.retry.clone(),
+                    shutdown.clone(),
+                );
+                if let Err(error) = run.await {
+                    tracing::error!(consumer = %group, error = format!("{error:#}"), "Kafka consumer stopped; restarting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        })]
+    }
+
+    async fn publish_now(&self, _bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()> {
+        self.publish(events).await
+    }
+
+    async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {
+        KafkaBus::relay_once(self, db, batch).await
+    }
+
+    async fn lag(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64> {
+        KafkaBus::lag(self, db, group, topics).await
+    }
+
+    async fn move_group(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<()> {
+        KafkaBus::move_group(self, db, group, topics).await
+    }
+
+    async fn group_generation(&self, db: &Db, group: &str) -> anyhow::Result<i64> {
+        generation(db, group).await
+    }
+
+    async fn ping(&self, _db: &Db) -> anyhow::Result<()> {
+        KafkaBus::ping(self).await
     }
 }

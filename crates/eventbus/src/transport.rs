@@ -1,0 +1,57 @@
+//! The seam between the bus's face ([`EventBus`]) and what differs between the buses: where a
+//! publish goes, how the relay sends the outbox, how a group's workers consume, how lag is
+//! measured. `db://` is [`DbLog`](crate::dblog::DbLog), `kafka://` is `kafka::KafkaBus`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use db::Db;
+use events::Envelope;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{EventBus, Handler};
+
+#[async_trait]
+pub(crate) trait Transport: Send + Sync {
+    /// `db` or `kafka`.
+    fn kind(&self) -> &'static str;
+
+    /// Tasks of this transport's own, started with the relay.
+    fn background(&self, _db: &Db, _shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
+
+    /// Another process says it published to `topics` (a comma-separated list).
+    fn heard(&self, _topics: &str) {}
+
+    /// The workers of `handler`'s consumer group in this process.
+    fn start_workers(
+        self: Arc<Self>,
+        bus: &EventBus,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>>;
+
+    /// Publishes `events` outside any business transaction; returns once the bus has them.
+    async fn publish_now(&self, bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()>;
+
+    /// Sends up to `batch` outbox rows on; how many went.
+    async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize>;
+
+    /// Events published but not yet consumed by `group` over `topics`.
+    async fn lag(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64>;
+
+    /// Moves `group` to a fresh broker-side group (only Kafka has those).
+    async fn move_group(&self, _db: &Db, _group: &str, _topics: &[String]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// How many times `group` has moved (0 where groups never move).
+    async fn group_generation(&self, _db: &Db, _group: &str) -> anyhow::Result<i64> {
+        Ok(0)
+    }
+
+    /// Whether the bus answers.
+    async fn ping(&self, db: &Db) -> anyhow::Result<()>;
+}
