@@ -26,7 +26,7 @@ pub mod metrics;
 mod openapi;
 pub mod ops;
 pub mod orders;
-mod pages;
+pub(crate) mod pages;
 pub mod points;
 pub mod products;
 pub mod request_id;
@@ -148,7 +148,12 @@ pub fn router(state: AppState, role: Role) -> Router {
 
     let body_limit = state.limits.body_limit;
     router
-        .merge(SwaggerUi::new("/docs").external_url_unchecked("/api-docs/openapi.json", openapi))
+        .merge(
+            Router::from(
+                SwaggerUi::new("/docs").external_url_unchecked("/api-docs/openapi.json", openapi),
+            )
+            .layer(axum::middleware::map_response(pages::docs)),
+        )
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -157,7 +162,6 @@ pub fn router(state: AppState, role: Role) -> Router {
             guard::guard,
         ))
         .layer(axum::middleware::from_fn(metrics::track))
-        .layer(axum::middleware::from_fn(pages::secure))
         .layer(CatchPanicLayer::custom(error::panicked))
         .layer(
             TraceLayer::new_for_http()

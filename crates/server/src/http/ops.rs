@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
-    response::{sse::Event, Html, Sse},
+    response::{sse::Event, Sse},
 };
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -24,8 +24,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// The operations page (public: it holds no data; the stream it follows is for admins).
 #[utoipa::path(get, path = "/ops", tag = "operations",
     responses((status = 200, description = "the live operations page", content_type = "text/html")))]
-pub async fn page() -> Html<&'static str> {
-    Html(include_str!("ops.html"))
+pub async fn page() -> axum::response::Response {
+    super::pages::ops_page(include_str!("ops.html"))
 }
 
 /// One look at the deployment.

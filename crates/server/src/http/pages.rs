@@ -5,10 +5,8 @@
 use std::sync::LazyLock;
 
 use axum::{
-    extract::Request,
     http::{header, HeaderValue},
-    middleware::Next,
-    response::Response,
+    response::{IntoResponse as _, Response},
 };
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -46,33 +44,36 @@ fn hashes(page: &str, tag: &str) -> String {
         .join(" ")
 }
 
-/// Adds the policy and the framing and sniffing bans to the responses of the pages.
-pub async fn secure(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let policy = if path == "/ops" {
-        Some(OPS_POLICY.as_str())
-    } else if path == "/docs" || path.starts_with("/docs/") {
-        Some(DOCS_POLICY)
-    } else {
-        None
-    };
-    let mut response = next.run(request).await;
-    if let Some(policy) = policy {
-        let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(policy) {
-            headers.insert(header::CONTENT_SECURITY_POLICY, value);
-        }
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-    }
+/// The operations page, with its policy.
+pub fn ops_page(html: &'static str) -> Response {
+    let mut response = axum::response::Html(html).into_response();
+    secure_headers(&mut response, OPS_POLICY.as_str());
     response
+}
+
+/// Adds the documentation pages' policy to `response` (a layer on the `/docs` routes only, so
+/// the API's requests pay nothing for it).
+pub async fn docs(response: Response) -> Response {
+    let mut response = response;
+    secure_headers(&mut response, DOCS_POLICY);
+    response
+}
+
+/// The policy, and the framing and sniffing bans.
+fn secure_headers(response: &mut Response, policy: &str) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
 }
 
 #[cfg(test)]
