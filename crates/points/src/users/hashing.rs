@@ -205,13 +205,13 @@ mod tests {
         assert_eq!(queued.await.unwrap().unwrap(), 7, "the queued caller ran");
     }
 
-    #[tokio::test]
-    async fn a_caller_dropped_while_it_waits_gives_its_place_back() {
-        let hashing = Hashing::new(HashingLimits {
-            threads: 1,
-            queue: 4,
-            wait: Duration::from_secs(30),
-        });
+    /// Holds `hashing`'s only thread until the sender is used or dropped.
+    async fn busy(
+        hashing: &Hashing,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<Result<(), std::sync::mpsc::RecvError>, Overloaded>>,
+    ) {
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let running = tokio::spawn({
             let hashing = hashing.clone();
@@ -220,6 +220,17 @@ mod tests {
         while hashing.permits.available_permits() > 0 {
             tokio::task::yield_now().await;
         }
+        (release, running)
+    }
+
+    #[tokio::test]
+    async fn a_caller_dropped_while_it_waits_gives_its_place_back() {
+        let hashing = Hashing::new(HashingLimits {
+            threads: 1,
+            queue: 4,
+            wait: Duration::from_secs(30),
+        });
+        let (release, running) = busy(&hashing).await;
         for _ in 0..4 {
             let waiters: Vec<_> = (0..4)
                 .map(|_| {
@@ -263,14 +274,7 @@ mod tests {
             queue: 8,
             wait: Duration::from_millis(50),
         });
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let running = tokio::spawn({
-            let hashing = hashing.clone();
-            async move { hashing.run(move || gate.recv()).await }
-        });
-        while hashing.permits.available_permits() > 0 {
-            tokio::task::yield_now().await;
-        }
+        let (release, running) = busy(&hashing).await;
         assert!(matches!(hashing.run(|| ()).await, Err(Overloaded)));
         release.send(()).unwrap();
         running.await.unwrap().unwrap().unwrap();

@@ -33,23 +33,32 @@ async fn login(app: &TestApp, client: &reqwest::Client, email: &str, password: &
         .as_u16()
 }
 
+/// An app whose failed logins are limited to `per_address` per email and address and
+/// `per_email` per email (a minute's window), and the email of an account on it whose password
+/// is `right-pass`.
+async fn with_an_account(
+    deployment: Deployment,
+    per_address: u64,
+    per_email: u64,
+) -> Option<(TestApp, String)> {
+    let app = spawn_with(deployment, |s| {
+        s.rate_logins = per_address;
+        s.rate_logins_per_email = per_email;
+        s.rate_window_secs = 60;
+    })
+    .await?;
+    let email = format!("owner{}@example.com", unique());
+    let signed_up = app.sign_up("owner", &email, "right-pass").await;
+    assert_eq!(signed_up.status(), 201);
+    Some((app, email))
+}
+
 /// Someone failing logins from another address cannot lock the owner out, and the owner's own
 /// logins that succeed are never counted; failures from the owner's address are.
 async fn a_stranger_failing_logins_cannot_lock_the_owner_out(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| {
-        s.rate_logins = 3;
-        s.rate_logins_per_email = 100;
-        s.rate_window_secs = 60;
-    })
-    .await
-    else {
+    let Some((app, email)) = with_an_account(deployment, 3, 100).await else {
         return;
     };
-    let email = format!("owner{}@example.com", unique());
-    assert_eq!(
-        app.sign_up("owner", &email, "right-pass").await.status(),
-        201
-    );
     let (stranger, owner) = (client_from(2), client_from(1));
     let mut answers = Vec::new();
     for _ in 0..6 {
@@ -75,20 +84,9 @@ async fn a_stranger_failing_logins_cannot_lock_the_owner_out(deployment: Deploym
 
 /// Many addresses together still meet the looser limit per email.
 async fn failures_from_many_addresses_meet_the_limit_per_email(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| {
-        s.rate_logins = 3;
-        s.rate_logins_per_email = 4;
-        s.rate_window_secs = 60;
-    })
-    .await
-    else {
+    let Some((app, email)) = with_an_account(deployment, 3, 4).await else {
         return;
     };
-    let email = format!("target{}@example.com", unique());
-    assert_eq!(
-        app.sign_up("target", &email, "right-pass").await.status(),
-        201
-    );
     let mut answers = Vec::new();
     for last in 2..8 {
         answers.push(login(&app, &client_from(last), &email, "wrong-pass").await);
