@@ -176,11 +176,16 @@ impl MemoryCache {
     /// See [`crate::Cache::forgive`].
     pub fn forgive(&self, key: &str) {
         let mut entries = self.entries.lock().expect("cache lock");
-        if let Some(entry) = entries.live(key, Instant::now()) {
-            if let Some(count) = entry.value.parse::<u64>().ok().filter(|n| *n > 0) {
-                entry.value = (count - 1).to_string();
-            }
-        }
+        let Some(entry) = entries.live(key, Instant::now()) else {
+            return;
+        };
+        let Some(count) = entry.value.parse::<u64>().ok().filter(|n| *n > 0) else {
+            return;
+        };
+        // A smaller count is never longer: the bytes counted shrink by the difference.
+        let shorter = std::mem::replace(&mut entry.value, (count - 1).to_string());
+        let shrunk = shorter.len() - entry.value.len();
+        entries.bytes -= shrunk;
     }
 
     pub fn delete(&self, key: &str) {
@@ -245,6 +250,15 @@ mod tests {
         cache.hit("k", Duration::from_secs(10));
         cache.forgive("k");
         assert_eq!(cache.hit("k", Duration::from_secs(10)).0, 2);
+        for _ in 0..8 {
+            cache.hit("k", Duration::from_secs(10));
+        }
+        cache.forgive("k");
+        let nine = MemoryCache::new();
+        nine.set("k", "9", None);
+        assert_eq!(cache.size(), nine.size(), "10 → 9 counts one byte less");
+        cache.delete("k");
+        assert_eq!(cache.size(), (0, 0), "nothing is left counted");
         cache.forgive("absent");
         assert_eq!(cache.get("absent"), None);
     }
