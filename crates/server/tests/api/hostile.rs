@@ -12,7 +12,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{assert_invalid, assert_problem, spawn_with, unique, Deployment, TestApp};
+use crate::helpers::{
+    assert_invalid, assert_problem, spawn_with, unique, Deployment, TestApp, TestUser,
+};
 
 /// A client whose connections come from `127.0.0.{last}`.
 fn client_from(last: u8) -> reqwest::Client {
@@ -164,17 +166,19 @@ async fn a_login_with_an_email_that_is_no_address_is_refused_before_anything_is_
     );
 }
 
-/// A bearer token is never taken from a URL; a stream ticket is, once, and is no bearer token.
-async fn a_stream_opens_with_a_ticket_once_and_never_with_a_token_in_the_url(app: TestApp) {
+/// A new user and an order of theirs, just placed.
+async fn a_pending_order(app: &TestApp) -> (TestUser, i64) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
     let (_, options) = app.new_product(&admin, &[(1_000, 5)]).await;
-    let id = app
-        .place_order(
-            &user,
-            &json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }),
-        )
-        .await;
+    let line = json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] });
+    let id = app.place_order(&user, &line).await;
+    (user, id)
+}
+
+/// A bearer token is never taken from a URL; a stream ticket is, once, and is no bearer token.
+async fn a_stream_opens_with_a_ticket_once_and_never_with_a_token_in_the_url(app: TestApp) {
+    let (user, id) = a_pending_order(&app).await;
     let path = format!("/api/orders/{id}/events");
     let in_url = app
         .get(&format!("{path}?access_token={}", user.token))
@@ -197,15 +201,7 @@ async fn a_stream_opens_with_a_ticket_once_and_never_with_a_token_in_the_url(app
 /// A `Last-Event-ID` past the order's newest change is taken as the newest: the stream follows
 /// the order and ends with it, instead of waiting forever for a change that never comes.
 async fn a_stream_resumed_past_the_newest_change_still_ends_with_the_order(app: TestApp) {
-    let admin = app.new_admin().await;
-    let user = app.new_user().await;
-    let (_, options) = app.new_product(&admin, &[(1_000, 5)]).await;
-    let id = app
-        .place_order(
-            &user,
-            &json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }),
-        )
-        .await;
+    let (user, id) = a_pending_order(&app).await;
     let response = app
         .request(
             Method::GET,
