@@ -20,6 +20,7 @@ use cache::Cache;
 use db::Db;
 use eventbus::{EventBus, Handler};
 
+mod config;
 pub mod definition;
 pub mod gate;
 pub mod issue;
@@ -28,6 +29,7 @@ pub mod wallet;
 #[cfg(test)]
 mod tests;
 
+pub use config::CouponConfig;
 pub use definition::{Coupon, DiscountType, NewCoupon};
 pub use issue::{FailReason, Task, TaskStatus};
 pub use wallet::{CouponUseError, Discount, UserCoupon, UserCouponStatus};

@@ -19,7 +19,12 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
-use crate::{group_commit::GroupCommit, transport::Transport, BusSettings, EventBus};
+use crate::{
+    group_commit::GroupCommit,
+    outbox::Outbox,
+    settings::BusSettings,
+    transport::{Consumed, Transport},
+};
 
 /// The `db://` bus: the outbox table is the log.
 #[derive(Default)]
@@ -38,35 +43,36 @@ impl Transport for DbLog {
     /// serial anyway), `workers` on PostgreSQL.
     fn start_workers(
         self: Arc<Self>,
-        bus: &EventBus,
+        consumed: Consumed<'_>,
         handler: Arc<dyn Handler>,
         shutdown: &CancellationToken,
     ) -> Vec<JoinHandle<()>> {
-        let inner = &bus.inner;
-        let settings = inner.settings.clone();
-        let workers = match inner.db {
+        let settings = consumed.settings.clone();
+        let workers = match consumed.db {
             Db::Sqlite(_) => 1,
             Db::Postgres(_) => settings.workers.max(1),
         };
         (0..workers)
             .map(|_| {
                 tokio::spawn(run_worker(
-                    inner.db.clone(),
+                    consumed.db.clone(),
                     handler.clone(),
                     settings.clone(),
                     settings.retry.clone(),
-                    inner.log_tick.subscribe(),
+                    consumed.log_tick.subscribe(),
                     shutdown.clone(),
                 ))
             })
             .collect()
     }
 
-    async fn publish_now(&self, bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()> {
-        let inner = &bus.inner;
-        self.group_commit
-            .publish(&inner.db, &inner.outbox, events)
-            .await
+    async fn publish_now(
+        &self,
+        db: &Db,
+        outbox: &Outbox,
+        events: &[Envelope],
+    ) -> anyhow::Result<()> {
+        self.group_commit.publish(db, outbox, events).await
     }
 
     async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use db::{on_db, on_tx, sqlx, Db, Tx};
+use db::{exec, on_db, on_tx, sqlx, Db, Tx};
 use events::Envelope;
 use sqlx::types::Json;
 use tokio::sync::Notify;
@@ -66,6 +66,24 @@ impl Outbox {
         )
         .fetch_one(c)
         .await)
+    }
+
+    /// Deletes outbox rows published before `before`, and the dedupe records of events
+    /// processed before then; how many rows went.
+    pub(crate) async fn prune(db: &Db, before: chrono::DateTime<Utc>) -> sqlx::Result<u64> {
+        let mut tx = db.begin().await?;
+        let events = exec!(
+            tx,
+            "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+            before
+        )?;
+        let records = exec!(
+            tx,
+            "DELETE FROM processed_events WHERE processed_at < $1",
+            before
+        )?;
+        tx.commit().await?;
+        Ok(events + records)
     }
 }
 

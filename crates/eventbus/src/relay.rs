@@ -11,7 +11,7 @@ use db::{sqlx, Db};
 use sqlx::{pool::PoolConnection, postgres::PgConnection, Connection as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::EventBus;
+use crate::bus::EventBus;
 
 /// Runs the relay until `shutdown`.
 pub(crate) async fn run(bus: EventBus, shutdown: CancellationToken) {

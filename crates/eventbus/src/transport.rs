@@ -1,4 +1,4 @@
-//! The seam between the bus's face ([`EventBus`]) and what differs between the buses: where a
+//! The seam between the bus's face ([`EventBus`](crate::EventBus)) and what differs between the buses: where a
 //! publish goes, how the relay sends the outbox, how a group's workers consume, how lag is
 //! measured. `db://` is [`DbLog`](crate::dblog::DbLog), `kafka://` is `kafka::KafkaBus`.
 
@@ -7,10 +7,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use db::Db;
 use events::Envelope;
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::{EventBus, Handler};
+use crate::{consumer::Handler, outbox::Outbox, settings::BusSettings};
+
+/// What a transport's consumers are given by the bus.
+pub(crate) struct Consumed<'a> {
+    pub db: &'a Db,
+    pub settings: &'a BusSettings,
+    /// Ticks when events reach the db:// log (the relay, and `NOTIFY` from other processes).
+    pub log_tick: &'a watch::Sender<u64>,
+}
 
 #[async_trait]
 pub(crate) trait Transport: Send + Sync {
@@ -28,13 +36,18 @@ pub(crate) trait Transport: Send + Sync {
     /// The workers of `handler`'s consumer group in this process.
     fn start_workers(
         self: Arc<Self>,
-        bus: &EventBus,
+        consumed: Consumed<'_>,
         handler: Arc<dyn Handler>,
         shutdown: &CancellationToken,
     ) -> Vec<JoinHandle<()>>;
 
     /// Publishes `events` outside any business transaction; returns once the bus has them.
-    async fn publish_now(&self, bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()>;
+    async fn publish_now(
+        &self,
+        db: &Db,
+        outbox: &Outbox,
+        events: &[Envelope],
+    ) -> anyhow::Result<()>;
 
     /// Sends up to `batch` outbox rows on; how many went.
     async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize>;

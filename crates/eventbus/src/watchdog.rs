@@ -21,7 +21,7 @@ use metrics::{counter, gauge};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{EventBus, Handler};
+use crate::{bus::EventBus, consumer::Handler};
 
 /// A handler that notes when it last handled an event.
 struct Watched {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod cancel;
+mod config;
 pub mod find;
 pub mod follow;
 pub mod pay;
@@ -40,6 +41,7 @@ pub mod trace;
 #[cfg(test)]
 mod tests;
 
+pub use config::OrdersConfig;
 pub use place::{Line, NewOrder};
 
 /// Why an order operation was refused.

@@ -21,6 +21,7 @@ use chrono::{DateTime, NaiveDate, TimeZone as _, Utc};
 use db::Db;
 use eventbus::Handler;
 
+mod config;
 pub mod popular;
 pub mod rebuild;
 pub mod record;
@@ -30,6 +31,7 @@ mod store;
 mod tests;
 
 pub use chrono_tz::Tz;
+pub use config::RankingConfig;
 pub use popular::PopularProduct;
 
 /// The longest window a query may ask for, in days; day counts are kept that long.

@@ -385,7 +385,7 @@ async fn main() -> anyhow::Result<()> {
     if wanted("embedded") {
         run("embedded", Vec::new()).await?;
     }
-    let services = server::SharedServices::from_test_env().filter(|_| wanted("production"));
+    let services = testkit::SharedServices::from_env().filter(|_| wanted("production"));
     if let Some(services) = services {
         let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
         let env = [

@@ -12,6 +12,6 @@ pub mod state;
 pub mod telemetry;
 pub mod tokens;
 
-pub use config::{Role, Settings, SharedServices};
+pub use config::{Role, Settings};
 pub use startup::Application;
 pub use state::AppState;

@@ -196,6 +196,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format);
+    for (old, now) in server::config::renamed_variables() {
+        tracing::info!("{old} is read as {now}, the name it has since configuration has sections");
+    }
     match cli.command {
         Command::Serve { role } => serve(settings, role).await,
         Command::Migrate => {
@@ -217,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seed { plan, out } => seed(&settings, &plan, &out).await,
         Command::Config(ConfigCommand::Show) => {
-            print!("{}", Settings::show(cli.config.as_deref())?);
+            print!("{}", settings.show());
             Ok(())
         }
         Command::Orders(OrdersCommand::Trace { id }) => trace_order(&settings, id).await,
@@ -264,7 +267,7 @@ async fn create_admin_account(
 
 /// `ranking rebuild`: drops the counts in Redis and recounts them from paid orders.
 async fn rebuild_ranking(settings: &Settings) -> anyhow::Result<()> {
-    let url = settings.cache_url.expose_secret();
+    let url = settings.cache.url.expose_secret();
     if url.starts_with("memory:") {
         println!(
             "the embedded ranking lives in the server's memory and is rebuilt from the \
@@ -273,8 +276,8 @@ async fn rebuild_ranking(settings: &Settings) -> anyhow::Result<()> {
         return Ok(());
     }
     let db = connect_database(settings).await?;
-    let cache = cache::Cache::connect(url, &settings.cache_prefix).await?;
-    let ranking = ranking::Ranking::new(db, &cache, settings.ranking_settings()?);
+    let cache = cache::Cache::connect(url, &settings.cache.prefix).await?;
+    let ranking = ranking::Ranking::new(db, &cache, settings.ranking.settings()?);
     let added = ranking::rebuild::rebuild_from_scratch(&ranking, |read| {
         progress(&format!("paid order lines read: {read}"));
     })
@@ -349,7 +352,7 @@ async fn replay_dead_letters(
     );
     let db = connect_database(settings).await?;
     let ids = chosen_letters(&db, id, filter).await?;
-    let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings()).await?;
+    let bus = EventBus::connect(&settings.bus.url, db.clone(), settings.bus_settings()).await?;
     let replayed = eventbus::dead_letters::replay(&db, bus.outbox(), &ids, |done| {
         progress(&format!("replayed: {done}"));
     })

@@ -51,7 +51,7 @@ pub struct SeedPlan {
 /// Seeds `plan` into the deployment of `settings`, reporting progress on stderr.
 pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded> {
     let db = connect_database(settings).await?;
-    let cache = cache::Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
+    let cache = cache::Cache::connect(settings.cache.url.expose_secret(), &settings.cache.prefix)
         .await
         .context("cache")?;
     let ttl = std::time::Duration::from_secs(plan.token_ttl_secs);
@@ -116,7 +116,7 @@ pub async fn seed(settings: &Settings, plan: &SeedPlan) -> anyhow::Result<Seeded
     }
     products.truncate(plan.products);
 
-    let bus = eventbus::EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
+    let bus = eventbus::EventBus::connect(&settings.bus.url, db.clone(), settings.bus_settings())
         .await
         .context("event bus")?;
     let coupons_context = coupons::Coupons::new(db.clone(), cache, bus);

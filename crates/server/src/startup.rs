@@ -79,9 +79,9 @@ impl Application {
         tracing::info!("listening on http://{address}");
         let settings = &state.settings;
         let limits = ConnectionLimits {
-            header_timeout: Duration::from_millis(settings.http_header_timeout_ms),
-            max_connections: settings.http_max_connections,
-            request_timeout: Duration::from_millis(settings.http_request_timeout_ms),
+            header_timeout: Duration::from_millis(settings.http.header_timeout_ms),
+            max_connections: settings.http.max_connections,
+            request_timeout: Duration::from_millis(settings.http.request_timeout_ms),
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         };
         let router = http::router(state.clone(), settings.role);
@@ -101,10 +101,10 @@ impl Application {
 /// read.
 pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     let db = connect_database(&settings).await?;
-    let cache = Cache::connect(settings.cache_url.expose_secret(), &settings.cache_prefix)
+    let cache = Cache::connect(settings.cache.url.expose_secret(), &settings.cache.prefix)
         .await
         .context("cache")?;
-    let bus = EventBus::connect(&settings.bus_url, db.clone(), settings.bus_settings())
+    let bus = EventBus::connect(&settings.bus.url, db.clone(), settings.bus_settings())
         .await
         .context("event bus")?;
     anyhow::ensure!(
@@ -119,17 +119,17 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     );
     let tokens = Arc::new(tokens.await?);
     let coupons = coupons::Coupons::new(db.clone(), cache.clone(), bus.clone())
-        .with_settings(settings.issue_settings()?);
+        .with_settings(settings.coupon.settings()?);
     let catalog = catalog::Catalog::new(db.clone(), cache.clone());
     let orders = orders::Orders::new(
         db.clone(),
         cache.clone(),
         bus.clone(),
-        settings.order_settings(),
+        settings.orders.settings(),
     );
-    let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking_settings()?);
+    let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking.settings()?);
     Ok(AppState::new(Handles {
-        hashing: points::users::Hashing::new(settings.hashing_limits()),
+        hashing: points::users::Hashing::new(settings.password.limits()),
         limits: Arc::new(crate::limits::Limits::new(&settings)?),
         settings: Arc::new(settings),
         db,
@@ -167,7 +167,7 @@ async fn housekeeping(db: Db, stop: CancellationToken) {
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
     let db = Db::connect(
         &settings.database_url(),
-        settings.database_schema.as_deref(),
+        settings.database.schema.as_deref(),
     )
     .await
     .context("database")?;

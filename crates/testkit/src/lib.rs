@@ -9,6 +9,27 @@ use db::{sqlx, Db};
 use eventbus::{BusSettings, EventBus, Handler};
 use events::Envelope;
 
+/// PostgreSQL, Redis and bus URLs shared by test runs and benchmarks.
+#[derive(Debug, Clone)]
+pub struct SharedServices {
+    pub database: String,
+    pub cache: String,
+    pub bus: String,
+}
+
+impl SharedServices {
+    /// From `STAMPEDE_TEST_DATABASE_URL`, `STAMPEDE_TEST_CACHE_URL` and
+    /// `STAMPEDE_TEST_BUS_URL`; `None` unless all three are set.
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok();
+        Some(Self {
+            database: var("STAMPEDE_TEST_DATABASE_URL")?,
+            cache: var("STAMPEDE_TEST_CACHE_URL")?,
+            bus: var("STAMPEDE_TEST_BUS_URL")?,
+        })
+    }
+}
+
 /// One test's adapters, migrated.
 pub struct Context {
     pub db: Db,

@@ -23,7 +23,13 @@ use rdkafka::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{doorbell::Doorbell, transport::Transport, BusSettings, EventBus, Handler};
+use crate::{
+    consumer::Handler,
+    doorbell::Doorbell,
+    outbox::Outbox,
+    settings::BusSettings,
+    transport::{Consumed, Transport},
+};
 
 mod consume;
 mod groups;
@@ -156,13 +162,13 @@ impl Transport for KafkaBus {
     /// One consumer of the group, started again a second after it fails, until shutdown.
     fn start_workers(
         self: Arc<Self>,
-        bus: &EventBus,
+        consumed: Consumed<'_>,
         handler: Arc<dyn Handler>,
         shutdown: &CancellationToken,
     ) -> Vec<JoinHandle<()>> {
         let (db, settings, shutdown) = (
-            bus.inner.db.clone(),
-            bus.inner.settings.clone(),
+            consumed.db.clone(),
+            consumed.settings.clone(),
             shutdown.clone(),
         );
         vec![tokio::spawn(async move {
@@ -183,7 +189,12 @@ impl Transport for KafkaBus {
         })]
     }
 
-    async fn publish_now(&self, _bus: &EventBus, events: &[Envelope]) -> anyhow::Result<()> {
+    async fn publish_now(
+        &self,
+        _db: &Db,
+        _outbox: &Outbox,
+        events: &[Envelope],
+    ) -> anyhow::Result<()> {
         self.publish(events).await
     }
 

@@ -39,6 +39,52 @@ impl Default for HashingLimits {
     }
 }
 
+/// `[password]`: the configuration section of [`HashingLimits`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordConfig {
+    /// Password hashes computed at once (each holds 19 MiB); 0: the number of cores.
+    pub hash_threads: usize,
+    /// Sign-ups and logins waiting for a hashing thread; one more gets 503 `OVERLOADED`.
+    pub hash_queue: usize,
+    /// How long a sign-up or login waits for a hashing thread, in milliseconds.
+    pub hash_wait_ms: u64,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        let defaults = HashingLimits::default();
+        Self {
+            hash_threads: 0,
+            hash_queue: defaults.queue,
+            hash_wait_ms: defaults.wait.as_millis() as u64,
+        }
+    }
+}
+
+impl PasswordConfig {
+    /// Each numeric key with its value and its inclusive range.
+    pub fn ranges(&self) -> Vec<(&'static str, i128, i128, i128)> {
+        vec![
+            ("hash_threads", self.hash_threads as i128, 0, 256),
+            ("hash_queue", self.hash_queue as i128, 0, 100_000),
+            ("hash_wait_ms", self.hash_wait_ms.into(), 1, 60_000),
+        ]
+    }
+
+    pub fn limits(&self) -> HashingLimits {
+        let defaults = HashingLimits::default();
+        HashingLimits {
+            threads: match self.hash_threads {
+                0 => defaults.threads,
+                n => n,
+            },
+            queue: self.hash_queue,
+            wait: Duration::from_millis(self.hash_wait_ms),
+        }
+    }
+}
+
 /// Hashing is saturated: the queue is full, or the caller's wait ran out. Retry later.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("password hashing is saturated; retry later")]

@@ -11,7 +11,7 @@ mod sign_up;
 pub use authenticate::authenticate;
 pub use create_admin::{create_admin, AdminCreated};
 pub use find::find;
-pub use hashing::{Hashing, HashingLimits, Overloaded};
+pub use hashing::{Hashing, HashingLimits, Overloaded, PasswordConfig};
 pub use password::{hash_password, verify_password};
 pub use sign_up::sign_up;
 

@@ -4,7 +4,8 @@
 // Not every bench uses every helper.
 #![allow(dead_code)]
 
-use server::{Settings, SharedServices};
+use server::Settings;
+use testkit::SharedServices;
 
 /// The deployments to measure, by name: the embedded default always, production (in a
 /// namespace of its own) when the `STAMPEDE_TEST_*` URLs are set. Files go under `dir`.
@@ -15,15 +16,20 @@ pub fn deployments(dir: &std::path::Path) -> Vec<(&'static str, Settings)> {
         settings.data_dir = dir.to_owned();
         // A bench's few users place many orders each: the per-user abuse limits would refuse
         // them (they have tests of their own).
-        settings.max_open_orders = i64::MAX;
-        settings.rate_orders = u64::MAX;
+        settings.orders.max_open = i64::MAX;
+        settings.rate.orders = u64::MAX;
         settings
     };
     let mut deployments = vec![("embedded", settings())];
-    if let Some(services) = SharedServices::from_test_env() {
+    if let Some(services) = SharedServices::from_env() {
         let mut production = settings();
         let namespace = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        production.use_shared_services(&services, &namespace);
+        production.share_services(
+            &services.database,
+            &services.cache,
+            &services.bus,
+            &namespace,
+        );
         deployments.push(("production", production));
     }
     deployments

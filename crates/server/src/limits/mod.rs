@@ -5,6 +5,7 @@
 //! Every refusal is a [`Refused`], which the HTTP layer answers as a problem with
 //! `Retry-After`.
 
+mod config;
 pub mod proxies;
 mod throttle;
 
@@ -17,6 +18,7 @@ use std::{
 use metrics::counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use config::{HttpConfig, RateConfig, SseConfig};
 pub use proxies::TrustedProxies;
 pub use throttle::Throttle;
 
@@ -87,23 +89,26 @@ impl Rate {
 
 impl Limits {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let Settings {
+            http, sse, rate, ..
+        } = settings;
         Ok(Self {
-            in_flight: Arc::new(Semaphore::new(settings.http_max_in_flight)),
-            request_timeout: Duration::from_millis(settings.http_request_timeout_ms),
-            body_limit: settings.http_body_limit_bytes,
-            streams: Arc::new(Semaphore::new(settings.sse_max_streams)),
-            max_streams: settings.sse_max_streams,
-            streams_per_user: settings.sse_max_streams_per_user,
+            in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
+            request_timeout: Duration::from_millis(http.request_timeout_ms),
+            body_limit: http.body_limit_bytes,
+            streams: Arc::new(Semaphore::new(sse.max_streams)),
+            max_streams: sse.max_streams,
+            streams_per_user: sse.max_streams_per_user,
             user_streams: Arc::default(),
-            window: Duration::from_secs(settings.rate_window_secs),
+            window: Duration::from_secs(rate.window_secs),
             rates: [
-                settings.rate_orders,
-                settings.rate_coupon_issues,
-                settings.rate_logins,
-                settings.rate_logins_per_email,
-                settings.rate_signups,
+                rate.orders,
+                rate.coupon_issues,
+                rate.logins,
+                rate.logins_per_email,
+                rate.signups,
             ],
-            trusted_proxies: TrustedProxies::parse(&settings.http_trusted_proxies)?,
+            trusted_proxies: TrustedProxies::parse(&http.trusted_proxies)?,
         })
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use server::{Role, Settings};
 
 use crate::helpers::{
-    assert_invalid, assert_problem, shared_services, spawn_with, sse_events, unique,
+    assert_invalid, assert_problem, share, shared_services, spawn_with, sse_events, unique,
     wait_retry_after, Deployment, TestApp,
 };
 
@@ -330,7 +330,7 @@ crate::on_both_deployments!(
 );
 
 async fn every_event_delivered_twice_gives_the_same_counts(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| s.bus_redeliver = true).await else {
+    let Some(app) = spawn_with(deployment, |s| s.bus.redeliver = true).await else {
         return;
     };
     let admin = app.new_admin().await;
@@ -350,7 +350,7 @@ async fn two_instances(
     let mut apps = Vec::new();
     for role in roles {
         let app = spawn_with(Deployment::Production, |s| {
-            s.use_shared_services(&services, &namespace);
+            share(s, &services, &namespace);
             s.role = role;
             configure(s);
         })
@@ -430,7 +430,7 @@ async fn flushing_redis_in_the_middle_of_a_rush_never_over_issues() {
     // leaves other tests' keys alone.
     let cache_url = format!("{}/15", services.cache.trim_end_matches('/'));
     let Some(app) = spawn_with(Deployment::Production, |s| {
-        s.cache_url = cache_url.clone().into()
+        s.cache.url = cache_url.clone().into()
     })
     .await
     else {

@@ -324,8 +324,8 @@ async fn a_killed_worker_loses_no_order_production() {
     let Some(app): Option<TestApp> = spawn_with(Deployment::Production, |s| {
         s.role = Role::Api;
         s.jwt_secret = Some(SECRET.to_owned().into());
-        s.max_open_orders = 1000;
-        s.rate_orders = 100_000;
+        s.orders.max_open = 1000;
+        s.rate.orders = 100_000;
     })
     .await
     else {

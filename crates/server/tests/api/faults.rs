@@ -137,8 +137,8 @@ async fn an_issue_request_the_paused_broker_cannot_acknowledge_fails_fast_and_ho
     }
     let broker = Broker::start();
     let app = spawn_with(Deployment::Production, |s| {
-        s.bus_url = broker.url.clone();
-        s.coupon_publish_timeout_ms = 1_000;
+        s.bus.url = broker.url.clone();
+        s.coupon.publish_timeout_ms = 1_000;
     })
     .await
     .unwrap();
@@ -187,7 +187,7 @@ async fn an_order_is_placed_promptly_while_redis_is_paused() {
     }
     let redis = Redis::start();
     let app = spawn_with(Deployment::Production, |s| {
-        s.cache_url = redis.url.clone().into()
+        s.cache.url = redis.url.clone().into()
     })
     .await
     .unwrap();
@@ -271,8 +271,8 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
     // This in-test app is the worker: it runs the consumers and the reconciler.
     let worker = spawn_with(Deployment::Production, |s| {
         s.jwt_secret = Some(SECRET.to_owned().into());
-        s.coupon_reconcile_after_ms = 3_000;
-        s.rate_coupon_issues = 10_000;
+        s.coupon.reconcile_after_ms = 3_000;
+        s.rate.coupon_issues = 10_000;
     })
     .await
     .unwrap();
@@ -377,9 +377,9 @@ async fn a_coupon_rush_through_a_redis_pause_issues_every_unit_once() {
     }
     let redis = Redis::start();
     let app = spawn_with(Deployment::Production, |s| {
-        s.cache_url = redis.url.clone().into();
-        s.coupon_reconcile_after_ms = 3_000;
-        s.rate_coupon_issues = 10_000;
+        s.cache.url = redis.url.clone().into();
+        s.coupon.reconcile_after_ms = 3_000;
+        s.rate.coupon_issues = 10_000;
     })
     .await
     .unwrap();
@@ -468,9 +468,9 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     }
     let broker = Broker::start();
     let app = spawn_with(Deployment::Production, |s| {
-        s.bus_url = broker.url.clone();
-        s.kafka_instance_id = Some("drill-1".to_owned());
-        s.consumer_stall_secs = 10;
+        s.bus.url = broker.url.clone();
+        s.kafka.instance_id = Some("drill-1".to_owned());
+        s.consumer.stall_secs = 10;
     })
     .await
     .unwrap();

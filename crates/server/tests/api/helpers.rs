@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use server::{AppState, Application, Settings, SharedServices};
+use server::{AppState, Application, Settings};
+use testkit::SharedServices;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A running application and a client for it.
@@ -42,11 +43,21 @@ pub async fn spawn_app() -> TestApp {
 
 /// The shared services of the production deployment, when the test environment names them.
 pub fn shared_services() -> Option<SharedServices> {
-    let services = SharedServices::from_test_env();
+    let services = SharedServices::from_env();
     if services.is_none() {
         eprintln!("skipped: STAMPEDE_TEST_{{DATABASE,CACHE,BUS}}_URL are not all set");
     }
     services
+}
+
+/// Points `settings` at `services` under `namespace`.
+pub fn share(settings: &mut Settings, services: &SharedServices, namespace: &str) {
+    settings.share_services(
+        &services.database,
+        &services.cache,
+        &services.bus,
+        namespace,
+    );
 }
 
 /// The application on PostgreSQL, Redis and Kafka, from `STAMPEDE_TEST_DATABASE_URL`,
@@ -75,14 +86,14 @@ pub async fn spawn_with(
     let mut settings = Settings::defaults();
     settings.bind = "127.0.0.1:0".parse().unwrap();
     settings.data_dir = dir.path().to_owned();
-    settings.bus_poll_interval_ms = 100;
+    settings.bus.poll_interval_ms = 100;
     // Every test user signs up from 127.0.0.1; the per-address rate has tests of its own.
-    settings.rate_signups = 1_000_000;
+    settings.rate.signups = 1_000_000;
     if let Deployment::Production = deployment {
         let services = shared_services()?;
         // `t_` schemas are what .ci/run drops before a run.
-        settings.use_shared_services(&services, &format!("t_{}", unique()));
-        settings.bus_partitions = 4;
+        share(&mut settings, &services, &format!("t_{}", unique()));
+        settings.bus.partitions = 4;
     }
     configure(&mut settings);
     let app = Application::build(settings)

@@ -44,9 +44,9 @@ async fn with_an_account(
     per_email: u64,
 ) -> Option<(TestApp, String)> {
     let app = spawn_with(deployment, |s| {
-        s.rate_logins = per_address;
-        s.rate_logins_per_email = per_email;
-        s.rate_window_secs = 60;
+        s.rate.logins = per_address;
+        s.rate.logins_per_email = per_email;
+        s.rate.window_secs = 60;
     })
     .await?;
     let email = format!("owner{}@example.com", unique());
@@ -99,9 +99,9 @@ async fn failures_from_many_addresses_meet_the_limit_per_email(deployment: Deplo
 /// Sign-ups are counted per address; `X-Forwarded-For` is believed only from a trusted proxy.
 async fn sign_ups_are_limited_per_address(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |s| {
-        s.rate_signups = 2;
-        s.rate_window_secs = 60;
-        s.http_trusted_proxies = "127.0.0.9".into();
+        s.rate.signups = 2;
+        s.rate.window_secs = 60;
+        s.http.trusted_proxies = "127.0.0.9".into();
     })
     .await
     else {
@@ -271,8 +271,8 @@ async fn a_scrape_flood_reads_the_database_at_most_once_a_second(app: TestApp) {
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
     let app = crate::helpers::spawn_with(Deployment::Embedded, |s| {
-        s.http_header_timeout_ms = 200;
-        s.http_request_timeout_ms = 200;
+        s.http.header_timeout_ms = 200;
+        s.http.request_timeout_ms = 200;
     })
     .await
     .unwrap();

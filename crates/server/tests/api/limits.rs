@@ -41,7 +41,7 @@ async fn slow_sign_up(app: &TestApp) -> TcpStream {
 
 #[tokio::test]
 async fn a_request_that_hangs_mid_headers_is_closed_after_the_timeout() {
-    let app = app_with(|s| s.http_header_timeout_ms = 300).await;
+    let app = app_with(|s| s.http.header_timeout_ms = 300).await;
     let mut stream = unfinished(&app, "GET /health/li").await;
     let mut buffer = Vec::new();
     // Closed (or reset) well before the 10 s this waits.
@@ -54,7 +54,7 @@ async fn a_request_that_hangs_mid_headers_is_closed_after_the_timeout() {
 
 #[tokio::test]
 async fn requests_beyond_the_in_flight_cap_are_shed_with_503_overloaded() {
-    let app = app_with(|s| s.http_max_in_flight = 1).await;
+    let app = app_with(|s| s.http.max_in_flight = 1).await;
     let held = slow_sign_up(&app).await;
     // The held request is in flight once its head is parsed; the probe retries until then.
     let shed = loop {
@@ -76,7 +76,7 @@ async fn requests_beyond_the_in_flight_cap_are_shed_with_503_overloaded() {
 
 #[tokio::test]
 async fn a_request_past_its_deadline_gets_503_unavailable() {
-    let app = app_with(|s| s.http_request_timeout_ms = 300).await;
+    let app = app_with(|s| s.http.request_timeout_ms = 300).await;
     let mut held = slow_sign_up(&app).await;
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(10), held.read_to_string(&mut answer))
@@ -90,7 +90,7 @@ async fn a_request_past_its_deadline_gets_503_unavailable() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_before_they_are_read() {
-    let app = app_with(|s| s.http_body_limit_bytes = 4096).await;
+    let app = app_with(|s| s.http.body_limit_bytes = 4096).await;
     // A huge declared length is refused at once, without waiting for the body.
     let mut stream = unfinished(
         &app,
@@ -217,8 +217,8 @@ async fn orders_of_one_user(app: &TestApp, count: usize) -> (TestUser, Vec<i64>,
 #[tokio::test]
 async fn streams_are_capped_per_user_and_per_process() {
     let app = app_with(|s| {
-        s.sse_max_streams = 2;
-        s.sse_max_streams_per_user = 1;
+        s.sse.max_streams = 2;
+        s.sse.max_streams_per_user = 1;
     })
     .await;
     let stream = |user: &TestUser, order: i64| {
@@ -256,9 +256,9 @@ async fn streams_are_capped_per_user_and_per_process() {
 #[tokio::test]
 async fn password_hashing_past_its_queue_answers_503_overloaded() {
     let app = app_with(|s| {
-        s.password_hash_threads = 1;
-        s.password_hash_queue = 1;
-        s.password_hash_wait_ms = 100;
+        s.password.hash_threads = 1;
+        s.password.hash_queue = 1;
+        s.password.hash_wait_ms = 100;
     })
     .await;
     let sign_ups = (0..24).map(|n| {
@@ -290,8 +290,8 @@ async fn password_hashing_past_its_queue_answers_503_overloaded() {
 
 async fn placing_past_the_rate_gets_429_until_the_window_ends(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |s| {
-        s.rate_orders = 2;
-        s.rate_window_secs = 1;
+        s.rate.orders = 2;
+        s.rate.window_secs = 1;
     })
     .await
     else {
@@ -331,7 +331,7 @@ async fn placing_past_the_rate_gets_429_until_the_window_ends(deployment: Deploy
 }
 
 async fn login_attempts_are_limited_per_email(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| s.rate_logins = 3).await else {
+    let Some(app) = spawn_with(deployment, |s| s.rate.logins = 3).await else {
         return;
     };
     let email = format!("l{}@example.com", unique());
@@ -363,7 +363,7 @@ async fn login_attempts_are_limited_per_email(deployment: Deployment) {
 }
 
 async fn a_user_holds_at_most_the_maximum_of_unpaid_orders(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| s.max_open_orders = 3).await else {
+    let Some(app) = spawn_with(deployment, |s| s.orders.max_open = 3).await else {
         return;
     };
     let (user, orders, option) = orders_of_one_user(&app, 3).await;
@@ -405,8 +405,8 @@ crate::on_both_deployments!(
 #[tokio::test]
 async fn no_sequence_of_valid_requests_makes_a_read_fail() {
     let app = app_with(|s| {
-        s.max_open_orders = 1_000;
-        s.rate_orders = 100_000;
+        s.orders.max_open = 1_000;
+        s.rate.orders = 100_000;
     })
     .await;
     let admin = app.new_admin().await;

@@ -435,8 +435,8 @@ crate::on_both_deployments!(
 /// Unpaid orders expire after the (here one-second) window and give back stock and coupon.
 async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |s| {
-        s.payment_window_secs = 1;
-        s.order_sweep_ms = 100;
+        s.orders.payment_window_secs = 1;
+        s.orders.sweep_ms = 100;
     })
     .await
     else {
@@ -467,7 +467,7 @@ async fn an_unpaid_order_expires_and_gives_back_stock_and_coupon(deployment: Dep
 /// With every event handled twice (the first run rolled back as by a crash), a batch of orders
 /// with coupons, payments and cancels ends exactly as it would once.
 async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: Deployment) {
-    let Some(app) = spawn_with(deployment, |s| s.bus_redeliver = true).await else {
+    let Some(app) = spawn_with(deployment, |s| s.bus.redeliver = true).await else {
         return;
     };
     let admin = app.new_admin().await;
@@ -538,8 +538,8 @@ async fn every_saga_event_delivered_twice_gives_the_same_end_state(deployment: D
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
     let app = spawn_with(Deployment::Embedded, |s| {
-        s.max_open_orders = 100;
-        s.rate_orders = 100;
+        s.orders.max_open = 100;
+        s.rate.orders = 100;
     })
     .await
     .unwrap();
@@ -592,8 +592,8 @@ async fn a_users_orders_come_a_page_at_a_time_with_their_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_command_tells_a_paid_a_failed_and_an_expired_orders_saga() {
     let app = spawn_with(Deployment::Embedded, |s| {
-        s.payment_window_secs = 1;
-        s.order_sweep_ms = 100;
+        s.orders.payment_window_secs = 1;
+        s.orders.sweep_ms = 100;
     })
     .await
     .unwrap();

@@ -6,7 +6,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use server::SharedServices;
+use testkit::SharedServices;
 
 use crate::helpers::TestApp;
 
@@ -39,7 +39,7 @@ impl Process {
             .args(["serve", "--role", self.role])
             .env("STAMPEDE_JWT_SECRET", SECRET)
             // A few users place every order here: lift the per-user abuse limits.
-            .env("STAMPEDE_MAX_OPEN_ORDERS", "1000")
+            .env("STAMPEDE_ORDERS_MAX_OPEN", "1000")
             .env("STAMPEDE_RATE_ORDERS", "100000")
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -114,15 +114,15 @@ pub fn sharing(app: &TestApp, services: &SharedServices) -> Vec<(String, String)
         ("STAMPEDE_DATABASE_URL", services.database.clone()),
         (
             "STAMPEDE_DATABASE_SCHEMA",
-            settings.database_schema.clone().unwrap(),
+            settings.database.schema.clone().unwrap(),
         ),
         ("STAMPEDE_CACHE_URL", services.cache.clone()),
-        ("STAMPEDE_CACHE_PREFIX", settings.cache_prefix.clone()),
-        ("STAMPEDE_BUS_URL", settings.bus_url.clone()),
+        ("STAMPEDE_CACHE_PREFIX", settings.cache.prefix.clone()),
+        ("STAMPEDE_BUS_URL", settings.bus.url.clone()),
         ("STAMPEDE_TOPIC_PREFIX", settings.topic_prefix.clone()),
         (
             "STAMPEDE_BUS_PARTITIONS",
-            settings.bus_partitions.to_string(),
+            settings.bus.partitions.to_string(),
         ),
         ("STAMPEDE_BUS_POLL_INTERVAL_MS", "100".to_owned()),
     ]

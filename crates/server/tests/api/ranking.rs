@@ -65,8 +65,8 @@ async fn popular(app: &TestApp, query: &str) -> Vec<(i64, i64)> {
 
 async fn only_paid_units_count_and_a_rebuild_matches_the_live_ranking(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |s| {
-        s.popular_cache_ms = 0;
-        s.bus_redeliver = true;
+        s.ranking.popular_cache_ms = 0;
+        s.bus.redeliver = true;
     })
     .await
     else {
@@ -148,10 +148,10 @@ fn rebuild_command(app: &TestApp) -> String {
         .env("STAMPEDE_DATABASE_URL", settings.database_url())
         .env(
             "STAMPEDE_DATABASE_SCHEMA",
-            settings.database_schema.as_deref().unwrap(),
+            settings.database.schema.as_deref().unwrap(),
         )
-        .env("STAMPEDE_CACHE_URL", settings.cache_url.expose_secret())
-        .env("STAMPEDE_CACHE_PREFIX", &settings.cache_prefix)
+        .env("STAMPEDE_CACHE_URL", settings.cache.url.expose_secret())
+        .env("STAMPEDE_CACHE_PREFIX", &settings.cache.prefix)
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
