@@ -18,12 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     consumer::Handler,
-    dblog, listen,
+    dblog,
     outbox::Outbox,
-    relay,
     settings::BusSettings,
     transport::{Consumed, Transport},
-    watchdog,
 };
 
 pub(crate) struct Inner {
@@ -34,7 +32,7 @@ pub(crate) struct Inner {
     pub(crate) log_tick: watch::Sender<u64>,
     pub(crate) transport: Arc<dyn Transport>,
     /// Consumer groups started in this process, with their topics.
-    groups: Mutex<Vec<(String, Vec<String>)>>,
+    pub(crate) groups: Mutex<Vec<(String, Vec<String>)>>,
     /// Consumer groups of this process reported stalled (`watchdog.rs`).
     stalled: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -82,39 +80,6 @@ impl EventBus {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
-    }
-
-    /// Starts the relay (and, on PostgreSQL, the `LISTEN` task that wakes it, the db://
-    /// consumers and paused Kafka consumers when other instances commit or publish). Every role
-    /// runs it: it is how events written by this process leave it.
-    pub async fn start(&self, shutdown: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
-        let mut tasks = Vec::new();
-        if let Db::Postgres(pool) = &self.inner.db {
-            tasks.push(listen::start(pool, self.clone(), shutdown).await?);
-        }
-        tasks.extend(self.inner.transport.background(&self.inner.db, shutdown));
-        tasks.push(tokio::spawn(relay::run(self.clone(), shutdown.clone())));
-        Ok(tasks)
-    }
-
-    /// Starts the workers of `handler`'s consumer group in this process, under a watchdog that
-    /// restarts them when the group has lag and they stop handling events
-    /// ([`BusSettings::stall_after`]).
-    pub fn spawn_consumer(
-        &self,
-        handler: Arc<dyn Handler>,
-        shutdown: &CancellationToken,
-    ) -> Vec<JoinHandle<()>> {
-        self.inner
-            .groups
-            .lock()
-            .expect("group registry lock")
-            .push((handler.group().to_owned(), handler.topics()));
-        vec![tokio::spawn(watchdog::supervise(
-            self.clone(),
-            handler,
-            shutdown.clone(),
-        ))]
     }
 
     /// The settings the bus was connected with.

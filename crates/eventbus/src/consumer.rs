@@ -23,7 +23,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies `event` inside `tx`. The runner records `(group, event id)` in the same
     /// transaction, so a committed effect is never applied again. An error rolls the effect
     /// back; the event is retried with backoff and dead-lettered after the last attempt —
-    /// unless the error is transient ([`crate::is_transient`]: a dependency unreachable or
+    /// unless the error is transient ([`crate::transient::is_transient`]: a dependency unreachable or
     /// too slow), which is retried until the dependency returns and never dead-letters.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> anyhow::Result<()>;
     /// At most this many events share one transaction on PostgreSQL. Batching saves commits,
@@ -378,7 +378,7 @@ impl Runner<'_> {
 /// How many attempts a failure costs: none when a dependency is unreachable (the event is not
 /// at fault and waits for it), one otherwise.
 fn counted(handler: &dyn Handler, error: &anyhow::Error) -> u32 {
-    if crate::is_transient(error) {
+    if crate::transient::is_transient(error) {
         counter!("stampede_events_waiting_total", "consumer" => handler.group().to_owned())
             .increment(1);
         0

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::Outbox;
+use crate::outbox::Outbox;
 
 /// A dead-lettered event.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

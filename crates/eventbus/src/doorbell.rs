@@ -139,7 +139,7 @@ impl Doorbell {
                     .collect::<Vec<_>>()
                     .join(",");
                 let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(crate::listen::BUS_CHANNEL)
+                    .bind(crate::transport::BUS_CHANNEL)
                     .bind(payload)
                     .execute(&pool)
                     .await;

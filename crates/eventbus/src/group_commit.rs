@@ -12,7 +12,7 @@ use db::Db;
 use events::Envelope;
 use tokio::sync::oneshot;
 
-use crate::Outbox;
+use crate::outbox::Outbox;
 
 type Waiter = (Vec<Envelope>, oneshot::Sender<Result<(), String>>);
 

@@ -9,10 +9,7 @@ use db::sqlx;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::EventBus;
-
-/// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
-pub(crate) const BUS_CHANNEL: &str = "stampede_bus";
+use crate::{bus::EventBus, transport::BUS_CHANNEL};
 
 /// Listens on `pool` until `shutdown`, passing each notification on to `bus`.
 pub(crate) async fn start(

@@ -11,7 +11,24 @@ use db::{sqlx, Db};
 use sqlx::{pool::PoolConnection, postgres::PgConnection, Connection as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::EventBus;
+use tokio::task::JoinHandle;
+
+use crate::{bus::EventBus, listen};
+
+impl EventBus {
+    /// Starts the relay (and, on PostgreSQL, the `LISTEN` task that wakes it, the db://
+    /// consumers and paused Kafka consumers when other instances commit or publish). Every role
+    /// runs it: it is how events written by this process leave it.
+    pub async fn start(&self, shutdown: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        if let Db::Postgres(pool) = &self.inner.db {
+            tasks.push(listen::start(pool, self.clone(), shutdown).await?);
+        }
+        tasks.extend(self.inner.transport.background(&self.inner.db, shutdown));
+        tasks.push(tokio::spawn(run(self.clone(), shutdown.clone())));
+        Ok(tasks)
+    }
+}
 
 /// Runs the relay until `shutdown`.
 pub(crate) async fn run(bus: EventBus, shutdown: CancellationToken) {

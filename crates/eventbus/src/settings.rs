@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::RetryPolicy;
+use crate::consumer::RetryPolicy;
 
 /// Tunables of the bus.
 #[derive(Debug, Clone)]

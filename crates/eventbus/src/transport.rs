@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{consumer::Handler, outbox::Outbox, settings::BusSettings};
 
+/// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
+pub(crate) const BUS_CHANNEL: &str = "stampede_bus";
+
 /// What a transport's consumers are given by the bus.
 pub(crate) struct Consumed<'a> {
     pub db: &'a Db,

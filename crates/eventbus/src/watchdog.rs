@@ -23,6 +23,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{bus::EventBus, consumer::Handler};
 
+impl EventBus {
+    /// Starts the workers of `handler`'s consumer group in this process, under a watchdog that
+    /// restarts them when the group has lag and they stop handling events
+    /// ([`BusSettings::stall_after`]).
+    pub fn spawn_consumer(
+        &self,
+        handler: Arc<dyn Handler>,
+        shutdown: &CancellationToken,
+    ) -> Vec<JoinHandle<()>> {
+        self.inner
+            .groups
+            .lock()
+            .expect("group registry lock")
+            .push((handler.group().to_owned(), handler.topics()));
+        vec![tokio::spawn(supervise(
+            self.clone(),
+            handler,
+            shutdown.clone(),
+        ))]
+    }
+}
+
 /// A handler that notes when it last handled an event.
 struct Watched {
     inner: Arc<dyn Handler>,

@@ -130,7 +130,11 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
     let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking.settings()?);
     Ok(AppState::new(Handles {
         hashing: points::users::Hashing::new(settings.password.limits()),
-        limits: Arc::new(crate::limits::Limits::new(&settings)?),
+        limits: Arc::new(crate::limits::Limits::new(
+            &settings.http,
+            &settings.sse,
+            &settings.rate,
+        )?),
         settings: Arc::new(settings),
         db,
         cache,

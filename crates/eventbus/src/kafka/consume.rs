@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{KafkaBus, AWAKE_FETCHES, NETWORK_TIMEOUT};
 use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
 use crate::doorbell::LOOK_AGAIN;
-use crate::BusSettings;
+use crate::settings::BusSettings;
 
 use super::member::{resume, Member};
 

@@ -22,8 +22,6 @@ pub use config::{HttpConfig, RateConfig, SseConfig};
 pub use proxies::TrustedProxies;
 pub use throttle::Throttle;
 
-use crate::config::Settings;
-
 /// Why a limit refused a request; either way the client may retry later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -88,10 +86,7 @@ impl Rate {
 }
 
 impl Limits {
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let Settings {
-            http, sse, rate, ..
-        } = settings;
+    pub fn new(http: &HttpConfig, sse: &SseConfig, rate: &RateConfig) -> anyhow::Result<Self> {
         Ok(Self {
             in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
             request_timeout: Duration::from_millis(http.request_timeout_ms),
