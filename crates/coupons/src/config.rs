@@ -10,8 +10,8 @@ use crate::IssueSettings;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CouponConfig {
-    /// How long an issue request waits for the bus to acknowledge its event before it is
-    /// withdrawn and answered 503 `UNAVAILABLE`, in milliseconds.
+    /// How long an issue request waits for a bus that completes nothing before it is withdrawn
+    /// and answered 503 `UNAVAILABLE`, in milliseconds (a busy bus is waited for longer).
     pub publish_timeout_ms: u64,
     /// An admitted issue request whose event is still not on the bus this long after (its
     /// process died) is withdrawn and its task failed, in milliseconds; more than

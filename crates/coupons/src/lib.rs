@@ -83,12 +83,22 @@ pub struct Coupons {
 /// Time bounds of first-come issuance.
 #[derive(Debug, Clone, Copy)]
 pub struct IssueSettings {
-    /// How long an issue request waits for the bus to acknowledge its `coupon-issued` before
-    /// it is withdrawn and answered `Unavailable`.
+    /// How long an issue request waits for a bus that completes nothing (down or stuck) before
+    /// it is withdrawn and answered `Unavailable`; a bus that is busy but moving is waited for
+    /// up to [`Self::publish_cap`].
     pub publish_timeout: Duration,
     /// How old an admitted request still not on the bus must be before the reconciler
     /// withdraws it (its process died); longer than `publish_timeout`.
     pub reconcile_after: Duration,
+}
+
+impl IssueSettings {
+    /// The longest a request waits for a bus that is busy but moving: until the reconciler's
+    /// turn less one publish timeout, so that the request withdraws itself before the
+    /// reconciler could take it for the leftover of a dead process.
+    pub fn publish_cap(&self) -> Duration {
+        self.reconcile_after.saturating_sub(self.publish_timeout)
+    }
 }
 
 impl Default for IssueSettings {

@@ -5,7 +5,15 @@
 //! databases accept, and run through [`on_db!`] / [`on_tx!`], which expand the query for each
 //! backend so the compiler checks the binds and row types against both drivers.
 
-use std::{future::Future, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures::future::BoxFuture;
 
@@ -96,6 +104,44 @@ pub enum TxInner {
 /// How long [`Tx::commit`] waits for its hooks before leaving them to finish on their own.
 pub const HOOK_WAIT: Duration = Duration::from_millis(250);
 
+/// Write transactions this process has committed, and has open now.
+static COMMITTED: AtomicU64 = AtomicU64::new(0);
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// What this process's writers are doing: how a caller queued behind them tells a database that
+/// is busy (writers committing, or one at work) from one that is stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Write transactions committed so far.
+    pub committed: u64,
+    /// Write transactions open now.
+    pub open: u64,
+}
+
+/// This process's write activity, on whichever database.
+pub fn activity() -> Activity {
+    Activity {
+        committed: COMMITTED.load(Ordering::Relaxed),
+        open: OPEN.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts a write transaction as open for as long as it lives.
+struct Open;
+
+impl Open {
+    fn new() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A write transaction. Work registered with [`Tx::after_commit`] or [`Tx::on_commit`] runs
 /// only once the commit has succeeded (this is how the outbox wakes its relay without a fixed
 /// polling delay, how results reach their listeners only once they are stored, and how caches
@@ -104,6 +150,7 @@ pub struct Tx {
     pub inner: TxInner,
     after_commit: Vec<Arc<Notify>>,
     on_commit: Vec<BoxFuture<'static, ()>>,
+    _open: Open,
 }
 
 impl Tx {
@@ -147,6 +194,7 @@ impl Tx {
             TxInner::Sqlite(t) => t.commit().await?,
             TxInner::Postgres(t) => t.commit().await?,
         }
+        COMMITTED.fetch_add(1, Ordering::Relaxed);
         for notify in self.after_commit {
             notify.notify_one();
         }
@@ -269,6 +317,7 @@ impl Db {
             inner,
             after_commit: Vec::new(),
             on_commit: Vec::new(),
+            _open: Open::new(),
         })
     }
 

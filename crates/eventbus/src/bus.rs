@@ -136,6 +136,35 @@ impl EventBus {
             .await
     }
 
+    /// [`Self::publish_now`], given up only when the bus is stuck: when it has completed no
+    /// write, and has none under way, for `quiet`, or after `cap` in all. A publish queued
+    /// behind healthy work (a busy database, a broker acknowledging other messages) waits for
+    /// it; one in front of a bus that cannot be reached fails within `quiet`.
+    pub async fn publish_unless_stuck(
+        &self,
+        events: &[Envelope],
+        quiet: Duration,
+        cap: Duration,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let publish = self.publish_now(events);
+        tokio::pin!(publish);
+        loop {
+            let before = self.inner.transport.progress();
+            let wait = quiet.min(cap.saturating_sub(started.elapsed()));
+            if let Ok(published) = tokio::time::timeout(wait, &mut publish).await {
+                return published;
+            }
+            let now = self.inner.transport.progress();
+            if now == before && !now.working {
+                anyhow::bail!("the bus completed nothing for {quiet:?}");
+            }
+            if started.elapsed() >= cap {
+                anyhow::bail!("the bus was busy for {cap:?} and had not taken the event");
+            }
+        }
+    }
+
     pub(crate) async fn relay_once(&self, batch: i64) -> anyhow::Result<usize> {
         self.inner.transport.relay_once(&self.inner.db, batch).await
     }

@@ -23,7 +23,7 @@ use crate::{
     group_commit::GroupCommit,
     outbox::Outbox,
     settings::BusSettings,
-    transport::{Consumed, Transport},
+    transport::{Consumed, Progress, Transport},
 };
 
 /// The `db://` bus: the outbox table is the log.
@@ -77,6 +77,15 @@ impl Transport for DbLog {
 
     async fn relay_once(&self, db: &Db, batch: i64) -> anyhow::Result<usize> {
         relay_once(db, batch).await
+    }
+
+    /// The log is the database: it progresses while this process's writers commit or work.
+    fn progress(&self) -> Progress {
+        let activity = db::activity();
+        Progress {
+            done: activity.committed,
+            working: activity.open > 0,
+        }
     }
 
     async fn lag(&self, db: &Db, group: &str, topics: &[String]) -> anyhow::Result<i64> {

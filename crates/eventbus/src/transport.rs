@@ -15,6 +15,15 @@ use crate::{consumer::Handler, outbox::Outbox, settings::BusSettings};
 /// The `NOTIFY` channel on which Kafka publishes are announced to other processes.
 pub(crate) const BUS_CHANNEL: &str = "stampede_bus";
 
+/// A transport's progress: `done` grows with every write it completes; `working` is true while
+/// a write is under way that is known to be moving (a database transaction, not a message
+/// waiting for a broker that may be gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub done: u64,
+    pub working: bool,
+}
+
 /// What a transport's consumers are given by the bus.
 pub(crate) struct Consumed<'a> {
     pub db: &'a Db,
@@ -67,6 +76,11 @@ pub(crate) trait Transport: Send + Sync {
     async fn group_generation(&self, _db: &Db, _group: &str) -> anyhow::Result<i64> {
         Ok(0)
     }
+
+    /// What the bus has done so far, as a mark that moves whenever it completes a write: a
+    /// publish queued behind work that moves is waited for, one behind nothing that moves is
+    /// given up ([`EventBus::publish_unless_stuck`](crate::EventBus::publish_unless_stuck)).
+    fn progress(&self) -> Progress;
 
     /// Whether the bus answers.
     async fn ping(&self, db: &Db) -> anyhow::Result<()>;

@@ -5,6 +5,7 @@ pub mod http;
 pub mod idempotency;
 pub mod limits;
 pub mod operations;
+pub mod refusals;
 pub mod seed;
 pub mod serve;
 pub mod startup;

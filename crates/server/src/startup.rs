@@ -75,6 +75,7 @@ impl Application {
             )));
         }
         tasks.push(tokio::spawn(housekeeping(state.db.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::refusals::run(stop.clone())));
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
         let settings = &state.settings;

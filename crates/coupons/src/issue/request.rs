@@ -72,10 +72,11 @@ const HELD_POLL: Duration = Duration::from_millis(50);
 
 /// Accepts `user`'s request for `coupon`: returns the pending task once the bus has
 /// `coupon-issued`. Refused with `AlreadyRequested`, `SoldOut`, `Expired` or `NotFound`, or
-/// `Held` while the last units are held by requests not yet on the bus; when the bus cannot
-/// take the event within the publish deadline the request is withdrawn from the gate (a late
-/// delivery of it takes nothing) and the answer is `Unavailable`, so an accepted request is
-/// never lost and a refused one holds nothing. After `settle` the reconciler leaves it alone.
+/// `Held` while the last units are held by requests not yet on the bus; when the bus is stuck
+/// (it completes nothing for the publish timeout) or stays too busy to take the event before
+/// the reconciler would step in, the request is withdrawn from the gate (a late delivery of it
+/// takes nothing) and the answer is `Unavailable`, so an accepted request is never lost and a
+/// refused one holds nothing. A bus that is merely busy is waited for. After `settle` the reconciler leaves it alone.
 ///
 /// The gate step and the publish run in a task of their own, so a client that hangs up midway
 /// cannot leave a unit admitted but never published.
@@ -114,8 +115,9 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
     };
     let admitted = admit(coupons, task_id, pending).await;
     if let Err(CouponError::Unknown(error)) = admitted {
-        // The gate's answer is unknown (it may have admitted): undo, so nothing stays held.
-        tracing::error!(
+        // The gate's answer is unknown (it may have admitted): undo, so nothing stays held. The
+        // HTTP layer reports the refusal (once a second per cause).
+        tracing::debug!(
             error = format!("{error:#}"),
             "the coupon gate did not answer; undoing"
         );
@@ -144,16 +146,17 @@ async fn admit_and_publish(coupons: &Coupons, coupon: i64, user: i64) -> Result<
         user_id: user,
     };
     let envelope = Envelope::new(&event);
-    let deadline = coupons.settings.publish_timeout;
-    let published = match tokio::time::timeout(deadline, coupons.bus.publish_now(&[envelope])).await
-    {
-        Ok(published) => published,
-        Err(_) => Err(anyhow::anyhow!(
-            "the bus did not acknowledge coupon-issued within {deadline:?}"
-        )),
-    };
+    let settings = &coupons.settings;
+    let published = coupons
+        .bus
+        .publish_unless_stuck(
+            &[envelope],
+            settings.publish_timeout,
+            settings.publish_cap(),
+        )
+        .await;
     if let Err(error) = published {
-        tracing::error!(
+        tracing::debug!(
             error = format!("{error:#}"),
             "publishing coupon-issued failed; withdrawing the request"
         );

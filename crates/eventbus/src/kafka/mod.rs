@@ -28,7 +28,7 @@ use crate::{
     doorbell::Doorbell,
     outbox::Outbox,
     settings::BusSettings,
-    transport::{Consumed, Transport},
+    transport::{Consumed, Progress, Transport},
 };
 
 mod consume;
@@ -55,6 +55,8 @@ pub(crate) struct KafkaBus {
     /// One metadata client per consumer group, for lag queries.
     observers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     doorbell: Arc<Doorbell>,
+    /// Messages the brokers have acknowledged (the bus's progress).
+    acknowledged: std::sync::atomic::AtomicU64,
 }
 
 impl KafkaBus {
@@ -77,6 +79,7 @@ impl KafkaBus {
             producer,
             observers: Mutex::default(),
             doorbell: Arc::new(Doorbell::new(&settings.topic_prefix, topics)),
+            acknowledged: Default::default(),
         };
         bus.create_topics(settings).await?;
         Ok(bus)
@@ -212,6 +215,15 @@ impl Transport for KafkaBus {
 
     async fn group_generation(&self, db: &Db, group: &str) -> anyhow::Result<i64> {
         generation(db, group).await
+    }
+
+    /// Kafka progresses when a broker acknowledges a message; a message on its way proves
+    /// nothing (the broker may be gone).
+    fn progress(&self) -> Progress {
+        Progress {
+            done: self.acknowledged.load(std::sync::atomic::Ordering::Relaxed),
+            working: false,
+        }
     }
 
     async fn ping(&self, _db: &Db) -> anyhow::Result<()> {

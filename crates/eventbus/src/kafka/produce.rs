@@ -65,7 +65,11 @@ impl KafkaBus {
                 Timeout::After(NETWORK_TIMEOUT),
             )
         });
-        Ok(futures::future::join_all(sends).await)
+        let results = futures::future::join_all(sends).await;
+        let acknowledged = results.iter().filter(|result| result.is_ok()).count();
+        self.acknowledged
+            .fetch_add(acknowledged as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(results)
     }
 
     /// Publishes `events` directly (no outbox) and waits until Kafka has acknowledged all.

@@ -28,12 +28,10 @@ impl From<CouponError> for ApiError {
                 "COUPON_EXPIRED",
                 "the coupon has expired",
             ),
-            CouponError::Unavailable(error) => {
-                tracing::error!(error = format!("{error:#}"), "coupon request not accepted");
-                ApiError::unavailable(
-                    "the request could not be accepted right now; nothing was kept, retry",
-                )
-            }
+            CouponError::Unavailable(error) => ApiError::unavailable_because(
+                "the request could not be accepted right now; nothing was kept, retry",
+                &error,
+            ),
             CouponError::Held => ApiError::unavailable(
                 "every unit left is held by a request that may still fail; retry shortly",
             ),

@@ -62,12 +62,25 @@ impl ApiError {
 
     /// The server sheds load: 503 `OVERLOADED`, retry in a second.
     pub fn overloaded(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", detail).retry_after(1)
+        Self::refused("OVERLOADED", detail.into(), None)
     }
 
     /// A dependency cannot be reached in time: 503 `UNAVAILABLE`, retry in a second.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", detail).retry_after(1)
+        Self::refused("UNAVAILABLE", detail.into(), None)
+    }
+
+    /// [`Self::unavailable`] because of `error`, which the refusals' report shows (the client
+    /// sees only `detail`).
+    pub fn unavailable_because(detail: impl Into<String>, error: &anyhow::Error) -> Self {
+        Self::refused("UNAVAILABLE", detail.into(), Some(format!("{error:#}")))
+    }
+
+    /// A 503 the server chose: counted for the refusals' report (`refusals.rs`) instead of a
+    /// log line per request.
+    fn refused(code: &'static str, detail: String, example: Option<String>) -> Self {
+        crate::refusals::note(code, &detail, example);
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).retry_after(1)
     }
 
     /// A per-user or per-email limit: 429 `RATE_LIMITED`, retry after `seconds`.
@@ -113,8 +126,10 @@ impl ApiError {
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let error = error.into();
         if eventbus::is_transient(&error) {
-            tracing::warn!(error = format!("{error:#}"), "a dependency is unavailable");
-            return Self::unavailable("a service this request needs is unavailable; retry");
+            return Self::unavailable_because(
+                "a service this request needs is unavailable; retry",
+                &error,
+            );
         }
         tracing::error!(error = format!("{error:#}"), "request failed");
         Self::new(

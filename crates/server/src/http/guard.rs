@@ -41,7 +41,6 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         Ok(response) => response,
         Err(_) => {
             counter!("stampede_http_timeouts_total").increment(1);
-            tracing::warn!("request timed out");
             ApiError::unavailable("the request took too long; retry").into_response()
         }
     }

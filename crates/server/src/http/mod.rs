@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use axum::{
     extract::{DefaultBodyLimit, MatchedPath},
-    http::Request,
+    http::{Request, StatusCode},
     Router,
 };
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, classify::ServerErrorsFailureClass, trace::TraceLayer,
+};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use utoipa_swagger_ui::SwaggerUi;
@@ -181,6 +183,19 @@ pub fn router(state: AppState, role: Role) -> Router {
                 .on_response(
                     |response: &axum::response::Response, latency: Duration, _: &tracing::Span| {
                         tracing::debug!(status = response.status().as_u16(), ?latency, "response");
+                    },
+                )
+                .on_failure(
+                    |failure: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        // A 503 is a refusal the server chose, reported once a second
+                        // (`refusals.rs`); anything else is a failure to act on.
+                        let refused = matches!(
+                            failure,
+                            ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE)
+                        );
+                        if !refused {
+                            tracing::error!(%failure, ?latency, "response failed");
+                        }
                     },
                 ),
         )

@@ -166,6 +166,46 @@ async fn assert_settled(app: &TestApp, coupon: i64, total: i64, rush: &Rush) -> 
     issued
 }
 
+/// A database busy with other writers is a busy bus, not a broken one: with the writer held
+/// 250 ms at a time, back to back, for two seconds, requests whose publish waits longer than the
+/// publish timeout (100 ms) are waited for and accepted; none is withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_requests_queued_behind_busy_writers_are_accepted_not_withdrawn() {
+    let app = spawn_with(Deployment::Embedded, |s| s.coupon.publish_timeout_ms = 100)
+        .await
+        .unwrap();
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 40, Duration::from_secs(3600)).await;
+    let db = app.state.db.clone();
+    let busy = tokio::spawn(async move {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            let tx = db.begin().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            tx.commit().await.unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answers: Vec<(i64, u16)> = stream::iter(700..740)
+        .map(|user| {
+            let app = &app;
+            async move {
+                tokio::time::sleep(Duration::from_millis((user as u64 % 40) * 40)).await;
+                let status = app.issue(&app.token_for(user), coupon).await.status();
+                (user, status.as_u16())
+            }
+        })
+        .buffer_unordered(40)
+        .collect()
+        .await;
+    busy.await.unwrap();
+    let refused: Vec<&(i64, u16)> = answers.iter().filter(|(_, s)| *s != 202).collect();
+    assert!(refused.is_empty(), "not accepted: {refused:?}");
+    app.drain_events().await;
+    let detail = app.get_json(&format!("/api/coupons/{coupon}"), None).await;
+    assert_eq!(detail["remainingQuantity"], 0, "{detail}");
+}
+
 /// `n` users, then the first `duplicates` of them again.
 fn users_with_duplicates(n: i64, duplicates: i64) -> Vec<i64> {
     (1..=n).chain(1..=duplicates).collect()
