@@ -126,21 +126,37 @@ pub fn activity() -> Activity {
     }
 }
 
-/// Counts a write transaction as open for as long as it lives.
-struct Open;
+/// Counts a write transaction as open for as long as it lives, and records how long it held
+/// its connection (`stampede_db_write_hold_seconds`; on SQLite, the one writer).
+struct Open {
+    since: std::time::Instant,
+}
 
 impl Open {
     fn new() -> Self {
         OPEN.fetch_add(1, Ordering::Relaxed);
-        Self
+        Self {
+            since: std::time::Instant::now(),
+        }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Ordering::Relaxed);
+        let held = self.since.elapsed();
+        metrics::histogram!("stampede_db_write_hold_seconds").record(held.as_secs_f64());
+        if held > SLOW_HOLD {
+            tracing::debug!(
+                held_ms = held.as_millis() as u64,
+                "a write transaction held its connection long"
+            );
+        }
     }
 }
+
+/// A write transaction held longer than this is logged (at debug, with the spans it ran in).
+const SLOW_HOLD: Duration = Duration::from_millis(100);
 
 /// A write transaction. Work registered with [`Tx::after_commit`] or [`Tx::on_commit`] runs
 /// only once the commit has succeeded (this is how the outbox wakes its relay without a fixed
@@ -309,10 +325,12 @@ impl Db {
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, so writers never deadlock on
     /// a lock upgrade).
     pub async fn begin(&self) -> sqlx::Result<Tx> {
+        let asked = std::time::Instant::now();
         let inner = match self {
             Db::Sqlite(db) => TxInner::Sqlite(db.write.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         };
+        metrics::histogram!("stampede_db_write_wait_seconds").record(asked.elapsed().as_secs_f64());
         Ok(Tx {
             inner,
             after_commit: Vec::new(),

@@ -61,6 +61,8 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     (Kind::Counter, "stampede_sse_refused_total", "Server-sent event streams refused at the stream limits"),
     (Kind::Gauge, "stampede_pubsub_channels", "Cache pub/sub channels this process listens on (one per followed order or task)"),
     (Kind::Gauge, "stampede_db_connections", "Database connections of the pool that writes, busy or idle"),
+    (Kind::Histogram, "stampede_db_write_wait_seconds", "Time a write transaction waited for its connection (on SQLite, for the one writer)"),
+    (Kind::Histogram, "stampede_db_write_hold_seconds", "Time a write transaction held its connection, begin to commit or rollback"),
     (Kind::Counter, "stampede_events_published_total", "Events the bus acknowledged, by topic"),
     (Kind::Counter, "stampede_events_consumed_total", "Events a consumer group applied, by group and topic"),
     (Kind::Counter, "stampede_events_duplicate_total", "Redeliveries a consumer group recognised and skipped, by group and topic"),
