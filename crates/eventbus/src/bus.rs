@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub(crate) groups: Mutex<Vec<(String, Vec<String>)>>,
     /// Consumer groups of this process reported stalled (`watchdog.rs`).
     stalled: Mutex<std::collections::BTreeSet<String>>,
+    /// When a consumer group of this process was last found wedged (`watchdog.rs`).
+    wedged_at: Mutex<Option<Instant>>,
 }
 
 /// The bus of one process; cheap to clone.
@@ -65,6 +67,7 @@ impl EventBus {
                 transport,
                 groups: Mutex::default(),
                 stalled: Mutex::default(),
+                wedged_at: Mutex::default(),
             }),
         })
     }
@@ -95,6 +98,18 @@ impl EventBus {
         } else {
             set.remove(group);
         }
+    }
+
+    /// Notes that a consumer group of this process was found wedged now.
+    pub(crate) fn note_wedged(&self) {
+        *self.inner.wedged_at.lock().expect("wedge lock") = Some(Instant::now());
+    }
+
+    /// Whether a consumer group of this process was found wedged within `within`: after a
+    /// broker outage its other groups are likely wedged too.
+    pub(crate) fn wedged_within(&self, within: Duration) -> bool {
+        let wedged_at = self.inner.wedged_at.lock().expect("wedge lock");
+        wedged_at.is_some_and(|at| at.elapsed() < within)
     }
 
     /// Consumer groups of this process that are stalled: events are waiting and their workers
@@ -188,6 +203,12 @@ impl EventBus {
     pub(crate) async fn move_group(&self, group: &str, topics: &[String]) -> anyhow::Result<()> {
         let transport = &self.inner.transport;
         transport.move_group(&self.inner.db, group, topics).await
+    }
+
+    /// How long this process's consumer of `group` has held no partitions (see
+    /// [`Transport::unassigned_for`]).
+    pub(crate) fn unassigned_for(&self, group: &str) -> Option<Duration> {
+        self.inner.transport.unassigned_for(group)
     }
 
     /// How many times `group` has moved to a fresh Kafka group id (always 0 on db://).

@@ -82,6 +82,13 @@ pub(crate) trait Transport: Send + Sync {
     /// given up ([`EventBus::publish_unless_stuck`](crate::EventBus::publish_unless_stuck)).
     fn progress(&self) -> Progress;
 
+    /// How long this process's consumer of `group` has held no partitions (a member that
+    /// cannot join, or was left without any); `None` where consumers always have their
+    /// partitions (db://, whose workers share them by row locks) or while it holds some.
+    fn unassigned_for(&self, _group: &str) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether the bus answers.
     async fn ping(&self, db: &Db) -> anyhow::Result<()>;
 }

@@ -38,19 +38,41 @@ impl KafkaBus {
         let group = handler.group().to_owned();
         let topics = handler.topics();
         let consumer = self.join(&self.group_id(&db, &group).await?, &topics, &settings)?;
+        self.assignments.joined(&group);
+        let consumed = self
+            .consume(&db, &consumer, &*handler, &settings, &policy, &shutdown)
+            .await;
+        self.assignments.stopped(&group);
+        consumer.leave().await;
+        consumed
+    }
+
+    /// [`Self::run_consumer`]'s loop, as `consumer`.
+    async fn consume(
+        &self,
+        db: &Db,
+        consumer: &Member,
+        handler: &dyn Handler,
+        settings: &BusSettings,
+        policy: &RetryPolicy,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let group = handler.group().to_owned();
+        let topics = handler.topics();
         let batch_size = settings.batch_size.max(1) as usize;
         let idle_after = settings.kafka_fetch_wait * AWAKE_FETCHES;
         while let Some(first) = self
-            .next_message(&consumer, &topics, idle_after, &shutdown)
+            .next_message(consumer, &group, &topics, idle_after, shutdown)
             .await
         {
-            let partitions = receive(&consumer, first, batch_size, &group);
+            self.assignments.saw(&group, true);
+            let partitions = receive(consumer, first, batch_size, &group);
             let runner = Runner {
-                db: &db,
-                handler: &*handler,
+                db,
+                handler,
                 checkpoint: &AfterCommit,
-                policy: &policy,
-                shutdown: &shutdown,
+                policy,
+                shutdown,
             };
             let runs = partitions.iter().map(|(key, received)| {
                 let runner = &runner;
@@ -87,7 +109,6 @@ impl KafkaBus {
                 }
             }
         }
-        consumer.leave().await;
         Ok(())
     }
 
@@ -130,6 +151,7 @@ impl KafkaBus {
     pub(super) async fn next_message<'c>(
         &self,
         consumer: &'c Arc<StreamConsumer>,
+        group: &str,
         topics: &[String],
         idle_after: Duration,
         shutdown: &CancellationToken,
@@ -140,6 +162,8 @@ impl KafkaBus {
                 () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep(idle_after) => {}
             }
+            let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+            self.assignments.saw(group, assigned);
             let Some(listening) = self.doorbell.listen(topics) else {
                 continue;
             };

@@ -1,7 +1,11 @@
 //! A consumer's membership of its group: left on a thread of its own when the last handle
 //! goes, and resumed (woken) after a pause.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
@@ -84,4 +88,46 @@ pub(super) fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
         });
     }
     Ok(())
+}
+
+/// Since when each consumer group of this process has had no partitions (joining, or left
+/// without any by a rebalance): what tells a wedged group from a slow one, whose member holds
+/// its partitions while it works.
+#[derive(Default)]
+pub(crate) struct Assignments(Mutex<HashMap<String, Option<Instant>>>);
+
+impl Assignments {
+    /// Notes whether `group`'s consumer holds partitions now.
+    pub(super) fn saw(&self, group: &str, assigned: bool) {
+        let mut groups = self.0.lock().expect("assignments lock");
+        let since = groups.entry(group.to_owned()).or_insert(None);
+        match (assigned, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// Notes that a consumer of `group` has just joined: it holds no partitions yet.
+    pub(super) fn joined(&self, group: &str) {
+        let mut groups = self.0.lock().expect("assignments lock");
+        groups.insert(group.to_owned(), Some(Instant::now()));
+    }
+
+    /// Forgets `group`'s consumer (stopped). A consumer aborted by the watchdog never gets
+    /// here, which is why [`Self::joined`] starts afresh.
+    pub(super) fn stopped(&self, group: &str) {
+        self.0.lock().expect("assignments lock").remove(group);
+    }
+
+    /// How long `group`'s consumer has held no partitions; `None` while it holds some or runs
+    /// no consumer here.
+    pub(crate) fn unassigned_for(&self, group: &str) -> Option<Duration> {
+        let groups = self.0.lock().expect("assignments lock");
+        groups
+            .get(group)
+            .copied()
+            .flatten()
+            .map(|since| since.elapsed())
+    }
 }

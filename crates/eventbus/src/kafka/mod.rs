@@ -55,6 +55,8 @@ pub(crate) struct KafkaBus {
     /// One metadata client per consumer group, for lag queries.
     observers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     doorbell: Arc<Doorbell>,
+    /// Whether each group's consumer in this process holds partitions.
+    assignments: member::Assignments,
     /// Messages the brokers have acknowledged (the bus's progress).
     acknowledged: std::sync::atomic::AtomicU64,
 }
@@ -80,6 +82,7 @@ impl KafkaBus {
             observers: Mutex::default(),
             doorbell: Arc::new(Doorbell::new(&settings.topic_prefix, topics)),
             acknowledged: Default::default(),
+            assignments: Default::default(),
         };
         bus.create_topics(settings).await?;
         Ok(bus)
@@ -215,6 +218,10 @@ impl Transport for KafkaBus {
 
     async fn group_generation(&self, db: &Db, group: &str) -> anyhow::Result<i64> {
         generation(db, group).await
+    }
+
+    fn unassigned_for(&self, group: &str) -> Option<Duration> {
+        self.assignments.unassigned_for(group)
     }
 
     /// Kafka progresses when a broker acknowledges a message; a message on its way proves

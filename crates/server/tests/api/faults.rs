@@ -458,9 +458,12 @@ async fn settled_status(app: &TestApp, user: &TestUser, id: i64, within: Duratio
     }
 }
 
-/// Drill: the broker paused for longer than the consumers' session (20 s against 10 s). Orders
-/// are still accepted meanwhile (the outbox holds their events); once the broker is back, the
-/// consumers rejoin their groups and every saga goes on, without a restart of the process.
+/// Drill: the broker paused for longer than the consumers' session (20 s against 10 s), with the
+/// default settings. Orders are still accepted meanwhile (the outbox holds their events); once
+/// the broker is back, the consumers rejoin their groups (a consumer left without partitions
+/// is moved to a fresh group within seconds) and every saga goes on, without a restart of the
+/// process. The time it took is printed (about 22 s here; the goal is 30 s); the bound checked
+/// leaves room for a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumers_session() {
     if shared_services().is_none() {
@@ -470,7 +473,6 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     let app = spawn_with(Deployment::Production, |s| {
         s.bus.url = broker.url.clone();
         s.kafka.instance_id = Some("drill-1".to_owned());
-        s.consumer.stall_secs = 10;
     })
     .await
     .unwrap();
@@ -487,17 +489,24 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     let during = place_one(&app, &user, options[0]).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     broker.signal("-CONT");
+    let back = Instant::now();
     let after = place_one(&app, &user, options[0]).await;
     let coupon = app.new_coupon(&admin, 1, Duration::from_secs(3600)).await;
     let issued = issue_until_decided(&app, &user.token, coupon, Duration::from_secs(30)).await;
     assert_eq!(issued, (202, String::new()));
     for id in [during, after] {
+        let left = Duration::from_secs(45).saturating_sub(back.elapsed());
         assert_eq!(
-            settled_status(&app, &user, id, Duration::from_secs(90)).await,
+            settled_status(&app, &user, id, left).await,
             "AWAITING_PAYMENT",
-            "order {id}"
+            "order {id}, {:?} after the broker came back",
+            back.elapsed()
         );
     }
+    eprintln!(
+        "every saga went on {:?} after the broker came back",
+        back.elapsed()
+    );
     assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
     assert_eq!(coupons_held(&app, &user).await, 1);
 }
