@@ -24,6 +24,10 @@ use crate::{
     transport::{Consumed, Transport},
 };
 
+/// How long a consumer that holds no partitions yet counts as joining (after that a group may
+/// have more members than partitions, and this one none).
+pub const JOIN_GRACE: Duration = Duration::from_secs(30);
+
 pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) settings: BusSettings,
@@ -98,6 +102,13 @@ impl EventBus {
         } else {
             set.remove(group);
         }
+    }
+
+    /// Consumer groups of this process still joining: their consumer started less than
+    /// [`JOIN_GRACE`] ago and holds no partitions yet (on Kafka; a db:// worker needs no join).
+    /// Events for them wait until they have joined, so a process is not ready meanwhile.
+    pub fn joining(&self) -> Vec<String> {
+        self.inner.transport.joining(JOIN_GRACE)
     }
 
     /// Notes that a consumer group of this process was found wedged now.

@@ -89,6 +89,12 @@ pub(crate) trait Transport: Send + Sync {
         None
     }
 
+    /// Consumer groups of this process whose consumer joined less than `within` ago and holds
+    /// no partitions yet (none where consumers need no join).
+    fn joining(&self, _within: std::time::Duration) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the bus answers.
     async fn ping(&self, db: &Db) -> anyhow::Result<()>;
 }

@@ -164,6 +164,11 @@ impl KafkaBus {
             }
             let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
             self.assignments.saw(group, assigned);
+            if !assigned {
+                // Nothing to pause, and no fetch to save: keep looking, so that the
+                // assignment is seen (and reported) when it comes.
+                continue;
+            }
             let Some(listening) = self.doorbell.listen(topics) else {
                 continue;
             };

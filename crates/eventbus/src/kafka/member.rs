@@ -94,24 +94,54 @@ pub(super) fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
 /// without any by a rebalance): what tells a wedged group from a slow one, whose member holds
 /// its partitions while it works.
 #[derive(Default)]
-pub(crate) struct Assignments(Mutex<HashMap<String, Option<Instant>>>);
+pub(crate) struct Assignments(Mutex<HashMap<String, Seen>>);
+
+/// What is known of one group's consumer here.
+#[derive(Clone, Copy)]
+struct Seen {
+    /// When it joined.
+    joined_at: Instant,
+    /// Since when it has held no partitions; `None` while it holds some.
+    unassigned_since: Option<Instant>,
+    /// Whether it has held partitions since it joined.
+    ever_assigned: bool,
+}
 
 impl Assignments {
     /// Notes whether `group`'s consumer holds partitions now.
     pub(super) fn saw(&self, group: &str, assigned: bool) {
         let mut groups = self.0.lock().expect("assignments lock");
-        let since = groups.entry(group.to_owned()).or_insert(None);
-        match (assigned, *since) {
-            (true, _) => *since = None,
-            (false, None) => *since = Some(Instant::now()),
-            (false, Some(_)) => {}
+        let Some(seen) = groups.get_mut(group) else {
+            return;
+        };
+        match (assigned, seen.unassigned_since) {
+            (true, Some(at)) => {
+                let waited_ms = at.elapsed().as_millis() as u64;
+                tracing::info!(
+                    consumer = group,
+                    waited_ms,
+                    "consumer holds partitions of its group"
+                );
+                seen.unassigned_since = None;
+                seen.ever_assigned = true;
+            }
+            (false, None) => seen.unassigned_since = Some(Instant::now()),
+            _ => {}
         }
     }
 
     /// Notes that a consumer of `group` has just joined: it holds no partitions yet.
     pub(super) fn joined(&self, group: &str) {
-        let mut groups = self.0.lock().expect("assignments lock");
-        groups.insert(group.to_owned(), Some(Instant::now()));
+        let now = Instant::now();
+        let seen = Seen {
+            joined_at: now,
+            unassigned_since: Some(now),
+            ever_assigned: false,
+        };
+        self.0
+            .lock()
+            .expect("assignments lock")
+            .insert(group.to_owned(), seen);
     }
 
     /// Forgets `group`'s consumer (stopped). A consumer aborted by the watchdog never gets
@@ -124,10 +154,19 @@ impl Assignments {
     /// no consumer here.
     pub(crate) fn unassigned_for(&self, group: &str) -> Option<Duration> {
         let groups = self.0.lock().expect("assignments lock");
-        groups
-            .get(group)
-            .copied()
-            .flatten()
-            .map(|since| since.elapsed())
+        let since = groups.get(group)?.unassigned_since?;
+        Some(since.elapsed())
+    }
+
+    /// Groups whose consumer joined less than `within` ago and has held no partitions yet.
+    pub(crate) fn joining(&self, within: Duration) -> Vec<String> {
+        let groups = self.0.lock().expect("assignments lock");
+        let mut joining: Vec<String> = groups
+            .iter()
+            .filter(|(_, seen)| !seen.ever_assigned && seen.joined_at.elapsed() < within)
+            .map(|(group, _)| group.clone())
+            .collect();
+        joining.sort_unstable();
+        joining
     }
 }

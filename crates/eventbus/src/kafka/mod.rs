@@ -220,6 +220,10 @@ impl Transport for KafkaBus {
         generation(db, group).await
     }
 
+    fn joining(&self, within: Duration) -> Vec<String> {
+        self.assignments.joining(within)
+    }
+
     fn unassigned_for(&self, group: &str) -> Option<Duration> {
         self.assignments.unassigned_for(group)
     }

@@ -16,7 +16,9 @@ pub struct Health {
     /// `UP`.
     pub status: &'static str,
     /// Each dependency checked (`database`, `cache`, `bus`) and its state, and `consumers`:
-    /// `UP`, or `STALLED: ` and the consumer groups with waiting events that handle none.
+    /// `UP`; `JOINING: ` and the Kafka consumer groups still joining (not ready meanwhile, for
+    /// at most 30 s after each consumer starts); or `STALLED: ` and the consumer groups with
+    /// waiting events that handle none.
     #[schema(value_type = Object)]
     pub checks: serde_json::Map<String, serde_json::Value>,
 }
@@ -59,12 +61,17 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<Health>, Api
         };
         checks.insert(name.to_owned(), value.into());
     }
-    // Reported, not failed on: the process restarts a stalled consumer itself, and the API it
-    // serves still works meanwhile.
-    let stalled = state.bus.stalled();
-    let consumers = match stalled.is_empty() {
-        true => "UP".to_owned(),
-        false => format!("STALLED: {}", stalled.join(", ")),
+    // A stalled consumer is reported, not failed on: the process restarts it itself, and the
+    // API it serves still works meanwhile. Consumers still joining their groups fail the check
+    // (for at most a join's grace): events for them would wait until they have joined.
+    let (stalled, joining) = (state.bus.stalled(), state.bus.joining());
+    let consumers = if !joining.is_empty() {
+        failing.push("consumers");
+        format!("JOINING: {}", joining.join(", "))
+    } else if !stalled.is_empty() {
+        format!("STALLED: {}", stalled.join(", "))
+    } else {
+        "UP".to_owned()
     };
     checks.insert("consumers".to_owned(), consumers.into());
     if failing.is_empty() {
@@ -74,7 +81,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<Health>, Api
         }))
     } else {
         Err(
-            ApiError::unavailable(format!("not ready: {} unreachable", failing.join(", ")))
+            ApiError::unavailable(format!("not ready: {} not up", failing.join(", ")))
                 .with_extra("checks", checks.into()),
         )
     }
