@@ -1,0 +1,17 @@
+//! The waiting-room context: a line in front of one sale (a coupon drop or a product), admitted
+//! at a set rate (`docs/design.md`, "The waiting room").
+//!
+//! What is here so far is the room's arithmetic, the same on every deployment and every
+//! instance: [`schedule`] says how many admissions are due at any moment from the room's rate
+//! history (admission is a function of time, so instances agree without talking), [`order`]
+//! puts the places taken before opening in an order anyone can recompute from the published
+//! seed, and [`line`] is the line itself as one process holds it (the embedded deployment's,
+//! and the reference the Redis scripts are tested against): joining, admitting the first
+//! waiting places, positions in logarithmic time, leaving, spending, expiry and closing.
+
+pub mod line;
+pub mod order;
+pub mod schedule;
+
+pub use line::{Line, PlaceStatus};
+pub use schedule::Schedule;

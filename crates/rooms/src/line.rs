@@ -1,0 +1,473 @@
+//! One room's line as a process holds it: the embedded deployment's line, and the reference
+//! the Redis scripts are held to. Places are numbered in line order once the room opens (those
+//! taken before, in the seed's order; later ones as they come); admissions go to the first
+//! waiting places, never out of order; a place's position is the number of waiting places up
+//! to it, kept in a Fenwick tree so that it costs `O(log n)` however long the line.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::order::Seed;
+
+/// Where a place stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaceStatus {
+    /// In line.
+    Waiting,
+    /// Let in: its guarded request may go through until its admission expires.
+    Admitted,
+    /// Its admission was spent by an accepted guarded request.
+    Used,
+    /// Let in, but not used in time.
+    Expired,
+    /// Left the line (or dropped from it as abandoned).
+    Left,
+    /// Still waiting when the room closed.
+    Closed,
+}
+
+/// One place in line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub user_id: i64,
+    /// Its number in line from 1; `None` until the room opens for a place taken before.
+    pub number: Option<u64>,
+    pub status: PlaceStatus,
+    pub admitted_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A place's handle in its [`Line`].
+pub type PlaceIndex = usize;
+
+/// A room's line.
+pub struct Line {
+    seed: Seed,
+    open: bool,
+    places: Vec<Place>,
+    /// Each user's latest place.
+    by_user: HashMap<i64, PlaceIndex>,
+    /// `order[n - 1]` is the place numbered `n`.
+    order: Vec<PlaceIndex>,
+    /// 1 at each number whose place is waiting.
+    waiting: Fenwick,
+    /// Numbers before `order[front]` are not waiting.
+    front: usize,
+    /// Admissions due so far that were made, or forgiven (nobody waiting, or the cap reached).
+    credited: u64,
+    /// Admitted places by expiry.
+    expiring: VecDeque<(DateTime<Utc>, PlaceIndex)>,
+    /// Admissions not yet spent, expired or given up.
+    active: u64,
+    /// Places taken before opening and still waiting (not numbered yet).
+    early: u64,
+}
+
+impl Line {
+    /// An empty line, shuffled at opening by `seed`.
+    pub fn new(seed: Seed) -> Self {
+        Self {
+            seed,
+            open: false,
+            places: Vec::new(),
+            by_user: HashMap::new(),
+            order: Vec::new(),
+            waiting: Fenwick::default(),
+            front: 0,
+            credited: 0,
+            expiring: VecDeque::new(),
+            active: 0,
+            early: 0,
+        }
+    }
+
+    /// `user`'s place, taken now unless they hold one that is waiting, admitted or used (one
+    /// purchase per person through a room); whether it is new.
+    pub fn join(&mut self, user: i64) -> (PlaceIndex, bool) {
+        if let Some(&index) = self.by_user.get(&user) {
+            let status = self.places[index].status;
+            if matches!(
+                status,
+                PlaceStatus::Waiting | PlaceStatus::Admitted | PlaceStatus::Used
+            ) {
+                return (index, false);
+            }
+        }
+        let index = self.places.len();
+        self.places.push(Place {
+            user_id: user,
+            number: None,
+            status: PlaceStatus::Waiting,
+            admitted_at: None,
+            expires_at: None,
+        });
+        self.by_user.insert(user, index);
+        if self.open {
+            self.number(index);
+        } else {
+            self.early += 1;
+        }
+        (index, true)
+    }
+
+    fn number(&mut self, index: PlaceIndex) {
+        self.order.push(index);
+        self.places[index].number = Some(self.order.len() as u64);
+        self.waiting.push(1);
+    }
+
+    /// Opens the line: the places taken so far are numbered in the seed's order. Once only.
+    pub fn open(&mut self) {
+        if self.open {
+            return;
+        }
+        self.open = true;
+        self.early = 0;
+        let mut early: Vec<i64> = self
+            .places
+            .iter()
+            .filter(|place| place.status == PlaceStatus::Waiting)
+            .map(|place| place.user_id)
+            .collect();
+        self.seed.shuffle(&mut early);
+        for user in early {
+            self.number(self.by_user[&user]);
+        }
+    }
+
+    /// Admits the first waiting places now that `due` admissions are due in all (see
+    /// [`Schedule::due`](crate::Schedule::due)), never more than `max_active` unspent at once;
+    /// each admission lasts `lasts`. What could not be admitted (nobody waiting, the cap
+    /// reached) is forgiven, not owed: a line that fills later, or a cap that frees, does not
+    /// release a burst. Returns the places admitted, in order.
+    pub fn admit(
+        &mut self,
+        due: u64,
+        max_active: Option<u64>,
+        now: DateTime<Utc>,
+        lasts: Duration,
+    ) -> Vec<PlaceIndex> {
+        self.expire(now);
+        if !self.open {
+            return Vec::new();
+        }
+        let owed = due.saturating_sub(self.credited);
+        let room = max_active.map_or(u64::MAX, |cap| cap.saturating_sub(self.active));
+        let mut admitted = Vec::new();
+        while (admitted.len() as u64) < owed.min(room) {
+            let Some(index) = self.first_waiting() else {
+                break;
+            };
+            let place = &mut self.places[index];
+            place.status = PlaceStatus::Admitted;
+            place.admitted_at = Some(now);
+            place.expires_at = Some(now + lasts);
+            self.waiting.set(self.front, 0);
+            self.front += 1;
+            self.active += 1;
+            self.expiring.push_back((now + lasts, index));
+            admitted.push(index);
+        }
+        self.credited = self.credited.max(due);
+        admitted
+    }
+
+    fn first_waiting(&mut self) -> Option<PlaceIndex> {
+        while let Some(&index) = self.order.get(self.front) {
+            if self.places[index].status == PlaceStatus::Waiting {
+                return Some(index);
+            }
+            self.front += 1;
+        }
+        None
+    }
+
+    /// Admitted places whose admission ran out by `now` become `Expired`; returns them.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> Vec<PlaceIndex> {
+        let mut expired = Vec::new();
+        while let Some(&(at, index)) = self.expiring.front() {
+            if at > now {
+                break;
+            }
+            self.expiring.pop_front();
+            if self.places[index].status == PlaceStatus::Admitted {
+                self.places[index].status = PlaceStatus::Expired;
+                self.active -= 1;
+                expired.push(index);
+            }
+        }
+        expired
+    }
+
+    /// Spends `user`'s admission (their guarded request was accepted); false unless they hold
+    /// one that is unspent and unexpired at `now`.
+    pub fn spend(&mut self, user: i64, now: DateTime<Utc>) -> bool {
+        self.expire(now);
+        let Some(&index) = self.by_user.get(&user) else {
+            return false;
+        };
+        let place = &mut self.places[index];
+        if place.status != PlaceStatus::Admitted {
+            return false;
+        }
+        place.status = PlaceStatus::Used;
+        self.active -= 1;
+        true
+    }
+
+    /// Whether `user` holds an unspent, unexpired admission at `now`.
+    pub fn is_admitted(&self, user: i64, now: DateTime<Utc>) -> bool {
+        self.by_user.get(&user).is_some_and(|&index| {
+            let place = &self.places[index];
+            place.status == PlaceStatus::Admitted && place.expires_at.is_some_and(|at| at > now)
+        })
+    }
+
+    /// `user` leaves (or is dropped as abandoned): a waiting place is skipped from now on, an
+    /// unspent admission is given up. False when they held neither.
+    pub fn leave(&mut self, user: i64) -> bool {
+        let Some(&index) = self.by_user.get(&user) else {
+            return false;
+        };
+        match self.places[index].status {
+            PlaceStatus::Waiting => match self.places[index].number {
+                Some(number) => self.waiting.set(number as usize - 1, 0),
+                None => self.early -= 1,
+            },
+            PlaceStatus::Admitted => self.active -= 1,
+            _ => return false,
+        }
+        self.places[index].status = PlaceStatus::Left;
+        true
+    }
+
+    /// Closes the line: every waiting place becomes `Closed`; returns them.
+    pub fn close(&mut self) -> Vec<PlaceIndex> {
+        let mut closed = Vec::new();
+        for (index, place) in self.places.iter_mut().enumerate() {
+            if place.status == PlaceStatus::Waiting {
+                place.status = PlaceStatus::Closed;
+                match place.number {
+                    Some(number) => self.waiting.set(number as usize - 1, 0),
+                    None => self.early -= 1,
+                }
+                closed.push(index);
+            }
+        }
+        closed
+    }
+
+    /// The place `index`.
+    pub fn place(&self, index: PlaceIndex) -> &Place {
+        &self.places[index]
+    }
+
+    /// `user`'s latest place.
+    pub fn place_of(&self, user: i64) -> Option<PlaceIndex> {
+        self.by_user.get(&user).copied()
+    }
+
+    /// A waiting place's position: the waiting places up to and including it. `None` for a
+    /// place that is not waiting, or not numbered yet (taken before opening).
+    pub fn position(&self, index: PlaceIndex) -> Option<u64> {
+        let place = &self.places[index];
+        if place.status != PlaceStatus::Waiting {
+            return None;
+        }
+        Some(self.waiting.prefix(place.number? as usize))
+    }
+
+    /// Places waiting (numbered or not).
+    pub fn waiting(&self) -> u64 {
+        self.waiting.prefix(self.order.len()) + self.early
+    }
+
+    /// Admissions unspent, unexpired and not given up.
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+}
+
+/// A Fenwick (binary indexed) tree of counts that grows at the end.
+#[derive(Default)]
+struct Fenwick {
+    /// 1-based: `tree[i - 1]` sums the `i & -i` values ending at `i`.
+    tree: Vec<u64>,
+    values: Vec<u64>,
+}
+
+impl Fenwick {
+    fn push(&mut self, value: u64) {
+        let i = self.tree.len() + 1;
+        let low = i & i.wrapping_neg();
+        // The sum of (i - low, i - 1] is prefix(i - 1) - prefix(i - low).
+        let below = self.prefix(i - 1) - self.prefix(i - low);
+        self.tree.push(below + value);
+        self.values.push(value);
+    }
+
+    /// Sets the value at position `at` (0-based).
+    fn set(&mut self, at: usize, value: u64) {
+        let old = std::mem::replace(&mut self.values[at], value);
+        let mut i = at + 1;
+        while i <= self.tree.len() {
+            self.tree[i - 1] = self.tree[i - 1] + value - old;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// The sum of the first `n` values.
+    fn prefix(&self, n: usize) -> u64 {
+        let (mut i, mut sum) = (n, 0);
+        while i > 0 {
+            sum += self.tree[i - 1];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-04T10:00:00Z".parse().unwrap()
+    }
+
+    fn lasts() -> Duration {
+        Duration::seconds(300)
+    }
+
+    #[test]
+    fn joining_again_returns_the_same_place_until_it_is_left_or_expired() {
+        let mut line = Line::new(Seed([1; 32]));
+        line.open();
+        let (first, new) = line.join(7);
+        assert!(new);
+        assert_eq!(line.join(7), (first, false));
+        line.admit(1, None, now(), lasts());
+        assert_eq!(line.join(7), (first, false), "admitted keeps the place");
+        assert!(line.spend(7, now()));
+        assert_eq!(line.join(7), (first, false), "one purchase per person");
+        let (other, _) = line.join(8);
+        assert!(line.leave(8));
+        let (again, new) = line.join(8);
+        assert!(
+            new && again != other,
+            "a left place gives a new one at the back"
+        );
+        assert_eq!(line.place(again).number, Some(3));
+    }
+
+    #[test]
+    fn early_places_are_numbered_in_the_seed_order_and_admitted_strictly_in_order() {
+        let seed = Seed([9; 32]);
+        let mut line = Line::new(seed);
+        for user in 1..=100 {
+            line.join(user);
+        }
+        assert_eq!(line.position(line.place_of(1).unwrap()), None);
+        line.open();
+        let late = line.join(1_000).0;
+        let mut expected: Vec<i64> = (1..=100).collect();
+        seed.shuffle(&mut expected);
+        expected.push(1_000);
+        let mut admitted = Vec::new();
+        for due in [10, 40, 101] {
+            admitted.extend(line.admit(due, None, now(), lasts()));
+        }
+        let users: Vec<i64> = admitted.iter().map(|&i| line.place(i).user_id).collect();
+        assert_eq!(users, expected);
+        assert_eq!(line.place(late).status, PlaceStatus::Admitted);
+        assert_eq!(line.place(late).number, Some(101));
+    }
+
+    #[test]
+    fn positions_count_the_waiting_places_ahead_and_skip_those_who_left() {
+        let mut line = Line::new(Seed([2; 32]));
+        line.open();
+        let places: Vec<PlaceIndex> = (1..=10).map(|user| line.join(user).0).collect();
+        assert_eq!(line.position(places[9]), Some(10));
+        line.leave(3);
+        line.leave(5);
+        assert_eq!(line.position(places[9]), Some(8));
+        line.admit(2, None, now(), lasts());
+        assert_eq!(line.position(places[9]), Some(6));
+        assert_eq!(line.position(places[0]), None, "admitted");
+        // The two left places are skipped: the next admissions go to 4 and 6.
+        let next = line.admit(4, None, now(), lasts());
+        let users: Vec<i64> = next.iter().map(|&i| line.place(i).user_id).collect();
+        assert_eq!(users, [4, 6]);
+        assert_eq!(line.waiting(), 4);
+    }
+
+    #[test]
+    fn the_cap_holds_admissions_and_what_it_held_back_is_forgiven_not_owed() {
+        let mut line = Line::new(Seed([3; 32]));
+        line.open();
+        for user in 1..=100 {
+            line.join(user);
+        }
+        assert_eq!(line.admit(10, Some(3), now(), lasts()).len(), 3);
+        assert_eq!(line.active(), 3);
+        assert!(line.spend(1, now()) && line.spend(2, now()));
+        // 10 more due, room for 2 more (3 - 1 unspent): 2, the other 8 forgiven.
+        assert_eq!(line.admit(20, Some(3), now(), lasts()).len(), 2);
+        assert_eq!(line.admit(21, None, now(), lasts()).len(), 1);
+    }
+
+    #[test]
+    fn nothing_is_owed_for_the_time_nobody_waited() {
+        let mut line = Line::new(Seed([4; 32]));
+        line.open();
+        assert!(line.admit(1_000, None, now(), lasts()).is_empty());
+        for user in 1..=50 {
+            line.join(user);
+        }
+        assert_eq!(line.admit(1_005, None, now(), lasts()).len(), 5);
+    }
+
+    #[test]
+    fn an_unspent_admission_expires_and_a_closed_room_closes_every_waiting_place() {
+        let mut line = Line::new(Seed([5; 32]));
+        for user in 1..=4 {
+            line.join(user);
+        }
+        line.leave(4);
+        assert_eq!(line.waiting(), 3);
+        line.open();
+        let first = line.admit(1, None, now(), lasts())[0];
+        let user = line.place(first).user_id;
+        assert!(line.is_admitted(user, now()));
+        let later = now() + lasts();
+        assert_eq!(line.expire(later), vec![first]);
+        assert!(!line.spend(user, later), "expired");
+        assert_eq!(line.active(), 0);
+        assert_eq!(line.close().len(), 2);
+        assert_eq!(line.waiting(), 0);
+    }
+
+    #[test]
+    fn positions_agree_with_a_count_over_a_long_line() {
+        let mut line = Line::new(Seed([6; 32]));
+        line.open();
+        let places: Vec<PlaceIndex> = (0..5_000).map(|user| line.join(user).0).collect();
+        for user in (0..5_000).step_by(7) {
+            line.leave(user);
+        }
+        line.admit(1_234, None, now(), lasts());
+        for &index in places.iter().step_by(97) {
+            let counted = places
+                .iter()
+                .filter(|&&i| {
+                    line.place(i).status == PlaceStatus::Waiting
+                        && line.place(i).number <= line.place(index).number
+                })
+                .count() as u64;
+            let expected = (line.place(index).status == PlaceStatus::Waiting).then_some(counted);
+            assert_eq!(line.position(index), expected);
+        }
+    }
+}
