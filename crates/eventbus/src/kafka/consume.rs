@@ -23,6 +23,9 @@ use crate::settings::BusSettings;
 
 use super::member::{resume, Member};
 
+/// How often a paused consumer looks at its assignment.
+const ASSIGNMENT_LOOK: Duration = Duration::from_secs(1);
+
 impl KafkaBus {
     /// Runs one consumer of `handler`'s group until `shutdown`: polls a batch, applies each
     /// partition's events in their own transaction (partitions concurrently), then commits the
@@ -144,6 +147,12 @@ impl KafkaBus {
         Ok(Member(Some(Arc::new(consumer))))
     }
 
+    /// Notes whether `consumer` holds partitions now (what the watchdog reads).
+    fn look_at_assignment(&self, consumer: &StreamConsumer, group: &str) {
+        let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
+        self.assignments.saw(group, assigned);
+    }
+
     /// Waits for `consumer`'s next message; `None` on shutdown. Having received nothing for
     /// `idle_after`, it pauses its partitions, so an idle group costs the broker no fetches,
     /// until the [`Doorbell`] rings for one of `topics` or [`LOOK_AGAIN`] passes. It keeps
@@ -162,23 +171,26 @@ impl KafkaBus {
                 () = shutdown.cancelled() => return None,
                 () = tokio::time::sleep(idle_after) => {}
             }
-            let assigned = consumer.assignment().is_ok_and(|a| a.count() > 0);
-            self.assignments.saw(group, assigned);
-            if !assigned {
-                // Nothing to pause, and no fetch to save: keep looking, so that the
-                // assignment is seen (and reported) when it comes.
-                continue;
-            }
+            self.look_at_assignment(consumer, group);
             let Some(listening) = self.doorbell.listen(topics) else {
                 continue;
             };
+            // Pausing what is assigned now: partitions assigned later (a join that completes
+            // meanwhile) are not paused, and deliver what waits for them.
             if let Err(error) = consumer.assignment().and_then(|a| consumer.pause(&a)) {
                 return Some(Err(error));
             }
-            let message = tokio::select! {
-                message = consumer.recv() => Some(message),
-                () = listening.rung(LOOK_AGAIN) => None,
-                () = shutdown.cancelled() => return None,
+            let rung = listening.rung(LOOK_AGAIN);
+            tokio::pin!(rung);
+            let message = loop {
+                tokio::select! {
+                    message = consumer.recv() => break Some(message),
+                    () = &mut rung => break None,
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(ASSIGNMENT_LOOK) => {
+                        self.look_at_assignment(consumer, group);
+                    }
+                }
             };
             if let Err(error) = resume(consumer) {
                 return Some(Err(error));

@@ -96,6 +96,9 @@ pub(super) fn resume(consumer: &Arc<StreamConsumer>) -> KafkaResult<()> {
 #[derive(Default)]
 pub(crate) struct Assignments(Mutex<HashMap<String, Seen>>);
 
+/// How long a consumer's first join may take before it is suspected of being wedged.
+const FIRST_JOIN: Duration = Duration::from_secs(15);
+
 /// What is known of one group's consumer here.
 #[derive(Clone, Copy)]
 struct Seen {
@@ -151,11 +154,17 @@ impl Assignments {
     }
 
     /// How long `group`'s consumer has held no partitions; `None` while it holds some or runs
-    /// no consumer here.
+    /// no consumer here. A consumer that has not held any since it joined is first given
+    /// [`FIRST_JOIN`] (a join takes seconds, longer on a loaded machine) and counted from then:
+    /// only a member that lost its partitions, or never got any in that time, is suspect.
     pub(crate) fn unassigned_for(&self, group: &str) -> Option<Duration> {
         let groups = self.0.lock().expect("assignments lock");
-        let since = groups.get(group)?.unassigned_since?;
-        Some(since.elapsed())
+        let seen = groups.get(group)?;
+        let since = seen.unassigned_since?;
+        match seen.ever_assigned {
+            true => Some(since.elapsed()),
+            false => seen.joined_at.elapsed().checked_sub(FIRST_JOIN),
+        }
     }
 
     /// Groups whose consumer joined less than `within` ago and has held no partitions yet.

@@ -462,7 +462,7 @@ async fn settled_status(app: &TestApp, user: &TestUser, id: i64, within: Duratio
 /// default settings. Orders are still accepted meanwhile (the outbox holds their events); once
 /// the broker is back, the consumers rejoin their groups (a consumer left without partitions
 /// is moved to a fresh group within seconds) and every saga goes on, without a restart of the
-/// process. The time it took is printed (about 22 s here; the goal is 30 s); the bound checked
+/// process. The time it took is printed (about 11 s here; the goal is 30 s); the bound checked
 /// leaves room for a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumers_session() {

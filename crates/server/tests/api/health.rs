@@ -1,18 +1,26 @@
 use crate::helpers::{assert_problem, TestApp};
 
+/// Live at once; ready once every part is up and the consumers hold their partitions: until
+/// then (a few seconds on Kafka) readiness names the consumer groups still joining.
 async fn the_app_is_live_and_ready_with_every_part_up(app: TestApp) {
     assert_eq!(app.get("/health/live").await.status(), 200);
-    let ready = app.get("/health/ready").await;
-    assert_eq!(ready.status(), 200);
-    let body: serde_json::Value = ready.json().await.unwrap();
-    for part in ["database", "cache", "bus"] {
+    let (refused, body) = app.wait_ready().await;
+    if let Some(refused) = refused {
+        let consumers = refused["checks"]["consumers"].as_str().unwrap_or_default();
+        assert!(consumers.starts_with("JOINING: "), "{refused}");
+        assert!(
+            refused["detail"].as_str().unwrap().contains("consumers"),
+            "{refused}"
+        );
+    }
+    for part in ["database", "cache", "bus", "consumers"] {
         assert_eq!(body["checks"][part], "UP", "{body}");
     }
     app.stop().await.unwrap();
 }
 
 async fn readiness_names_the_database_when_it_is_down(app: TestApp) {
-    assert_eq!(app.get("/health/ready").await.status(), 200);
+    app.wait_ready().await;
     app.state.db.close().await;
     let body = assert_problem(app.get("/health/ready").await, 503, "UNAVAILABLE").await;
     assert!(

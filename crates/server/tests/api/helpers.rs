@@ -123,6 +123,25 @@ fn init_logs() {
 }
 
 impl TestApp {
+    /// Asks `/health/ready` until it answers 200 (Kafka consumers join their groups in a few
+    /// seconds), for at most 40 s; the first answer that was not 200, if any, and the body of
+    /// the 200.
+    pub async fn wait_ready(&self) -> (Option<serde_json::Value>, serde_json::Value) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        let mut first_refusal = None;
+        loop {
+            let ready = self.get("/health/ready").await;
+            let status = ready.status();
+            let body: serde_json::Value = ready.json().await.unwrap();
+            if status == 200 {
+                return (first_refusal, body);
+            }
+            assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+            first_refusal.get_or_insert(body);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
