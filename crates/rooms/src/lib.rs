@@ -8,10 +8,14 @@
 //! seed, and [`line`] is the line itself as one process holds it (the embedded deployment's,
 //! and the reference the Redis scripts are tested against): joining, admitting the first
 //! waiting places, positions in logarithmic time, leaving, spending, expiry and closing.
+//! [`room`] checks a room's definition against the contract and says its status and a
+//! place's expected wait.
 
 pub mod line;
 pub mod order;
+pub mod room;
 pub mod schedule;
 
 pub use line::{Line, PlaceStatus};
+pub use room::{NewRoom, RoomError, RoomStatus};
 pub use schedule::Schedule;

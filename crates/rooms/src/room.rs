@@ -1,0 +1,193 @@
+//! A room's definition as an admin gives it, checked against the contract's limits, and what
+//! a room and a place say of themselves over time: the room's status and a place's expected
+//! wait.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// The fastest admission rate, per second.
+pub const MAX_ADMIT_PER_SECOND: i64 = 100_000;
+/// How long an admission lasts unless the room says otherwise, in seconds.
+pub const DEFAULT_ADMISSION_SECS: i64 = 300;
+
+/// A room as an admin asks for it (`POST /api/admin/rooms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewRoom {
+    pub name: String,
+    pub coupon_id: Option<i64>,
+    pub product_id: Option<i64>,
+    pub opens_at: DateTime<Utc>,
+    pub admit_per_second: i64,
+    pub max_active: Option<i64>,
+    pub admission_secs: Option<i64>,
+}
+
+/// Why a room was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
+}
+
+impl NewRoom {
+    /// Checks the contract's limits: a name of 2–40 characters, exactly one sale, a rate of
+    /// 1–100,000 a second, a cap of at least 1, admissions of 30–3,600 s.
+    pub fn validate(&self) -> Result<(), RoomError> {
+        let invalid = |field, message| Err(RoomError::Invalid { field, message });
+        let name = self.name.trim();
+        if !(2..=40).contains(&name.chars().count()) {
+            return invalid("name", "must be 2 to 40 characters, not all blank");
+        }
+        match (self.coupon_id, self.product_id) {
+            (Some(_), Some(_)) | (None, None) => {
+                return invalid("couponId", "give exactly one of couponId and productId");
+            }
+            (Some(id), None) if id < 1 => return invalid("couponId", "must be a positive id"),
+            (None, Some(id)) if id < 1 => return invalid("productId", "must be a positive id"),
+            _ => {}
+        }
+        if !(1..=MAX_ADMIT_PER_SECOND).contains(&self.admit_per_second) {
+            return invalid("admitPerSecond", "must be 1 to 100,000");
+        }
+        if self.max_active.is_some_and(|cap| cap < 1) {
+            return invalid("maxActive", "must be at least 1");
+        }
+        if self
+            .admission_secs
+            .is_some_and(|secs| !(30..=3_600).contains(&secs))
+        {
+            return invalid("admissionSecs", "must be 30 to 3,600");
+        }
+        Ok(())
+    }
+
+    /// How long an admission lasts, in seconds.
+    pub fn admission_secs(&self) -> i64 {
+        self.admission_secs.unwrap_or(DEFAULT_ADMISSION_SECS)
+    }
+}
+
+/// Where a room stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RoomStatus {
+    /// Before `opensAt`: places are taken, unnumbered.
+    Scheduled,
+    Open,
+    Paused,
+    Closed,
+}
+
+impl RoomStatus {
+    /// A room's status at `now`.
+    pub fn at(opens_at: DateTime<Utc>, paused: bool, closed: bool, now: DateTime<Utc>) -> Self {
+        match (closed, now < opens_at, paused) {
+            (true, _, _) => Self::Closed,
+            (false, true, _) => Self::Scheduled,
+            (false, false, true) => Self::Paused,
+            (false, false, false) => Self::Open,
+        }
+    }
+}
+
+/// A waiting place's expected wait, in seconds: its position divided by the admission rate
+/// measured over the last 10 s (`admitted_last_10s`), or by the set rate while the room has
+/// been open less than that. `None` while nobody is admitted (paused, or a rate of 0).
+pub fn eta_seconds(
+    position: u64,
+    admitted_last_10s: u64,
+    open_for_secs: f64,
+    set_rate: u32,
+) -> Option<u64> {
+    let rate = if open_for_secs >= 10.0 {
+        admitted_last_10s as f64 / 10.0
+    } else {
+        f64::from(set_rate)
+    };
+    (rate > 0.0).then(|| (position as f64 / rate).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> NewRoom {
+        NewRoom {
+            name: "Friday drop".into(),
+            coupon_id: Some(1),
+            product_id: None,
+            opens_at: "2026-12-04T10:00:00Z".parse().unwrap(),
+            admit_per_second: 50,
+            max_active: None,
+            admission_secs: None,
+        }
+    }
+
+    #[test]
+    fn a_room_outside_the_contracts_limits_is_refused_naming_the_field() {
+        assert_eq!(room().validate(), Ok(()));
+        assert_eq!(room().admission_secs(), 300);
+        let refused = |change: fn(&mut NewRoom)| {
+            let mut room = room();
+            change(&mut room);
+            match room.validate() {
+                Err(RoomError::Invalid { field, .. }) => field,
+                Ok(()) => "accepted",
+            }
+        };
+        assert_eq!(refused(|r| r.name = " ".into()), "name");
+        assert_eq!(refused(|r| r.name = "x".repeat(41)), "name");
+        assert_eq!(refused(|r| r.product_id = Some(2)), "couponId");
+        assert_eq!(refused(|r| r.coupon_id = None), "couponId");
+        assert_eq!(refused(|r| r.coupon_id = Some(0)), "couponId");
+        assert_eq!(
+            refused(|r| {
+                r.coupon_id = None;
+                r.product_id = Some(-3);
+            }),
+            "productId"
+        );
+        assert_eq!(refused(|r| r.admit_per_second = 0), "admitPerSecond");
+        assert_eq!(refused(|r| r.admit_per_second = 100_001), "admitPerSecond");
+        assert_eq!(refused(|r| r.max_active = Some(0)), "maxActive");
+        assert_eq!(refused(|r| r.admission_secs = Some(29)), "admissionSecs");
+        assert_eq!(refused(|r| r.admission_secs = Some(3_601)), "admissionSecs");
+        assert_eq!(refused(|r| r.name = "가나".into()), "accepted");
+    }
+
+    #[test]
+    fn the_status_follows_the_clock_the_pause_and_the_close() {
+        let opens: DateTime<Utc> = "2026-12-04T10:00:00Z".parse().unwrap();
+        let before = opens - chrono::Duration::seconds(1);
+        assert_eq!(
+            RoomStatus::at(opens, false, false, before),
+            RoomStatus::Scheduled
+        );
+        assert_eq!(RoomStatus::at(opens, false, false, opens), RoomStatus::Open);
+        assert_eq!(
+            RoomStatus::at(opens, true, false, opens),
+            RoomStatus::Paused
+        );
+        assert_eq!(
+            RoomStatus::at(opens, true, true, before),
+            RoomStatus::Closed
+        );
+    }
+
+    #[test]
+    fn the_eta_uses_the_measured_rate_once_there_are_ten_seconds_of_it() {
+        assert_eq!(eta_seconds(100, 0, 3.0, 50), Some(2));
+        assert_eq!(eta_seconds(100, 250, 12.0, 50), Some(4));
+        assert_eq!(eta_seconds(1, 250, 12.0, 50), Some(1));
+        assert_eq!(
+            eta_seconds(100, 0, 12.0, 50),
+            None,
+            "nobody admitted lately"
+        );
+        assert_eq!(eta_seconds(100, 0, 3.0, 0), None);
+    }
+}
