@@ -102,8 +102,12 @@ pub(crate) async fn supervise(
     });
     let mut workers = Workers::start(&bus, watched, &shutdown).await;
     // A look at least every second: reading this process's own state costs nothing, and a
-    // wedged consumer is noticed within seconds; the broker is asked only as described above.
+    // wedged consumer is noticed within seconds; the broker is asked only as described above,
+    // and the database whether another process moved the group as often as before the looks
+    // were this frequent.
     let every = (stall_after / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let moves_every = (stall_after / 4).max(Duration::from_millis(20));
+    let mut moves_seen_at = Instant::now();
     // When the lag was last found 0: an idle group is asked again only a stall period later
     // (each ask costs the broker a request per partition).
     let mut caught_up_at: Option<Instant> = None;
@@ -114,8 +118,11 @@ pub(crate) async fn supervise(
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => break,
         }
-        if workers.follow_a_moved_group().await {
-            continue;
+        if moves_seen_at.elapsed() >= moves_every {
+            moves_seen_at = Instant::now();
+            if workers.follow_a_moved_group().await {
+                continue;
+            }
         }
         if bus
             .unassigned_for(&group)
