@@ -9,13 +9,19 @@
 //! and the reference the Redis scripts are tested against): joining, admitting the first
 //! waiting places, positions in logarithmic time, leaving, spending, expiry and closing.
 //! [`room`] checks a room's definition against the contract and says its status and a
-//! place's expected wait.
+//! place's expected wait; [`definition`] keeps rooms and their rate history in the database
+//! (create, find, change, close).
 
+pub mod definition;
 pub mod line;
 pub mod order;
 pub mod room;
 pub mod schedule;
 
+pub use definition::{ClosedReason, Room};
 pub use line::{Line, PlaceStatus};
 pub use room::{NewRoom, RoomError, RoomStatus};
+
+#[cfg(test)]
+mod tests;
 pub use schedule::Schedule;

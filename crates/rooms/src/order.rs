@@ -16,6 +16,15 @@ impl Seed {
         Self(bytes)
     }
 
+    /// A fresh seed from the operating system's random source (two version-4 UUIDs: 244
+    /// random bits).
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self(bytes)
+    }
+
     /// The seed as published: 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -23,14 +23,30 @@ pub struct NewRoom {
     pub admission_secs: Option<i64>,
 }
 
-/// Why a room was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a room operation was refused, or failed.
+#[derive(Debug, thiserror::Error)]
 pub enum RoomError {
     #[error("{field}: {message}")]
     Invalid {
         field: &'static str,
         message: &'static str,
     },
+    #[error("no such room")]
+    NotFound,
+    /// The sale already has a room that is not closed (409 `ROOM_EXISTS`).
+    #[error("the sale already has a room that is not closed")]
+    Exists,
+    /// The room is closed (409 `ROOM_CLOSED`).
+    #[error("the room is closed")]
+    Closed,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl From<db::sqlx::Error> for RoomError {
+    fn from(error: db::sqlx::Error) -> Self {
+        Self::Unknown(error.into())
+    }
 }
 
 impl NewRoom {
@@ -129,13 +145,14 @@ mod tests {
 
     #[test]
     fn a_room_outside_the_contracts_limits_is_refused_naming_the_field() {
-        assert_eq!(room().validate(), Ok(()));
+        assert!(room().validate().is_ok());
         assert_eq!(room().admission_secs(), 300);
         let refused = |change: fn(&mut NewRoom)| {
             let mut room = room();
             change(&mut room);
             match room.validate() {
                 Err(RoomError::Invalid { field, .. }) => field,
+                Err(other) => panic!("{other}"),
                 Ok(()) => "accepted",
             }
         };
