@@ -6,7 +6,7 @@ use db::{exec, on_tx, sqlx, Db};
 use serde::Deserialize;
 
 use super::{find, Room};
-use crate::{room::MAX_ADMIT_PER_SECOND, RoomError};
+use crate::room::{RoomError, MAX_ADMIT_PER_SECOND};
 
 /// What an admin changes (`PATCH /api/admin/rooms/{roomId}`); absent fields stay.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use db::{exec, Db};
 
 use super::{find, ClosedReason, Room};
-use crate::RoomError;
+use crate::room::RoomError;
 
 /// Closes the room `id` for `reason` as of `now`; a room already closed is returned as it is.
 pub async fn close(

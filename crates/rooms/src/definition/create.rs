@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use db::{exec, on_tx, sqlx, Db};
 
 use super::{find, Room};
-use crate::{order::Seed, NewRoom, RoomError};
+use crate::{
+    order::Seed,
+    room::{NewRoom, RoomError},
+};
 
 /// Stores `new` with a fresh seed and its opening rate, as of `now`.
 pub async fn create(db: &Db, new: &NewRoom, now: DateTime<Utc>) -> Result<Room, RoomError> {

@@ -12,9 +12,8 @@ use serde::Serialize;
 
 use crate::{
     order::Seed,
-    room::RoomStatus,
+    room::{RoomError, RoomStatus},
     schedule::{Change, Schedule},
-    RoomError,
 };
 
 /// Why a room closed.
