@@ -196,9 +196,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format);
-    for (old, now) in server::config::renamed_variables() {
-        tracing::info!("{old} is read as {now}, the name it has since configuration has sections");
-    }
     match cli.command {
         Command::Serve { role } => serve(settings, role).await,
         Command::Migrate => {
@@ -243,6 +240,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// `serve`: the server, as `role` (or the configured role), until SIGINT or SIGTERM.
 async fn serve(mut settings: Settings, role: Option<Role>) -> anyhow::Result<()> {
+    for (old, now) in server::config::renamed_variables() {
+        tracing::info!("{old} is read as {now}, the name it has since configuration has sections");
+    }
     if let Some(role) = role {
         settings.role = role;
     }
