@@ -58,7 +58,6 @@ impl Transport for DbLog {
                     consumed.db.clone(),
                     handler.clone(),
                     settings.clone(),
-                    settings.retry.clone(),
                     consumed.log_tick.subscribe(),
                     shutdown.clone(),
                 ))
@@ -156,10 +155,10 @@ pub(crate) async fn run_worker(
     db: Db,
     handler: Arc<dyn Handler>,
     settings: BusSettings,
-    policy: RetryPolicy,
     mut log_tick: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) {
+    let policy = &settings.retry;
     let group = handler.group().to_owned();
     // A worker only looks at registered partitions, so it must not start without its rows.
     while let Err(error) = register(&db, &group, &handler.topics(), settings.partitions).await {
@@ -189,7 +188,7 @@ pub(crate) async fn run_worker(
                         backend: db.backend(),
                         batch: settings.batch_size,
                     };
-                    match consume_partition(&db, &*handler, &checkpoint, &policy, &shutdown).await {
+                    match consume_partition(&db, &*handler, &checkpoint, policy, &shutdown).await {
                         Ok(progress) => worked |= progress,
                         Err(error) => {
                             tracing::warn!(consumer = %group, error = format!("{error:#}"), "consumer batch failed; retrying");

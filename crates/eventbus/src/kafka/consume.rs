@@ -17,7 +17,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 
 use super::{KafkaBus, AWAKE_FETCHES, NETWORK_TIMEOUT};
-use crate::consumer::{Checkpoint, Claim, Delivery, Handler, RetryPolicy, Runner};
+use crate::consumer::{Checkpoint, Claim, Delivery, Handler, Runner};
 use crate::doorbell::LOOK_AGAIN;
 use crate::settings::BusSettings;
 
@@ -35,7 +35,6 @@ impl KafkaBus {
         db: Db,
         handler: Arc<dyn Handler>,
         settings: BusSettings,
-        policy: RetryPolicy,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let group = handler.group().to_owned();
@@ -43,7 +42,7 @@ impl KafkaBus {
         let consumer = self.join(&self.group_id(&db, &group).await?, &topics, &settings)?;
         self.assignments.joined(&group);
         let consumed = self
-            .consume(&db, &consumer, &*handler, &settings, &policy, &shutdown)
+            .consume(&db, &consumer, &*handler, &settings, &shutdown)
             .await;
         self.assignments.stopped(&group);
         consumer.leave().await;
@@ -57,9 +56,9 @@ impl KafkaBus {
         consumer: &Member,
         handler: &dyn Handler,
         settings: &BusSettings,
-        policy: &RetryPolicy,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let policy = &settings.retry;
         let group = handler.group().to_owned();
         let topics = handler.topics();
         let batch_size = settings.batch_size.max(1) as usize;

@@ -184,7 +184,6 @@ impl Transport for KafkaBus {
                     db.clone(),
                     handler.clone(),
                     settings.clone(),
-                    settings.retry.clone(),
                     shutdown.clone(),
                 );
                 if let Err(error) = run.await {
