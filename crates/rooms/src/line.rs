@@ -163,7 +163,7 @@ impl Line {
             place.status = PlaceStatus::Admitted;
             place.admitted_at = Some(now);
             place.expires_at = Some(now + lasts);
-            self.waiting.set(self.front, 0);
+            self.waiting.clear(self.front);
             self.front += 1;
             self.active += 1;
             self.expiring.push_back((now + lasts, index));
@@ -232,7 +232,7 @@ impl Line {
         };
         match self.places[index].status {
             PlaceStatus::Waiting => match self.places[index].number {
-                Some(number) => self.waiting.set(number as usize - 1, 0),
+                Some(number) => self.waiting.clear(number as usize - 1),
                 None => self.early -= 1,
             },
             PlaceStatus::Admitted => self.active -= 1,
@@ -249,7 +249,7 @@ impl Line {
             if place.status == PlaceStatus::Waiting {
                 place.status = PlaceStatus::Closed;
                 match place.number {
-                    Some(number) => self.waiting.set(number as usize - 1, 0),
+                    Some(number) => self.waiting.clear(number as usize - 1),
                     None => self.early -= 1,
                 }
                 closed.push(index);
@@ -289,12 +289,12 @@ impl Line {
     }
 }
 
-/// A Fenwick (binary indexed) tree of counts that grows at the end.
+/// A Fenwick (binary indexed) tree of 0/1 flags that grows at the end. The line knows which
+/// places are waiting (their status), so the tree keeps only the sums.
 #[derive(Default)]
 struct Fenwick {
-    /// 1-based: `tree[i - 1]` sums the `i & -i` values ending at `i`.
+    /// 1-based: `tree[i - 1]` sums the `i & -i` flags ending at `i`.
     tree: Vec<u64>,
-    values: Vec<u64>,
 }
 
 impl Fenwick {
@@ -304,15 +304,13 @@ impl Fenwick {
         // The sum of (i - low, i - 1] is prefix(i - 1) - prefix(i - low).
         let below = self.prefix(i - 1) - self.prefix(i - low);
         self.tree.push(below + value);
-        self.values.push(value);
     }
 
-    /// Sets the value at position `at` (0-based).
-    fn set(&mut self, at: usize, value: u64) {
-        let old = std::mem::replace(&mut self.values[at], value);
+    /// Clears the flag at position `at` (0-based), which the caller knows is set.
+    fn clear(&mut self, at: usize) {
         let mut i = at + 1;
         while i <= self.tree.len() {
-            self.tree[i - 1] = self.tree[i - 1] + value - old;
+            self.tree[i - 1] -= 1;
             i += i & i.wrapping_neg();
         }
     }
