@@ -50,7 +50,9 @@ fn main() {
     let started = Instant::now();
     let mut sum = 0;
     for _ in 0..lookups {
-        sum += line.position(std::hint::black_box(back)).unwrap_or(0);
+        sum += std::hint::black_box(&line)
+            .position(std::hint::black_box(back))
+            .unwrap_or(0);
     }
     let per = started.elapsed() / lookups;
     println!(
