@@ -11,9 +11,11 @@ use testkit::SharedServices;
 /// namespace of its own) when the `STAMPEDE_TEST_*` URLs are set. Files go under `dir`.
 pub fn deployments(dir: &std::path::Path) -> Vec<(&'static str, Settings)> {
     let settings = || {
-        let mut settings = Settings::defaults();
-        settings.bind = "127.0.0.1:0".parse().expect("address");
-        settings.data_dir = dir.to_owned();
+        let mut settings = Settings {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir.to_owned(),
+            ..Settings::default()
+        };
         // A bench's few users place many orders each: the per-user abuse limits would refuse
         // them (they have tests of their own).
         settings.orders.max_open = i64::MAX;

@@ -147,11 +147,6 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The built-in defaults alone: the embedded deployment on 127.0.0.1:8080.
-    pub fn defaults() -> Self {
-        Self::default()
-    }
-
     /// Refuses a value out of its range, naming the key, its variable, the value and the range
     /// (a value is never clamped quietly), and what a section's own rules refuse.
     pub fn check(&self) -> anyhow::Result<()> {
@@ -358,7 +353,7 @@ mod tests {
         }
         let settings = load("[bus]\npartitions = 1024\n[kafka]\nlinger_ms = 0").unwrap();
         assert_eq!(settings.bus.partitions, 1024);
-        Settings::defaults().check().unwrap();
+        Settings::default().check().unwrap();
     }
 
     #[test]
@@ -385,7 +380,7 @@ mod tests {
             });
             assert!(listed, "stampede.example.toml lacks {key}");
         }
-        for (key, _, min, max) in Settings::defaults().ranges() {
+        for (key, _, min, max) in Settings::default().ranges() {
             let name = key.split_once('.').map_or(key.as_str(), |(_, name)| name);
             let stated = format!("# range: {min} to {max}\n{name} = ");
             assert!(
@@ -394,12 +389,12 @@ mod tests {
             );
         }
         let loaded = Settings::load(Some(&path)).unwrap();
-        assert_eq!(loaded.show(), Settings::defaults().show());
+        assert_eq!(loaded.show(), Settings::default().show());
     }
 
     #[test]
     fn defaults_select_the_embedded_deployment_and_secrets_do_not_print() {
-        let mut settings = Settings::defaults();
+        let mut settings = Settings::default();
         assert_eq!(settings.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(settings.role, Role::All);
         assert_eq!(settings.database_url(), "sqlite://./data/stampede.db");
@@ -428,7 +423,7 @@ mod tests {
 
     #[test]
     fn the_ranking_time_zone_is_an_iana_name() {
-        let mut settings = Settings::defaults();
+        let mut settings = Settings::default();
         let ranking = settings.ranking.settings().unwrap();
         assert_eq!(ranking.time_zone.name(), "Asia/Seoul");
         assert_eq!(ranking.answer_ttl, Duration::from_secs(1));

@@ -83,9 +83,11 @@ pub async fn spawn_with(
 ) -> Option<TestApp> {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::defaults();
-    settings.bind = "127.0.0.1:0".parse().unwrap();
-    settings.data_dir = dir.path().to_owned();
+    let mut settings = Settings {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
     settings.bus.poll_interval_ms = 100;
     // Every test user signs up from 127.0.0.1; the per-address rate has tests of its own.
     settings.rate.signups = 1_000_000;
