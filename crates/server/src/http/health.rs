@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -81,8 +81,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<AppJson<Health>, Api
         }))
     } else {
         Err(
-            ApiError::unavailable(format!("not ready: {} not up", failing.join(", ")))
-                .with_extra("checks", checks.into()),
+            // An answer about the process, not a refused request: not counted among the
+            // refusals (a dependency that is down is logged above; consumers still joining
+            // are expected for a few seconds after each start).
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("not ready: {} not up", failing.join(", ")),
+            )
+            .retry_after(1)
+            .with_extra("checks", checks.into()),
         )
     }
 }
