@@ -25,14 +25,15 @@ fn main() {
         .unwrap_or(1_000_000);
     let before = rss();
     let mut line = Line::new(Seed([42; 32]));
+    let now = Utc::now();
     let early = places / 10;
     let started = Instant::now();
     for user in 0..early {
-        line.join(user);
+        line.join(user, now);
     }
     line.open();
     for user in early..places {
-        line.join(user);
+        line.join(user, now);
     }
     let took = started.elapsed();
     let grown = rss().saturating_sub(before);
@@ -60,7 +61,7 @@ fn main() {
         sum / lookups as u64
     );
 
-    let opens = Utc::now();
+    let opens = now;
     let schedule = Schedule::new(opens, 5_000);
     let started = Instant::now();
     let mut admitted = 0;

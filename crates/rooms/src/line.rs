@@ -11,7 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::order::Seed;
 
 /// Where a place stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PlaceStatus {
     /// In line.
     Waiting,
@@ -27,15 +28,69 @@ pub enum PlaceStatus {
     Closed,
 }
 
+impl PlaceStatus {
+    /// The status as the API and the Redis line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "WAITING",
+            Self::Admitted => "ADMITTED",
+            Self::Used => "USED",
+            Self::Expired => "EXPIRED",
+            Self::Left => "LEFT",
+            Self::Closed => "CLOSED",
+        }
+    }
+
+    /// The status from its spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "WAITING" => Self::Waiting,
+            "ADMITTED" => Self::Admitted,
+            "USED" => Self::Used,
+            "EXPIRED" => Self::Expired,
+            "LEFT" => Self::Left,
+            "CLOSED" => Self::Closed,
+            _ => return None,
+        })
+    }
+
+    /// Whether a user holding a place in this status keeps it when joining again (one purchase
+    /// per person through a room).
+    pub fn holds(self) -> bool {
+        matches!(self, Self::Waiting | Self::Admitted | Self::Used)
+    }
+}
+
+/// What a guarded request finds when it asks to use its holder's admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The admission is reserved for this request until it is settled (or the lease runs out).
+    Granted,
+    /// No unspent, unexpired admission.
+    Required,
+    /// Another request of the same user holds the admission right now.
+    InUse,
+}
+
 /// One place in line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
     pub user_id: i64,
+    /// The user's places in this room are counted from 1: joining again after leaving or
+    /// expiring takes the next.
+    pub generation: u32,
     /// Its number in line from 1; `None` until the room opens for a place taken before.
     pub number: Option<u64>,
     pub status: PlaceStatus,
     pub admitted_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A guarded request holds the admission until then.
+    claimed_until: Option<DateTime<Utc>>,
+    /// Last seen (joined, read, or followed on a stream): a waiting place unseen for long is
+    /// dropped as abandoned.
+    seen_at: DateTime<Utc>,
+    /// The user's place before this one.
+    pub previous: Option<PlaceIndex>,
 }
 
 /// A place's handle in its [`Line`].
@@ -62,6 +117,10 @@ pub struct Line {
     active: u64,
     /// Places taken before opening and still waiting (not numbered yet).
     early: u64,
+    closed: bool,
+    /// Admissions made, and waiting places dropped as abandoned, since the line began.
+    admitted_total: u64,
+    dropped_total: u64,
 }
 
 impl Line {
@@ -79,28 +138,37 @@ impl Line {
             expiring: VecDeque::new(),
             active: 0,
             early: 0,
+            closed: false,
+            admitted_total: 0,
+            dropped_total: 0,
         }
     }
 
-    /// `user`'s place, taken now unless they hold one that is waiting, admitted or used (one
-    /// purchase per person through a room); whether it is new.
-    pub fn join(&mut self, user: i64) -> (PlaceIndex, bool) {
-        if let Some(&index) = self.by_user.get(&user) {
-            let status = self.places[index].status;
-            if matches!(
-                status,
-                PlaceStatus::Waiting | PlaceStatus::Admitted | PlaceStatus::Used
-            ) {
-                return (index, false);
+    /// `user`'s place, taken at `now` unless they hold one that is waiting, admitted or used
+    /// (one purchase per person through a room); whether it is new. `None` once the line is
+    /// closed (for a user who holds no place).
+    pub fn join(&mut self, user: i64, now: DateTime<Utc>) -> Option<(PlaceIndex, bool)> {
+        let previous = self.by_user.get(&user).copied();
+        if let Some(index) = previous {
+            if self.places[index].status.holds() {
+                self.places[index].seen_at = now;
+                return Some((index, false));
             }
+        }
+        if self.closed {
+            return None;
         }
         let index = self.places.len();
         self.places.push(Place {
             user_id: user,
+            generation: previous.map_or(1, |i| self.places[i].generation + 1),
             number: None,
             status: PlaceStatus::Waiting,
             admitted_at: None,
             expires_at: None,
+            claimed_until: None,
+            seen_at: now,
+            previous,
         });
         self.by_user.insert(user, index);
         if self.open {
@@ -108,7 +176,7 @@ impl Line {
         } else {
             self.early += 1;
         }
-        (index, true)
+        Some((index, true))
     }
 
     fn number(&mut self, index: PlaceIndex) {
@@ -169,6 +237,7 @@ impl Line {
             self.expiring.push_back((now + lasts, index));
             admitted.push(index);
         }
+        self.admitted_total += admitted.len() as u64;
         self.credited = self.credited.max(due);
         admitted
     }
@@ -200,28 +269,62 @@ impl Line {
         expired
     }
 
-    /// Spends `user`'s admission (their guarded request was accepted); false unless they hold
-    /// one that is unspent and unexpired at `now`.
-    pub fn spend(&mut self, user: i64, now: DateTime<Utc>) -> bool {
+    /// Reserves `user`'s admission for one guarded request until `now + lease` (a request
+    /// that never settles frees it then).
+    pub fn claim(&mut self, user: i64, now: DateTime<Utc>, lease: Duration) -> Claim {
         self.expire(now);
         let Some(&index) = self.by_user.get(&user) else {
-            return false;
+            return Claim::Required;
         };
         let place = &mut self.places[index];
         if place.status != PlaceStatus::Admitted {
-            return false;
+            return Claim::Required;
         }
-        place.status = PlaceStatus::Used;
-        self.active -= 1;
-        true
+        if place.claimed_until.is_some_and(|until| until > now) {
+            return Claim::InUse;
+        }
+        place.claimed_until = Some(now + lease);
+        Claim::Granted
     }
 
-    /// Whether `user` holds an unspent, unexpired admission at `now`.
-    pub fn is_admitted(&self, user: i64, now: DateTime<Utc>) -> bool {
-        self.by_user.get(&user).is_some_and(|&index| {
-            let place = &self.places[index];
-            place.status == PlaceStatus::Admitted && place.expires_at.is_some_and(|at| at > now)
-        })
+    /// Settles `user`'s claimed admission: spent (`Used`) when their request was accepted,
+    /// free again when it was refused. An admission nobody claimed is left as it is.
+    pub fn settle(&mut self, user: i64, accepted: bool) {
+        let Some(&index) = self.by_user.get(&user) else {
+            return;
+        };
+        let place = &mut self.places[index];
+        if place.status != PlaceStatus::Admitted || place.claimed_until.is_none() {
+            return;
+        }
+        place.claimed_until = None;
+        if accepted {
+            place.status = PlaceStatus::Used;
+            self.active -= 1;
+        }
+    }
+
+    /// `user`'s place was seen at `now` (read, or followed on a stream).
+    pub fn touch(&mut self, user: i64, now: DateTime<Utc>) {
+        if let Some(&index) = self.by_user.get(&user) {
+            let place = &mut self.places[index];
+            place.seen_at = place.seen_at.max(now);
+        }
+    }
+
+    /// Waiting places not seen since `cutoff` leave the line; returns how many.
+    pub fn abandon(&mut self, cutoff: DateTime<Utc>) -> u64 {
+        let gone: Vec<i64> = self
+            .places
+            .iter()
+            .filter(|place| place.status == PlaceStatus::Waiting && place.seen_at < cutoff)
+            .map(|place| place.user_id)
+            .collect();
+        for &user in &gone {
+            self.leave(user);
+        }
+        self.dropped_total += gone.len() as u64;
+        gone.len() as u64
     }
 
     /// `user` leaves (or is dropped as abandoned): a waiting place is skipped from now on, an
@@ -242,8 +345,10 @@ impl Line {
         true
     }
 
-    /// Closes the line: every waiting place becomes `Closed`; returns them.
+    /// Closes the line: nobody joins any more and every waiting place becomes `Closed`;
+    /// returns them.
     pub fn close(&mut self) -> Vec<PlaceIndex> {
+        self.closed = true;
         let mut closed = Vec::new();
         for (index, place) in self.places.iter_mut().enumerate() {
             if place.status == PlaceStatus::Waiting {
@@ -286,6 +391,24 @@ impl Line {
     /// Admissions unspent, unexpired and not given up.
     pub fn active(&self) -> u64 {
         self.active
+    }
+
+    /// Admissions made since the line began.
+    pub fn admitted_total(&self) -> u64 {
+        self.admitted_total
+    }
+
+    /// Waiting places dropped as abandoned since the line began.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 }
 
@@ -342,16 +465,26 @@ mod tests {
     fn joining_again_returns_the_same_place_until_it_is_left_or_expired() {
         let mut line = Line::new(Seed([1; 32]));
         line.open();
-        let (first, new) = line.join(7);
+        let (first, new) = line.join(7, now()).unwrap();
         assert!(new);
-        assert_eq!(line.join(7), (first, false));
+        assert_eq!(line.join(7, now()).unwrap(), (first, false));
         line.admit(1, None, now(), lasts());
-        assert_eq!(line.join(7), (first, false), "admitted keeps the place");
-        assert!(line.spend(7, now()));
-        assert_eq!(line.join(7), (first, false), "one purchase per person");
-        let (other, _) = line.join(8);
+        assert_eq!(
+            line.join(7, now()).unwrap(),
+            (first, false),
+            "admitted keeps the place"
+        );
+        assert_eq!(line.claim(7, now(), lasts()), Claim::Granted);
+        assert_eq!(line.claim(7, now(), lasts()), Claim::InUse);
+        line.settle(7, true);
+        assert_eq!(
+            line.join(7, now()).unwrap(),
+            (first, false),
+            "one purchase per person"
+        );
+        let (other, _) = line.join(8, now()).unwrap();
         assert!(line.leave(8));
-        let (again, new) = line.join(8);
+        let (again, new) = line.join(8, now()).unwrap();
         assert!(
             new && again != other,
             "a left place gives a new one at the back"
@@ -364,11 +497,11 @@ mod tests {
         let seed = Seed([9; 32]);
         let mut line = Line::new(seed);
         for user in 1..=100 {
-            line.join(user);
+            line.join(user, now()).unwrap();
         }
         assert_eq!(line.position(line.place_of(1).unwrap()), None);
         line.open();
-        let late = line.join(1_000).0;
+        let late = line.join(1_000, now()).unwrap().0;
         let mut expected: Vec<i64> = (1..=100).collect();
         seed.shuffle(&mut expected);
         expected.push(1_000);
@@ -386,7 +519,9 @@ mod tests {
     fn positions_count_the_waiting_places_ahead_and_skip_those_who_left() {
         let mut line = Line::new(Seed([2; 32]));
         line.open();
-        let places: Vec<PlaceIndex> = (1..=10).map(|user| line.join(user).0).collect();
+        let places: Vec<PlaceIndex> = (1..=10)
+            .map(|user| line.join(user, now()).unwrap().0)
+            .collect();
         assert_eq!(line.position(places[9]), Some(10));
         line.leave(3);
         line.leave(5);
@@ -406,11 +541,14 @@ mod tests {
         let mut line = Line::new(Seed([3; 32]));
         line.open();
         for user in 1..=100 {
-            line.join(user);
+            line.join(user, now()).unwrap();
         }
         assert_eq!(line.admit(10, Some(3), now(), lasts()).len(), 3);
         assert_eq!(line.active(), 3);
-        assert!(line.spend(1, now()) && line.spend(2, now()));
+        for user in [1, 2] {
+            assert_eq!(line.claim(user, now(), lasts()), Claim::Granted);
+            line.settle(user, true);
+        }
         // 10 more due, room for 2 more (3 - 1 unspent): 2, the other 8 forgiven.
         assert_eq!(line.admit(20, Some(3), now(), lasts()).len(), 2);
         assert_eq!(line.admit(21, None, now(), lasts()).len(), 1);
@@ -422,7 +560,7 @@ mod tests {
         line.open();
         assert!(line.admit(1_000, None, now(), lasts()).is_empty());
         for user in 1..=50 {
-            line.join(user);
+            line.join(user, now()).unwrap();
         }
         assert_eq!(line.admit(1_005, None, now(), lasts()).len(), 5);
     }
@@ -431,27 +569,54 @@ mod tests {
     fn an_unspent_admission_expires_and_a_closed_room_closes_every_waiting_place() {
         let mut line = Line::new(Seed([5; 32]));
         for user in 1..=4 {
-            line.join(user);
+            line.join(user, now()).unwrap();
         }
         line.leave(4);
         assert_eq!(line.waiting(), 3);
         line.open();
         let first = line.admit(1, None, now(), lasts())[0];
         let user = line.place(first).user_id;
-        assert!(line.is_admitted(user, now()));
+        assert_eq!(line.claim(user, now(), lasts()), Claim::Granted);
+        line.settle(user, false);
+        assert_eq!(
+            line.place(first).status,
+            PlaceStatus::Admitted,
+            "kept by a refusal"
+        );
         let later = now() + lasts();
         assert_eq!(line.expire(later), vec![first]);
-        assert!(!line.spend(user, later), "expired");
+        assert_eq!(line.claim(user, later, lasts()), Claim::Required, "expired");
         assert_eq!(line.active(), 0);
         assert_eq!(line.close().len(), 2);
         assert_eq!(line.waiting(), 0);
+        assert_eq!(line.join(99, now()), None, "nobody joins a closed line");
+    }
+
+    #[test]
+    fn a_waiting_place_unseen_since_the_cutoff_is_dropped_and_skipped() {
+        let mut line = Line::new(Seed([8; 32]));
+        line.open();
+        for user in 1..=3 {
+            line.join(user, now()).unwrap();
+        }
+        let later = now() + Duration::seconds(60);
+        line.touch(2, later);
+        assert_eq!(line.abandon(later), 2);
+        assert_eq!(line.dropped_total(), 2);
+        let admitted = line.admit(1, None, later, lasts());
+        assert_eq!(line.place(admitted[0]).user_id, 2);
+        let (again, new) = line.join(1, later).unwrap();
+        assert!(new);
+        assert_eq!(line.place(again).generation, 2);
     }
 
     #[test]
     fn positions_agree_with_a_count_over_a_long_line() {
         let mut line = Line::new(Seed([6; 32]));
         line.open();
-        let places: Vec<PlaceIndex> = (0..5_000).map(|user| line.join(user).0).collect();
+        let places: Vec<PlaceIndex> = (0..5_000)
+            .map(|user| line.join(user, now()).unwrap().0)
+            .collect();
         for user in (0..5_000).step_by(7) {
             line.leave(user);
         }

@@ -11,15 +11,28 @@ pub const MAX_ADMIT_PER_SECOND: i64 = 100_000;
 pub const DEFAULT_ADMISSION_SECS: i64 = 300;
 
 /// A room as an admin asks for it (`POST /api/admin/rooms`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewRoom {
+    /// 2 to 40 characters, not all blank.
+    #[schema(min_length = 2, max_length = 40, pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$")]
     pub name: String,
+    /// The coupon whose issue requests the room guards (exactly one of this and `productId`).
+    #[schema(minimum = 1)]
     pub coupon_id: Option<i64>,
+    /// The product whose orders the room guards.
+    #[schema(minimum = 1)]
     pub product_id: Option<i64>,
+    /// When admission starts; places taken before are shuffled then.
     pub opens_at: DateTime<Utc>,
+    /// Admissions a second, 1 to 100,000.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub admit_per_second: i64,
+    /// At most this many admissions unspent at once.
+    #[schema(minimum = 1)]
     pub max_active: Option<i64>,
+    /// How long an admission lasts, 30 to 3,600 s (default 300).
+    #[schema(minimum = 30, maximum = 3_600)]
     pub admission_secs: Option<i64>,
 }
 
@@ -33,6 +46,15 @@ pub enum RoomError {
     },
     #[error("no such room")]
     NotFound,
+    /// The user holds no place in the room's line, or the place id names none.
+    #[error("no such place")]
+    NoPlace,
+    /// The coupon or product a new room would stand in front of does not exist.
+    #[error("no such coupon or product")]
+    NoSuchSale,
+    /// The line could not be reached (the cache is down); nothing was changed.
+    #[error("the line cannot be reached right now")]
+    Unavailable(#[source] anyhow::Error),
     /// The sale already has a room that is not closed (409 `ROOM_EXISTS`).
     #[error("the sale already has a room that is not closed")]
     Exists,
@@ -81,14 +103,31 @@ impl NewRoom {
         Ok(())
     }
 
+    /// What the room would stand in front of (after [`Self::validate`]).
+    pub fn sale(&self) -> Sale {
+        match self.coupon_id {
+            Some(coupon) => Sale::Coupon(coupon),
+            None => Sale::Product(self.product_id.unwrap_or_default()),
+        }
+    }
+
     /// How long an admission lasts, in seconds.
     pub fn admission_secs(&self) -> i64 {
         self.admission_secs.unwrap_or(DEFAULT_ADMISSION_SECS)
     }
 }
 
+/// What a room stands in front of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sale {
+    /// Issue requests for this coupon.
+    Coupon(i64),
+    /// Orders holding an option of this product.
+    Product(i64),
+}
+
 /// Where a room stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RoomStatus {
     /// Before `opensAt`: places are taken, unnumbered.

@@ -115,3 +115,191 @@ testkit::on_both_adapter_sets!(
     a_sale_has_one_room_until_it_closes,
     changes_apply_from_their_moment_and_never_rewrite_what_was_due,
 );
+
+/// The lines in the cache of the adapter set: the same answers from memory and from Redis.
+mod lines {
+    use chrono::{DateTime, Duration, Utc};
+
+    use crate::{
+        line::Claim,
+        order::Seed,
+        store::{Joined, Lines, Seen},
+        PlaceStatus,
+    };
+
+    struct Fixture {
+        lines: Lines,
+        _context: testkit::Context,
+    }
+
+    async fn fixture(production: bool) -> Option<Fixture> {
+        let context = testkit::context(production).await?;
+        Some(Fixture {
+            lines: Lines::on(&context.cache),
+            _context: context,
+        })
+    }
+
+    fn t0() -> DateTime<Utc> {
+        "2026-12-04T10:00:00Z".parse().unwrap()
+    }
+
+    async fn joined(lines: &Lines, room: i64, user: i64, at: DateTime<Utc>) -> (Seen, bool) {
+        match lines.join(room, Seed([1; 32]), user, at).await.unwrap() {
+            Joined::Place(seen, new) => (seen, new),
+            Joined::Closed => panic!("closed"),
+        }
+    }
+
+    async fn status(lines: &Lines, room: i64, user: i64) -> Option<PlaceStatus> {
+        let places = lines.places(room, &[user], t0(), false).await.unwrap();
+        places[0].as_ref().map(|seen| seen.record.status)
+    }
+
+    async fn early_places_open_in_the_seed_order_and_admissions_follow_the_line(fixture: Fixture) {
+        let (lines, room, seed) = (&fixture.lines, 11, Seed([1; 32]));
+        lines.prepare(room, seed).await.unwrap();
+        for user in 1..=20 {
+            let (seen, new) = joined(lines, room, user, t0()).await;
+            assert!(new);
+            assert_eq!((seen.record.number, seen.position), (None, None));
+        }
+        let (again, new) = joined(lines, room, 5, t0()).await;
+        assert!(!new);
+        assert_eq!(again.record.generation, 1);
+        assert!(lines.open(room, seed).await.unwrap());
+        assert!(lines.open(room, seed).await.unwrap(), "once");
+        let (late, _) = joined(lines, room, 100, t0()).await;
+        assert_eq!(late.record.number, Some(21));
+        assert_eq!(late.position, Some(21));
+        let mut expected: Vec<i64> = (1..=20).collect();
+        seed.shuffle(&mut expected);
+        let users: Vec<i64> = (1..=20).collect();
+        let places = lines.places(room, &users, t0(), false).await.unwrap();
+        let mut numbered: Vec<(u64, i64)> = places
+            .iter()
+            .map(|seen| {
+                let seen = seen.as_ref().unwrap();
+                (seen.record.number.unwrap(), seen.record.user_id)
+            })
+            .collect();
+        numbered.sort();
+        let order: Vec<i64> = numbered.iter().map(|(_, user)| *user).collect();
+        assert_eq!(order, expected);
+        // The first of the line leaves; three are due with room for two: the next two go in.
+        lines.leave(room, expected[0]).await.unwrap();
+        let lasts = Duration::seconds(300);
+        assert_eq!(lines.admit(room, 3, Some(2), t0(), lasts).await.unwrap(), 2);
+        assert_eq!(
+            status(lines, room, expected[1]).await,
+            Some(PlaceStatus::Admitted)
+        );
+        assert_eq!(
+            status(lines, room, expected[2]).await,
+            Some(PlaceStatus::Admitted)
+        );
+        assert_eq!(
+            status(lines, room, expected[3]).await,
+            Some(PlaceStatus::Waiting)
+        );
+        assert_eq!(
+            lines.admit(room, 3, None, t0(), lasts).await.unwrap(),
+            0,
+            "admitted once"
+        );
+        let seen = lines
+            .places(room, &[expected[3]], t0(), false)
+            .await
+            .unwrap();
+        assert_eq!(seen[0].as_ref().unwrap().position, Some(1));
+        let stats = lines.stats(room).await.unwrap();
+        assert_eq!(
+            (stats.waiting, stats.active, stats.admitted),
+            (17 + 1, 2, 2)
+        );
+    }
+
+    async fn a_claim_is_spent_by_an_accepted_request_and_freed_by_a_refused_one(fixture: Fixture) {
+        let (lines, room, seed) = (&fixture.lines, 12, Seed([2; 32]));
+        lines.prepare(room, seed).await.unwrap();
+        lines.open(room, seed).await.unwrap();
+        for user in 1..=3 {
+            joined(lines, room, user, t0()).await;
+        }
+        let lease = Duration::seconds(60);
+        assert_eq!(
+            lines.claim(room, 1, t0(), lease).await.unwrap(),
+            Claim::Required
+        );
+        lines
+            .admit(room, 2, None, t0(), Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            lines.claim(room, 1, t0(), lease).await.unwrap(),
+            Claim::Granted
+        );
+        assert_eq!(
+            lines.claim(room, 1, t0(), lease).await.unwrap(),
+            Claim::InUse
+        );
+        lines.settle(room, 1, false).await.unwrap();
+        assert_eq!(status(lines, room, 1).await, Some(PlaceStatus::Admitted));
+        assert_eq!(
+            lines.claim(room, 1, t0(), lease).await.unwrap(),
+            Claim::Granted
+        );
+        lines.settle(room, 1, true).await.unwrap();
+        assert_eq!(status(lines, room, 1).await, Some(PlaceStatus::Used));
+        // Settling what nobody claimed changes nothing; an unused admission expires.
+        lines.settle(room, 2, true).await.unwrap();
+        assert_eq!(status(lines, room, 2).await, Some(PlaceStatus::Admitted));
+        let later = t0() + Duration::seconds(30);
+        assert_eq!(
+            lines.claim(room, 2, later, lease).await.unwrap(),
+            Claim::Required
+        );
+        assert_eq!(status(lines, room, 2).await, Some(PlaceStatus::Expired));
+        let (again, new) = joined(lines, room, 2, later).await;
+        assert!(new);
+        assert_eq!(again.record.generation, 2);
+        assert_eq!(again.record.previous, Some(PlaceStatus::Expired));
+        assert_eq!(lines.stats(room).await.unwrap().active, 0);
+    }
+
+    async fn unseen_places_are_dropped_and_a_closed_line_closes_every_waiting_place(
+        fixture: Fixture,
+    ) {
+        let (lines, room, seed) = (&fixture.lines, 13, Seed([3; 32]));
+        lines.prepare(room, seed).await.unwrap();
+        lines.open(room, seed).await.unwrap();
+        for user in 1..=4 {
+            joined(lines, room, user, t0()).await;
+        }
+        let later = t0() + Duration::seconds(60);
+        lines.places(room, &[2, 3, 4], later, true).await.unwrap();
+        assert_eq!(lines.abandon(room, later).await.unwrap(), 1);
+        assert_eq!(status(lines, room, 1).await, Some(PlaceStatus::Left));
+        lines
+            .admit(room, 1, None, later, Duration::seconds(300))
+            .await
+            .unwrap();
+        assert_eq!(status(lines, room, 2).await, Some(PlaceStatus::Admitted));
+        lines.close(room).await.unwrap();
+        assert_eq!(status(lines, room, 3).await, Some(PlaceStatus::Closed));
+        assert_eq!(status(lines, room, 2).await, Some(PlaceStatus::Admitted));
+        assert_eq!(
+            lines.join(room, seed, 9, later).await.unwrap(),
+            Joined::Closed
+        );
+        let stats = lines.stats(room).await.unwrap();
+        assert_eq!((stats.waiting, stats.dropped, stats.admitted), (0, 1, 1));
+    }
+
+    testkit::on_both_adapter_sets!(
+        fixture;
+        early_places_open_in_the_seed_order_and_admissions_follow_the_line,
+        a_claim_is_spent_by_an_accepted_request_and_freed_by_a_refused_one,
+        unseen_places_are_dropped_and_a_closed_line_closes_every_waiting_place,
+    );
+}

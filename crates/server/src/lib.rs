@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod operations;
 pub mod refusals;
+pub mod sales;
 pub mod seed;
 pub mod serve;
 pub mod startup;

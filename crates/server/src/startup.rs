@@ -74,6 +74,12 @@ impl Application {
                 stop.clone(),
             )));
         }
+        // Every role ticks the rooms: admission is idempotent across instances, and the api
+        // instances refresh the streams they hold.
+        tasks.push(tokio::spawn(rooms::tick::run(
+            state.rooms.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(housekeeping(state.db.clone(), stop.clone())));
         tasks.push(tokio::spawn(crate::refusals::run(stop.clone())));
         let address = listener.local_addr()?;
@@ -129,6 +135,13 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
         settings.orders.settings(),
     );
     let ranking = ranking::Ranking::new(db.clone(), &cache, settings.ranking.settings()?);
+    let rooms = rooms::Rooms::new(
+        db.clone(),
+        cache.clone(),
+        tokens.place_key(),
+        settings.room.clone(),
+        Arc::new(crate::sales::Sales { db: db.clone() }),
+    );
     Ok(AppState::new(Handles {
         hashing: points::users::Hashing::new(settings.password.limits()),
         limits: Arc::new(crate::limits::Limits::new(
@@ -147,6 +160,7 @@ pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
         catalog,
         orders,
         ranking,
+        rooms,
         shutdown: CancellationToken::new(),
     }))
 }

@@ -48,6 +48,7 @@ pub struct Handles {
     pub catalog: catalog::Catalog,
     pub orders: orders::Orders,
     pub ranking: ranking::Ranking,
+    pub rooms: rooms::Rooms,
     /// Password hashing, bounded (sign-up and login).
     pub hashing: points::users::Hashing,
     /// The process's request, stream and rate limits.

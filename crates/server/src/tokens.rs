@@ -15,6 +15,8 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl: Duration,
+    /// Signs waiting-room place ids, derived from the same secret.
+    place_key: rooms::PlaceKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,7 +96,13 @@ impl Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             ttl,
+            place_key: rooms::PlaceKey::derive(secret),
         }
+    }
+
+    /// The key that signs waiting-room place ids (every instance derives the same one).
+    pub fn place_key(&self) -> rooms::PlaceKey {
+        self.place_key.clone()
     }
 
     /// A token for `user_id`, and the seconds until it expires.

@@ -88,6 +88,12 @@ pub async fn find(catalog: &Catalog, id: i64) -> Result<Product, CatalogError> {
     Ok(product)
 }
 
+/// The product `id` as the database has it now, never a cached copy: for decisions that must
+/// not lag behind the stock, such as closing a waiting room.
+pub async fn current(db: &Db, id: i64) -> Result<Product, CatalogError> {
+    load(db, &[id]).await?.pop().ok_or(CatalogError::NotFound)
+}
+
 /// Page `page` (from 0) of `size` products, by id.
 pub async fn list(db: &Db, page: i64, size: i64) -> Result<ProductPage, CatalogError> {
     if page < 0 {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use create::create;
-pub use find::{find, list, names, options, OptionSummary, ProductName, ProductPage};
+pub use find::{current, find, list, names, options, OptionSummary, ProductName, ProductPage};
 pub use order_lines::order_lines;
 pub use restock::restock;
 

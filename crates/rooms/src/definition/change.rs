@@ -9,11 +9,16 @@ use super::{find, Room};
 use crate::room::{RoomError, MAX_ADMIT_PER_SECOND};
 
 /// What an admin changes (`PATCH /api/admin/rooms/{roomId}`); absent fields stay.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoomChange {
+    /// Admissions a second from now on, 1 to 100,000.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub admit_per_second: Option<i64>,
+    /// At most this many admissions unspent at once.
+    #[schema(minimum = 1)]
     pub max_active: Option<i64>,
+    /// `true` admits nobody and keeps every place; `false` resumes.
     pub paused: Option<bool>,
 }
 

@@ -1,6 +1,7 @@
 //! Coupons: admin creation, detail, first-come issue requests, a user's coupons.
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
+use chrono::Utc;
 use coupons::{Coupon, CouponError, NewCoupon, Task, UserCoupon};
 
 use super::{
@@ -73,8 +74,10 @@ pub async fn get_coupon(
     params(("couponId" = i64, Path)), security(("bearer" = [])),
     request_body(content = Object, description = "`{}`, or no body"),
     responses((status = 202, description = "accepted, pending", body = Task),
-        (status = 401, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "`ALREADY_REQUESTED` or `SOLD_OUT`", body = Problem),
+        (status = 401, body = Problem),
+        (status = 403, description = "`ADMISSION_REQUIRED` (with `roomId`): the coupon is behind a waiting room and the caller holds no unspent admission from it", body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "`ALREADY_REQUESTED` or `SOLD_OUT`; `ADMISSION_IN_USE` while another request uses the caller's admission", body = Problem),
         (status = 422, description = "`COUPON_EXPIRED`", body = Problem),
         (status = 429, description = "`RATE_LIMITED`: too many issue requests by this user (`Retry-After`)", body = Problem),
         (status = 503, description = "`UNAVAILABLE` (`Retry-After`): the bus could not take the request (nothing was kept), or every unit left is held by a request that may still fail", body = Problem)))]
@@ -94,9 +97,18 @@ pub async fn issue(
                 .await?,
         )
     };
-    let task =
-        coupons::issue::request_within(&state.coupons, coupon, caller.user_id, limit).await?;
-    Ok((StatusCode::ACCEPTED, AppJson(task)))
+    let sale = [rooms::Sale::Coupon(coupon)];
+    let claimed = rooms::guard::claim(
+        &state.rooms,
+        &sale,
+        caller.user_id,
+        caller.is_admin,
+        Utc::now(),
+    )
+    .await?;
+    let task = coupons::issue::request_within(&state.coupons, coupon, caller.user_id, limit).await;
+    rooms::guard::settle(&state.rooms, claimed, task.is_ok()).await;
+    Ok((StatusCode::ACCEPTED, AppJson(task?)))
 }
 
 /// A user's coupons, newest first; `EXPIRED` once an unused coupon is past its expiry.

@@ -32,6 +32,7 @@ pub(crate) mod pages;
 pub mod points;
 pub mod products;
 pub mod request_id;
+pub mod rooms;
 pub mod sse;
 pub mod users;
 
@@ -72,7 +73,8 @@ fn default_page_size() -> i64 {
         (name = "points", description = "Point balances"),
         (name = "products", description = "Products, options and live stock"),
         (name = "orders", description = "Orders, their saga, payment and status stream"),
-        (name = "coupons", description = "First-come coupons and their issue tasks")
+        (name = "coupons", description = "First-come coupons and their issue tasks"),
+        (name = "rooms", description = "Waiting rooms: a fair line in front of a sale, admitted at a set rate")
     )
 )]
 struct ApiDoc;
@@ -131,6 +133,14 @@ fn routes(role: Role) -> OpenApiRouter<AppState> {
             .routes(routes!(orders::user_orders))
             .routes(routes!(orders::pay))
             .routes(routes!(orders::cancel))
+            .routes(routes!(rooms::create))
+            .routes(routes!(rooms::change))
+            .routes(routes!(rooms::close))
+            .routes(routes!(rooms::get_room))
+            .routes(routes!(rooms::join))
+            .routes(routes!(rooms::my_place, rooms::leave))
+            .routes(routes!(rooms::get_place))
+            .routes(routes!(rooms::place_events))
             .routes(routes!(ops::page))
             .routes(routes!(ops::events));
     }

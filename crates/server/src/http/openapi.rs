@@ -116,9 +116,12 @@ fn complete(path: &str, operation: &mut Map<String, Value>) {
     let events = stream_events(path);
     for (status, response) in responses.iter_mut() {
         type_problem(response);
-        if let (Some(events), Some(stream)) =
-            (&events, response["content"].get_mut("text/event-stream"))
-        {
+        if let (Some(events), Some(stream)) = (
+            &events,
+            response
+                .get_mut("content")
+                .and_then(|content| content.get_mut("text/event-stream")),
+        ) {
             stream["schema"] = events.clone();
         }
         if status == "429" || status == "503" {
@@ -149,6 +152,7 @@ fn stream_events(path: &str) -> Option<Value> {
     let events = match path {
         "/api/orders/{orderId}/events" => vec![event("status", schema("Order"))],
         "/api/coupon-tasks/{taskId}/events" => vec![event("result", schema("Task"))],
+        "/api/room-places/{placeId}/events" => vec![event("place", schema("PlaceView"))],
         "/api/admin/ops/events" => vec![
             event("snapshot", schema("Snapshot")),
             event(

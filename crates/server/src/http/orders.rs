@@ -10,6 +10,7 @@ use axum::{
         Response,
     },
 };
+use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use orders::{find::OrderPage, pay::Payment, place::NewOrder, Order, OrderError};
 
@@ -91,7 +92,15 @@ pub async fn place(
         .collect();
     let lines = catalog::product::order_lines(state.catalog.db(), &wanted).await?;
     let (coupon, context) = (body.user_coupon_id, state.orders.clone());
-    idempotency::once(
+    // The admission is claimed inside the effect, so that a replay of an accepted request
+    // (same Idempotency-Key) answers its 202 again instead of asking for a second admission.
+    let sales: Vec<rooms::Sale> = lines
+        .iter()
+        .map(|line| rooms::Sale::Product(line.product_id))
+        .collect();
+    let claimed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let (room_context, claim_slot) = (state.rooms.clone(), claimed.clone());
+    let placed = idempotency::once(
         &state.db,
         &key,
         "orders.place",
@@ -99,6 +108,16 @@ pub async fn place(
         &body,
         |tx| {
             Box::pin(async move {
+                let now = Utc::now();
+                let admission = rooms::guard::claim(
+                    &room_context,
+                    &sales,
+                    caller.user_id,
+                    caller.is_admin,
+                    now,
+                )
+                .await?;
+                *claim_slot.lock().expect("claim slot") = Some(admission);
                 let order =
                     orders::place::place(&context, tx, caller.user_id, &lines, coupon).await?;
                 let location = format!("/api/orders/{}", order.id);
@@ -106,7 +125,12 @@ pub async fn place(
             })
         },
     )
-    .await
+    .await;
+    let admission = claimed.lock().expect("claim slot").take();
+    if let Some(admission) = admission {
+        rooms::guard::settle(&state.rooms, admission, placed.is_ok()).await;
+    }
+    placed
 }
 
 /// An order (its owner or an admin).

@@ -20,5 +20,6 @@ mod points;
 mod process;
 mod products;
 mod ranking;
+mod rooms;
 mod shutdown;
 mod users;
