@@ -13,6 +13,9 @@ use crate::{line::Claim, Rooms, Sale};
 /// How long a claim holds an admission for a request that never settles it (its process
 /// died): longer than any request may take.
 pub const LEASE: Duration = Duration::seconds(60);
+/// How long a guarded request waits for the line before it is refused (fail closed) or let
+/// through (fail open): a line that does not answer must not hold requests for seconds.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a guarded request may not go on.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +59,11 @@ pub async fn claim(
         if !seen.insert(room.id) {
             continue;
         }
-        let refused = match rooms.lines().claim(room.id, user, now, LEASE).await {
+        let asked = tokio::time::timeout(WAIT, rooms.lines().claim(room.id, user, now, LEASE));
+        let answer = asked
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the line did not answer within {WAIT:?}")));
+        let refused = match answer {
             Ok(Claim::Granted) => {
                 claimed.rooms.push((room.id, user));
                 continue;

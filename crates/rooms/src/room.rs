@@ -15,7 +15,11 @@ pub const DEFAULT_ADMISSION_SECS: i64 = 300;
 #[serde(rename_all = "camelCase")]
 pub struct NewRoom {
     /// 2 to 40 characters, not all blank.
-    #[schema(min_length = 2, max_length = 40, pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$")]
+    #[schema(
+        min_length = 2,
+        max_length = 40,
+        pattern = r"^[^\x00]*[^\x00 \t\n\r][^\x00]*$"
+    )]
     pub name: String,
     /// The coupon whose issue requests the room guards (exactly one of this and `productId`).
     #[schema(minimum = 1)]

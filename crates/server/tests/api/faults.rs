@@ -510,3 +510,65 @@ async fn sagas_go_on_by_themselves_after_the_broker_was_paused_past_the_consumer
     assert_all_issued_and_nothing_dead_lettered(&app, coupon).await;
     assert_eq!(coupons_held(&app, &user).await, 1);
 }
+
+/// A guarded order while the line's Redis is paused: refused at once with 503 `UNAVAILABLE`
+/// (a sale must not open to a stampede because its line is down), or let through when the
+/// deployment chose to fail open (placing an order needs no Redis otherwise).
+async fn a_guarded_request_while_the_line_cannot_be_reached(fail_open: bool) {
+    if shared_services().is_none() {
+        return;
+    }
+    let redis = Redis::start();
+    let app = spawn_with(Deployment::Production, |s| {
+        s.cache.url = redis.url.clone().into();
+        s.room.fail_open = fail_open;
+    })
+    .await
+    .unwrap();
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    let (product, options) = app.new_product(&admin, &[(1_000, 10)]).await;
+    let room = app
+        .request(
+            reqwest::Method::POST,
+            "/api/admin/rooms",
+            Some(&admin.token),
+        )
+        .json(&serde_json::json!({
+            "name": "Drop", "productId": product, "opensAt": chrono::Utc::now().to_rfc3339(),
+            "admitPerSecond": 10,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(room.status(), 201);
+    pause(&redis.pid);
+    let asked = Instant::now();
+    let response = app
+        .request(reqwest::Method::POST, "/api/orders", Some(&user.token))
+        .json(&serde_json::json!({ "items": [{ "productOptionId": options[0], "quantity": 1 }] }))
+        .send()
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    redis.resume();
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    let expected = if fail_open {
+        (202, None)
+    } else {
+        (503, Some("UNAVAILABLE"))
+    };
+    assert_eq!((status, body["code"].as_str()), expected, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_order_is_refused_with_503_while_redis_is_paused() {
+    a_guarded_request_while_the_line_cannot_be_reached(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_order_goes_through_a_paused_redis_when_the_room_fails_open() {
+    a_guarded_request_while_the_line_cannot_be_reached(true).await;
+}
