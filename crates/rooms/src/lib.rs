@@ -12,7 +12,7 @@
 //!
 //! The use cases: [`admin`] (create, change, close), [`join`] (take, read and leave a place),
 //! [`guard`] (a guarded request claims and spends an admission), [`follow`] (a place's
-//! stream), and [`tick`] (each instance's loop: opening, admitting, dropping the abandoned,
+//! stream), [`report`] (what the operations command prints), and [`tick`] (each instance's loop: opening, admitting, dropping the abandoned,
 //! closing sold-out rooms, and refreshing the streams it holds).
 
 pub mod admin;
@@ -25,6 +25,7 @@ pub mod line;
 pub mod order;
 pub mod place;
 pub mod registry;
+pub mod report;
 pub mod room;
 pub mod schedule;
 pub mod store;

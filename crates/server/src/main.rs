@@ -54,6 +54,9 @@ enum Command {
     /// Orders, as the deployment's records tell them.
     #[command(subcommand)]
     Orders(OrdersCommand),
+    /// Waiting rooms: their status, rate and line.
+    #[command(subcommand)]
+    Rooms(RoomsCommand),
     /// The configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -89,6 +92,17 @@ enum OrdersCommand {
     /// groups applied it and how long after, and its dead letters.
     Trace {
         /// The order's id.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoomsCommand {
+    /// The newest rooms, one a line: status, sale, rate, waiting and admitted.
+    List,
+    /// One room: its definition, its line's figures and its rate history.
+    Show {
+        /// The room's id.
         id: i64,
     },
 }
@@ -221,6 +235,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Orders(OrdersCommand::Trace { id }) => trace_order(&settings, id).await,
+        Command::Rooms(command) => {
+            let state = server::startup::connect(settings).await?;
+            let now = chrono::Utc::now();
+            let shown = match command {
+                RoomsCommand::List => rooms::report::list(&state.rooms, now).await,
+                RoomsCommand::Show { id } => rooms::report::show(&state.rooms, id, now).await,
+            };
+            match shown {
+                Ok(text) => print!("{text}"),
+                Err(rooms::RoomError::NotFound) => anyhow::bail!("no such room"),
+                Err(error) => return Err(error.into()),
+            }
+            Ok(())
+        }
         Command::Events(EventsCommand::Status) => {
             let state = server::startup::connect(settings).await?;
             print!("{}", events_status(&state).await?);

@@ -595,3 +595,59 @@ crate::on_both_deployments!(
     a_sold_out_coupon_closes_its_room_and_every_waiting_stream;
     deployment: a_place_nobody_watches_is_dropped_and_skipped,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_list_and_show_print_each_room_and_its_rate_history() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
+    let room = new_room(
+        &app,
+        &admin,
+        json!({"couponId": coupon}),
+        chrono::Duration::zero(),
+        25,
+    )
+    .await;
+    let id = room["id"].as_i64().unwrap();
+    let changed = app
+        .request(
+            Method::PATCH,
+            &format!("/api/admin/rooms/{id}"),
+            Some(&admin.token),
+        )
+        .json(&json!({"admitPerSecond": 40}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let dir = app.state.settings.data_dir.clone();
+    let run = |args: &[&str]| {
+        let out = crate::cli::stampede(&dir)
+            .arg("rooms")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap();
+        (out.status.success(), text)
+    };
+    let (ok, listed) = run(&["list"]);
+    assert!(ok, "{listed}");
+    let row = listed
+        .lines()
+        .find(|line| line.trim_start().starts_with(&id.to_string()))
+        .expect(&listed);
+    assert!(
+        row.contains("OPEN") && row.contains(&format!("coupon {coupon}")) && row.contains("40"),
+        "{row}"
+    );
+    let (ok, shown) = run(&["show", &id.to_string()]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("25/s") && shown.contains("40/s"), "{shown}");
+    assert!(
+        shown.contains("memory://"),
+        "says where the figures are: {shown}"
+    );
+    let (ok, missing) = run(&["show", "999999"]);
+    assert!(!ok && missing.contains("no such room"), "{missing}");
+}
