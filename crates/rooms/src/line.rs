@@ -86,6 +86,8 @@ pub struct Place {
     pub expires_at: Option<DateTime<Utc>>,
     /// A guarded request holds the admission until then.
     claimed_until: Option<DateTime<Utc>>,
+    /// When the place was taken.
+    pub joined_at: DateTime<Utc>,
     /// Last seen (joined, read, or followed on a stream): a waiting place unseen for long is
     /// dropped as abandoned.
     seen_at: DateTime<Utc>,
@@ -167,6 +169,7 @@ impl Line {
             admitted_at: None,
             expires_at: None,
             claimed_until: None,
+            joined_at: now,
             seen_at: now,
             previous,
         });

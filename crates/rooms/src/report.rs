@@ -1,11 +1,15 @@
-//! What `stampede rooms list` and `stampede rooms show ID` print: the rooms as an operator
-//! reads them, from the database and the line.
+//! What `stampede rooms list` and `stampede rooms show ID` print, and the rooms on the live
+//! operations page: the rooms as an operator reads them, from the database and the line.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::{definition, store::LineStats, Room, RoomError, Rooms, Sale};
+use crate::{
+    definition::{self, RoomView},
+    store::LineStats,
+    Room, RoomError, Rooms, Sale,
+};
 
 /// How many rooms `list` prints, newest first.
 pub const LISTED: i64 = 50;
@@ -121,4 +125,16 @@ pub async fn show(rooms: &Rooms, id: i64, now: DateTime<Utc>) -> Result<String, 
         out.push_str(IN_PROCESS);
     }
     Ok(out)
+}
+
+/// The rooms this instance follows (not closed, or closed lately) as shown now, with their
+/// lines' figures (the live operations page).
+pub async fn followed(rooms: &Rooms, now: DateTime<Utc>) -> Result<Vec<RoomView>, RoomError> {
+    let snapshot = rooms.registry().snapshot();
+    let mut views = Vec::with_capacity(snapshot.rooms.len());
+    for room in &snapshot.rooms {
+        let stats = rooms.lines().stats(room.id).await;
+        views.push(room.view(stats.map_err(RoomError::Unavailable)?, now));
+    }
+    Ok(views)
 }

@@ -189,7 +189,12 @@ mod lines {
         // The first of the line leaves; three are due with room for two: the next two go in.
         lines.leave(room, expected[0]).await.unwrap();
         let lasts = Duration::seconds(300);
-        assert_eq!(lines.admit(room, 3, Some(2), t0(), lasts).await.unwrap(), 2);
+        let waited = lines.admit(room, 3, Some(2), t0() + Duration::seconds(7), lasts);
+        assert_eq!(
+            waited.await.unwrap(),
+            vec![Duration::seconds(7); 2],
+            "each waited since joining"
+        );
         assert_eq!(
             status(lines, room, expected[1]).await,
             Some(PlaceStatus::Admitted)
@@ -204,7 +209,7 @@ mod lines {
         );
         assert_eq!(
             lines.admit(room, 3, None, t0(), lasts).await.unwrap(),
-            0,
+            vec![],
             "admitted once"
         );
         let seen = lines

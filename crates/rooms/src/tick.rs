@@ -191,23 +191,31 @@ async fn tick_room(
     if ticking.opened.contains(&room.id) {
         let lasts = Duration::seconds(room.admission_secs);
         let cap = room.max_active.map(|cap| cap as u64);
-        lines
+        let waited = lines
             .admit(room.id, room.schedule.due(now), cap, now, lasts)
             .await?;
+        if !waited.is_empty() {
+            let label = room.id.to_string();
+            metrics::counter!("stampede_room_admitted_total", "room" => label.clone())
+                .increment(waited.len() as u64);
+            let wait = metrics::histogram!("stampede_room_wait_seconds", "room" => label);
+            for waited in waited {
+                wait.record(waited.num_milliseconds() as f64 / 1000.0);
+            }
+        }
     }
     if second {
         let abandon = Duration::seconds(rooms.config().abandon_secs as i64);
         let dropped = lines.abandon(room.id, now - abandon).await?;
+        let label = room.id.to_string();
         if dropped > 0 {
             tracing::info!(room = room.id, dropped, "dropped abandoned places");
+            metrics::counter!("stampede_room_dropped_total", "room" => label.clone())
+                .increment(dropped);
         }
         let stats = lines.stats(room.id).await?;
         rooms.0.paces.record(room.id, now, stats.admitted);
-        let label = room.id.to_string();
-        metrics::gauge!("stampede_room_waiting", "room" => label.clone()).set(stats.waiting as f64);
-        metrics::counter!("stampede_room_admitted_total", "room" => label.clone())
-            .absolute(stats.admitted);
-        metrics::counter!("stampede_room_dropped_total", "room" => label).absolute(stats.dropped);
+        metrics::gauge!("stampede_room_waiting", "room" => label).set(stats.waiting as f64);
         if rooms.0.sales.sold_out(room.sale()).await? {
             tracing::info!(room = room.id, "the sale is sold out: closing its room");
             admin::close(rooms, room.id, ClosedReason::SoldOut, now).await?;

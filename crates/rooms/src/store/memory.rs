@@ -75,9 +75,13 @@ impl MemoryLines {
         max_active: Option<u64>,
         now: DateTime<Utc>,
         lasts: Duration,
-    ) -> u64 {
-        self.with(room, 0, |line| {
-            line.admit(due, max_active, now, lasts).len() as u64
+    ) -> Vec<Duration> {
+        self.with(room, Vec::new(), |line| {
+            let admitted = line.admit(due, max_active, now, lasts);
+            admitted
+                .into_iter()
+                .map(|index| now - line.place(index).joined_at)
+                .collect()
         })
     }
 

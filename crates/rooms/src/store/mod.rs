@@ -140,7 +140,8 @@ impl Lines {
     }
 
     /// Makes the admissions of `room` due by `now` (`due` in all since opening) that were not
-    /// made yet, within `max_active`; each lasts `lasts`. Returns how many it made.
+    /// made yet, within `max_active`; each lasts `lasts`. Returns how long each place it
+    /// admitted had waited since it joined.
     pub async fn admit(
         &self,
         room: i64,
@@ -148,7 +149,7 @@ impl Lines {
         max_active: Option<u64>,
         now: DateTime<Utc>,
         lasts: Duration,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Vec<Duration>> {
         match self {
             Self::Memory(m) => Ok(m.admit(room, due, max_active, now, lasts)),
             Self::Redis(r) => r.admit(room, due, max_active, now, lasts).await,

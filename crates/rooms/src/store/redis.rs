@@ -5,7 +5,7 @@
 //! Per room: `meta` (a hash: `open`, `closed`, `seq` the last number given, `credited`
 //! admissions made or forgiven, `active`, `admitted`, `dropped`), `users` (a hash: user → the
 //! record of their latest place, `generation,status,number,admittedAt,expiresAt,claimedUntil,
-//! previous` with times in ms and one letter per status), `line` (a sorted set of the numbered
+//! previous,joinedAt` with times in ms and one letter per status), `line` (a sorted set of the numbered
 //! waiting places by number: a place's rank is its position), `early` (a set of the waiting
 //! places taken before opening), `active` (admitted places by expiry) and `seen` (waiting
 //! places by when they were last seen).
@@ -35,10 +35,11 @@ local function dec(s)
   local f = {}
   for v in string.gmatch(s .. ',', '([^,]*),') do f[#f + 1] = v end
   return {g = tonumber(f[1]), s = f[2], n = tonumber(f[3]), a = tonumber(f[4]),
-          e = tonumber(f[5]), c = tonumber(f[6]), p = f[7]}
+          e = tonumber(f[5]), c = tonumber(f[6]), p = f[7], j = tonumber(f[8])}
 end
 local function enc(r)
-  return table.concat({r.g, r.s, r.n or '', r.a or '', r.e or '', r.c or '', r.p or ''}, ',')
+  return table.concat({r.g, r.s, r.n or '', r.a or '', r.e or '', r.c or '', r.p or '',
+                       r.j or ''}, ',')
 end
 local function expire(now)
   local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now)
@@ -74,7 +75,7 @@ if r and (r.s == 'A' or r.s == 'U' or (r.s == 'W' and not shut)) then
   return {'HELD', enc(r)}
 end
 if shut then return {'CLOSED'} end
-local n = {g = (r and r.g or 0) + 1, s = 'W', p = r and r.s or nil}
+local n = {g = (r and r.g or 0) + 1, s = 'W', p = r and r.s or nil, j = tonumber(ARGV[2])}
 if redis.call('HGET', KEYS[1], 'open') == '1' then
   n.n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('ZADD', KEYS[3], n.n, u)
@@ -177,22 +178,24 @@ return 1
     )
 });
 
-/// ARGV: due, cap (`-1`: none), now (ms), lasts (ms). Returns how many were admitted.
+/// ARGV: due, cap (`-1`: none), now (ms), lasts (ms). Returns how long each place admitted
+/// waited (ms).
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('HGET', KEYS[1], 'open') ~= '1' or closed() then return 0 end
+if redis.call('HGET', KEYS[1], 'open') ~= '1' or closed() then return {} end
 local now = tonumber(ARGV[3])
 expire(now)
 local due = tonumber(ARGV[1])
 local credited = tonumber(redis.call('HGET', KEYS[1], 'credited') or '0')
 local owed = due - credited
-if owed <= 0 then return 0 end
+if owed <= 0 then return {} end
 local cap = tonumber(ARGV[2])
 if cap >= 0 then
   owed = math.min(owed, cap - tonumber(redis.call('HGET', KEYS[1], 'active') or '0'))
 end
 local n = 0
+local waited = {}
 while n < owed do
   local top = redis.call('ZPOPMIN', KEYS[3], math.min(owed - n, 1000))
   if #top == 0 then break end
@@ -207,12 +210,13 @@ while n < owed do
     redis.call('ZADD', KEYS[5], r.e, u)
     redis.call('ZREM', KEYS[6], u)
     n = n + 1
+    waited[n] = now - (r.j or now)
   end
 end
 redis.call('HINCRBY', KEYS[1], 'active', n)
 redis.call('HINCRBY', KEYS[1], 'admitted', n)
 redis.call('HSET', KEYS[1], 'credited', math.max(credited, due))
-return n
+return waited
 ",
     )
 });
@@ -438,7 +442,7 @@ impl RedisLines {
         max_active: Option<u64>,
         now: DateTime<Utc>,
         lasts: Duration,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<Vec<Duration>> {
         let cap = max_active.map_or(-1, |cap| cap as i64);
         let args = [
             due.to_string(),
@@ -446,7 +450,8 @@ impl RedisLines {
             ms(now),
             lasts.num_milliseconds().to_string(),
         ];
-        self.run(&ADMIT, room, &args).await
+        let waited: Vec<i64> = self.run(&ADMIT, room, &args).await?;
+        Ok(waited.into_iter().map(Duration::milliseconds).collect())
     }
 
     pub(super) async fn claim(
@@ -521,7 +526,8 @@ fn status(letter: &str) -> Option<PlaceStatus> {
 /// A record as the scripts write it; a waiting place of a closed line is `CLOSED`.
 fn decode(user: i64, text: &str, closed: bool) -> Option<PlaceRecord> {
     let fields: Vec<&str> = text.split(',').collect();
-    let [generation, letter, number, admitted, expires, _claimed, previous] = fields[..] else {
+    let [generation, letter, number, admitted, expires, _claimed, previous, _joined] = fields[..]
+    else {
         return None;
     };
     let time = |field: &str| {

@@ -31,6 +31,14 @@ pub fn recorder() -> PrometheusHandle {
                     ],
                 )
                 .expect("valid buckets")
+                // A wait in a line is counted in minutes, not milliseconds.
+                .set_buckets_for_metric(
+                    Matcher::Full("stampede_room_wait_seconds".into()),
+                    &[
+                        1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_200.0, 1_800.0, 3_600.0,
+                    ],
+                )
+                .expect("valid buckets")
                 .install_recorder()
                 .expect("the metrics recorder is installed once");
             describe();
@@ -85,6 +93,10 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     (Kind::Counter, "stampede_coupon_requests_withdrawn_total", "Admitted coupon requests withdrawn because their event never reached the bus"),
     (Kind::Counter, "stampede_ranking_lines_counted_total", "Sold order lines counted into the popular-products ranking"),
     (Kind::Counter, "stampede_ranking_rebuilds_total", "Rebuilds of the popular-products ranking from paid orders"),
+    (Kind::Gauge, "stampede_room_waiting", "Places waiting in a room's line (the line's figure: every instance reports the same), by room"),
+    (Kind::Counter, "stampede_room_admitted_total", "Admissions this instance's room ticks made, by room"),
+    (Kind::Counter, "stampede_room_dropped_total", "Waiting places this instance dropped as abandoned, by room"),
+    (Kind::Histogram, "stampede_room_wait_seconds", "From joining a room's line to being admitted, by room"),
 ];
 
 /// Gives every metric its help text, shown on `/metrics`.

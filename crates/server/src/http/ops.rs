@@ -2,7 +2,8 @@
 //! from elsewhere); the page logs an admin in and follows `GET /api/admin/ops/events`, which
 //! sends a snapshot a second: coupon drops (issued, remaining, finished tasks) and this
 //! instance's issue requests by outcome, the saga funnel (orders by status), the top products,
-//! the outbox backlog, consumer lag and dead letters. Reading it costs a few counts a second,
+//! the outbox backlog, consumer lag and dead letters, and the waiting rooms (the page plots
+//! each line's length and admissions a second over the last minutes). Reading it costs a few counts a second,
 //! only while someone watches.
 
 use std::{collections::BTreeMap, convert::Infallible, time::Duration};
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub consumer_lag: BTreeMap<String, i64>,
     /// Dead letters waiting for replay, per consumer group.
     pub dead_letters: BTreeMap<String, i64>,
+    /// The waiting rooms not closed, or closed in the last minutes.
+    pub rooms: Vec<rooms::definition::RoomView>,
 }
 
 async fn snapshot(state: &AppState) -> anyhow::Result<Snapshot> {
@@ -72,6 +75,7 @@ async fn snapshot(state: &AppState) -> anyhow::Result<Snapshot> {
             .await?
             .into_iter()
             .collect(),
+        rooms: rooms::report::followed(&state.rooms, Utc::now()).await?,
     })
 }
 

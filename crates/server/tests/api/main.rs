@@ -1,5 +1,6 @@
 //! Integration tests that drive the real application over HTTP.
 
+mod browser;
 mod cli;
 mod correlation;
 mod coupons;

@@ -4,165 +4,12 @@
 //! directory (`target/tmp/`). CI installs
 //! Debian's `chromium` and `chromium-driver`; elsewhere the test says it did not run.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use base64::Engine as _;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::{helpers::spawn_app, process::free_port};
-
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-struct Browser {
-    driver: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    /// A headless Chromium session, or `None` (off CI) when chromedriver is not installed.
-    async fn start() -> Option<Self> {
-        let port = free_port();
-        let driver = match Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(driver) => driver,
-            Err(error) if std::env::var_os("CI").is_none() => {
-                eprintln!("chromedriver not found ({error}): the page test did NOT run (apt-get install chromium chromium-driver)");
-                return None;
-            }
-            Err(error) => panic!("chromedriver is required on CI: {error}"),
-        };
-        let (base, http) = (format!("http://127.0.0.1:{port}"), reqwest::Client::new());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http.get(format!("{base}/status")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let args = [
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1280,1000",
-        ];
-        let created: Value = http
-            .post(format!("{base}/session"))
-            .json(&json!({ "capabilities": { "alwaysMatch": {
-                "browserName": "chrome",
-                "goog:chromeOptions": { "args": args },
-            }}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = created["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {created}"))
-            .to_owned();
-        Some(Self {
-            driver,
-            base,
-            session,
-            http,
-        })
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut request = self.http.request(method, url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let reply: Value = request.send().await.unwrap().json().await.unwrap();
-        reply["value"].clone()
-    }
-
-    async fn open(&self, url: &str) {
-        self.call(Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
-    }
-
-    /// The element `css` selects, once it exists.
-    async fn find(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self
-                .call(
-                    Method::POST,
-                    "/element",
-                    Some(json!({ "using": "css selector", "value": css })),
-                )
-                .await;
-            if let Some(id) = found[ELEMENT].as_str() {
-                return id.to_owned();
-            }
-            assert!(Instant::now() < deadline, "no {css} on the page");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let element = self.find(css).await;
-        let path = format!("/element/{element}/value");
-        self.call(Method::POST, &path, Some(json!({ "text": text })))
-            .await;
-    }
-
-    async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        let path = format!("/element/{element}/click");
-        self.call(Method::POST, &path, Some(json!({}))).await;
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        let text = self
-            .call(Method::GET, &format!("/element/{element}/text"), None)
-            .await;
-        text.as_str().unwrap_or_default().to_owned()
-    }
-
-    /// Waits until the text of `css` is `expected`; the page updates itself, nothing reloads.
-    async fn wait_for_text(&self, css: &str, expected: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = self.text(css).await;
-            if text == expected {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{css} shows {text:?}, not {expected:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn screenshot(&self, path: &std::path::Path) {
-        let png = self.call(Method::GET, "/screenshot", None).await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap())
-            .unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
+use crate::{browser::Browser, helpers::spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_drop_live() {
@@ -214,6 +61,45 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
         .wait_for_text(&format!("#coupon-{coupon}-remaining"), "2")
         .await;
     browser.wait_for_text("#requests-accepted", "3").await;
+    // A waiting room in front of another drop: its line on the page.
+    let guarded = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
+    let opens = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let room: serde_json::Value = app
+        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
+        .json(&json!({"name": "Friday drop", "couponId": guarded, "opensAt": opens, "admitPerSecond": 5}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = room["id"].as_i64().unwrap();
+    for user in 0..4 {
+        let joined = app
+            .request(
+                Method::POST,
+                &format!("/api/rooms/{room}/places"),
+                Some(&app.token_for(9_000 + user)),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(joined.status(), 201);
+    }
+    browser
+        .wait_for_text(&format!("#room-{room}-waiting"), "4")
+        .await;
+    let script = format!("document.getElementById('room-{room}').scrollIntoView(); return 1;");
+    browser
+        .call(
+            Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rooms = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-page-rooms.png");
+    browser.screenshot(&rooms).await;
     // Cargo's scratch directory for integration tests, wherever the target directory is.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ops-page.png");
     browser.screenshot(&shot).await;
