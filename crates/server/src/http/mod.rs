@@ -141,6 +141,7 @@ fn routes(role: Role) -> OpenApiRouter<AppState> {
             .routes(routes!(rooms::my_place, rooms::leave))
             .routes(routes!(rooms::get_place))
             .routes(routes!(rooms::place_events))
+            .routes(routes!(rooms::page))
             .routes(routes!(ops::page))
             .routes(routes!(ops::events));
     }

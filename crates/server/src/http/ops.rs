@@ -26,7 +26,7 @@ const TICK: Duration = Duration::from_secs(1);
 #[utoipa::path(get, path = "/ops", tag = "operations",
     responses((status = 200, description = "the live operations page", content_type = "text/html")))]
 pub async fn page() -> axum::response::Response {
-    super::pages::ops_page(include_str!("ops.html"))
+    super::pages::ops_page()
 }
 
 /// One look at the deployment.

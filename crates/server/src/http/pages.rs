@@ -1,6 +1,6 @@
-//! What the pages served to browsers (`/ops`, `/docs`) may do: a Content-Security-Policy that
-//! runs only this origin's own code (the operations page's inline script and style by their
-//! hashes), talks only to this origin, and may not be framed by another site.
+//! What the pages served to browsers (`/ops`, `/rooms/{id}`, `/docs`) may do: a
+//! Content-Security-Policy that runs only this origin's own code (a page's inline script and
+//! style by their hashes), talks only to this origin, and may not be framed by another site.
 
 use std::sync::LazyLock;
 
@@ -16,16 +16,22 @@ const DOCS_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
     style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-/// The operations page's policy: its one inline script and style, allowed by their SHA-256.
-static OPS_POLICY: LazyLock<String> = LazyLock::new(|| {
-    let page = include_str!("ops.html");
+/// The operations page, and the waiting room's page for shoppers.
+pub const OPS_PAGE: &str = include_str!("ops.html");
+pub const ROOM_PAGE: &str = include_str!("room.html");
+
+/// A page's policy: its one inline script and style, allowed by their SHA-256.
+fn policy(page: &str) -> String {
     format!(
         "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         hashes(page, "script"),
         hashes(page, "style"),
     )
-});
+}
+
+static OPS_POLICY: LazyLock<String> = LazyLock::new(|| policy(OPS_PAGE));
+static ROOM_POLICY: LazyLock<String> = LazyLock::new(|| policy(ROOM_PAGE));
 
 /// `'sha256-…'` of the text of every `<tag>` element in `page`.
 fn hashes(page: &str, tag: &str) -> String {
@@ -45,9 +51,18 @@ fn hashes(page: &str, tag: &str) -> String {
 }
 
 /// The operations page, with its policy.
-pub fn ops_page(html: &'static str) -> Response {
+pub fn ops_page() -> Response {
+    page(OPS_PAGE, OPS_POLICY.as_str())
+}
+
+/// The waiting room's page, with its policy.
+pub fn room_page() -> Response {
+    page(ROOM_PAGE, ROOM_POLICY.as_str())
+}
+
+fn page(html: &'static str, policy: &str) -> Response {
     let mut response = axum::response::Html(html).into_response();
-    secure_headers(&mut response, OPS_POLICY.as_str());
+    secure_headers(&mut response, policy);
     response
 }
 
@@ -79,10 +94,12 @@ fn secure_headers(response: &mut Response, policy: &str) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_operations_page_policy_names_its_inline_script_and_style_and_nothing_else() {
-        let policy = super::OPS_POLICY.as_str();
-        assert_eq!(policy.matches("'sha256-").count(), 2, "{policy}");
-        assert!(!policy.contains("unsafe"), "{policy}");
-        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    fn each_page_policy_names_its_inline_script_and_style_and_nothing_else() {
+        for policy in [super::OPS_POLICY.as_str(), super::ROOM_POLICY.as_str()] {
+            assert_eq!(policy.matches("'sha256-").count(), 2, "{policy}");
+            assert!(!policy.contains("unsafe"), "{policy}");
+            assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        }
+        assert_ne!(super::OPS_POLICY.as_str(), super::ROOM_POLICY.as_str());
     }
 }

@@ -86,6 +86,16 @@ impl From<GuardError> for ApiError {
     }
 }
 
+/// The waiting room's page for shoppers: sign in, join, watch the place move, and make the
+/// guarded request once admitted (public: it holds no data; the page reads the room's id from
+/// its address).
+#[utoipa::path(get, path = "/rooms/{roomId}", tag = "rooms",
+    params(("roomId" = i64, Path)),
+    responses((status = 200, description = "the waiting room's page", content_type = "text/html")))]
+pub async fn page(AppPath(_room): AppPath<String>) -> axum::response::Response {
+    super::pages::room_page()
+}
+
 /// `room` as shown now, with its line's figures.
 async fn shown(state: &AppState, room: &Room) -> Result<RoomView, ApiError> {
     let stats = state

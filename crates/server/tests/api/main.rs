@@ -21,6 +21,7 @@ mod points;
 mod process;
 mod products;
 mod ranking;
+mod room_page;
 mod rooms;
 mod shutdown;
 mod users;

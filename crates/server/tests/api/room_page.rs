@@ -1,0 +1,87 @@
+//! The waiting room's page in headless Chromium: a shopper signs in, joins behind three
+//! others, watches the position fall without a reload, and once admitted presses the button
+//! that asks for the coupon and sees it issued. The views are kept as `room-page-*.png` in
+//! Cargo's test scratch directory (`target/tmp/`).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::{browser::Browser, helpers::spawn_app};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shopper_joins_watches_the_line_move_and_gets_the_coupon_once_admitted() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
+    let room: Value = app
+        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
+        .json(&json!({"name": "Friday drop", "couponId": coupon,
+            "opensAt": chrono::Utc::now().to_rfc3339(), "admitPerSecond": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room = room["id"].as_i64().unwrap();
+    // Paused while three others line up ahead of the shopper.
+    let pause = |paused: bool| {
+        app.request(
+            Method::PATCH,
+            &format!("/api/admin/rooms/{room}"),
+            Some(&admin.token),
+        )
+        .json(&json!({ "paused": paused }))
+        .send()
+    };
+    assert_eq!(pause(true).await.unwrap().status(), 200);
+    for user in 0..3 {
+        let joined = app
+            .request(
+                Method::POST,
+                &format!("/api/rooms/{room}/places"),
+                Some(&app.token_for(7_000 + user)),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(joined.status(), 201);
+    }
+    let email = format!("shopper{}@example.com", crate::helpers::unique());
+    assert_eq!(
+        app.sign_up("Shopper", &email, "shopper-pass-1")
+            .await
+            .status(),
+        201
+    );
+
+    browser.open(&format!("{}/rooms/{room}", app.address)).await;
+    browser.type_into("#email", &email).await;
+    browser.type_into("#password", "shopper-pass-1").await;
+    browser.click("#login button").await;
+    browser.wait_for_text("#join", "Join the line").await;
+    browser.click("#join").await;
+    browser.wait_for_text("#position", "4").await;
+    let scratch = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    browser
+        .screenshot(&scratch.join("room-page-waiting.png"))
+        .await;
+
+    assert_eq!(pause(false).await.unwrap().status(), 200);
+    browser.wait_for_text("#position", "2").await;
+    browser.wait_for_text("#status", "It is your turn.").await;
+    browser.wait_for_text("#act", "Get the coupon").await;
+    browser.click("#act").await;
+    browser
+        .wait_for_text("#result", "The coupon is yours.")
+        .await;
+    browser
+        .screenshot(&scratch.join("room-page-done.png"))
+        .await;
+    browser.call(Method::DELETE, "", None).await;
+}
