@@ -37,9 +37,16 @@ pub struct LoadArgs {
     /// `flash-sale`: the coupon to ask for; by default a new one is created.
     #[arg(long)]
     pub coupon: Option<i64>,
-    /// `flash-sale`: units of the coupon it creates.
+    /// `flash-sale` and `waiting-room`: units of the coupon it creates.
     #[arg(long, default_value_t = 1_000)]
     pub coupon_quantity: i64,
+    /// `waiting-room`: admissions a second of the room it creates.
+    #[arg(long, default_value_t = 50)]
+    pub admit_rate: i64,
+    /// `waiting-room`: how long after the start the room opens (those who join before are
+    /// shuffled at opening).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub opens_in: Duration,
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -85,6 +92,8 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         think: args.think,
         coupon: args.coupon,
         coupon_quantity: args.coupon_quantity,
+        admit_rate: args.admit_rate,
+        opens_in: args.opens_in,
         progress: true,
     };
     let outcome = run(target.clone(), seed.clone(), plan).await?;

@@ -34,6 +34,9 @@ pub struct Plan {
     /// The coupon of `flash-sale`; `None`: a new one of `coupon_quantity` units is created.
     pub coupon: Option<i64>,
     pub coupon_quantity: i64,
+    /// `waiting-room`: admissions a second, and how long after the start the room opens.
+    pub admit_rate: i64,
+    pub opens_in: Duration,
     /// Print the live progress line.
     pub progress: bool,
 }
@@ -77,11 +80,26 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         log.coupons_issued_before.insert(coupon, issued);
         plan.coupon = Some(coupon);
     }
+    if plan.scenario == Scenario::WaitingRoom {
+        let room = crate::scenario::room::prepare(
+            &mut conn,
+            &seed,
+            plan.coupon_quantity,
+            plan.admit_rate,
+            plan.opens_in,
+        )
+        .await?;
+        log.coupons_issued_before.insert(room.coupon_id, 0);
+        log.room.room = Some(room);
+    }
     let vus = plan.vus.max(1);
+    let room = log.room.room.clone();
     let shared = Arc::new(Shared {
         target,
         seed,
         coupon: plan.coupon,
+        room: room.clone(),
+        duration: plan.duration,
         think: plan.think,
         vus,
         window: Mutex::new(Window::default()),
@@ -91,6 +109,15 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
     let started = Instant::now();
     let deadline = started + plan.duration;
     let ticker = tokio::spawn(progress(shared.clone(), started, deadline, plan.progress));
+    // The room closes when the run ends, and with it every stream still waiting.
+    let closer = room.map(|room| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            let mut conn = Conn::new(shared.target.clone());
+            crate::scenario::room::close(&mut conn, &shared.seed, &room).await
+        })
+    });
     let (recorder, late) = match plan.rate {
         None => (
             closed(&shared, plan.scenario, vus, deadline).await,
@@ -99,6 +126,9 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         Some(rate) => open(&shared, plan.scenario, vus, rate, deadline).await,
     };
     let elapsed = started.elapsed();
+    if let Some(closer) = closer {
+        closer.await.context("closing the room")??;
+    }
     let timeline = ticker.await.context("progress")?;
     let log = shared.log.lock().expect("run log").clone();
     Ok(Outcome {
@@ -238,7 +268,11 @@ async fn note_stock(conn: &mut Conn, seed: &Seeded, log: &mut RunLog) -> anyhow:
 }
 
 /// Creates the flash sale's coupon as the seeded admin; its id.
-async fn create_coupon(conn: &mut Conn, seed: &Seeded, quantity: i64) -> anyhow::Result<i64> {
+pub(crate) async fn create_coupon(
+    conn: &mut Conn,
+    seed: &Seeded,
+    quantity: i64,
+) -> anyhow::Result<i64> {
     let body = json!({
         "name": "load flash sale",
         "discountType": "FIXED",

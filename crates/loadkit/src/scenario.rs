@@ -18,6 +18,10 @@ use crate::{
     Seeded, SeededUser,
 };
 
+pub mod room;
+
+pub use room::{RoomLog, RoomRun, TakenPlace};
+
 /// The scenarios `stampede load --scenario` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -36,6 +40,9 @@ pub enum Scenario {
     Mixed,
     /// `GET /health/live` only: the generator's own ceiling.
     Live,
+    /// A coupon drop behind a waiting room: join the line (some before it opens), follow the
+    /// place's stream, and once admitted ask for the coupon; the run closes the room at its end.
+    WaitingRoom,
 }
 
 /// How long a stream may take to bring what a step waits for.
@@ -68,6 +75,9 @@ pub struct RunLog {
     pub coupons_issued_before: BTreeMap<i64, i64>,
     /// Each seeded option's stock before the run.
     pub stock_before: BTreeMap<i64, i64>,
+    /// `waiting-room`: the room and the places taken.
+    #[serde(default)]
+    pub room: RoomLog,
 }
 
 /// What every virtual user of a run shares.
@@ -78,6 +88,10 @@ pub struct Shared {
     pub coupon: Option<i64>,
     /// Pause after each iteration.
     pub think: Duration,
+    /// How long the run lasts.
+    pub duration: Duration,
+    /// The room of `waiting-room`.
+    pub room: Option<RoomRun>,
     pub vus: usize,
     pub window: Mutex<Window>,
     pub log: Mutex<RunLog>,
@@ -115,6 +129,7 @@ impl Vu {
             Scenario::Journey => self.journey().await,
             Scenario::FlashSale => self.flash_sale().await,
             Scenario::Charge => self.charge().await,
+            Scenario::WaitingRoom => self.waiting_room().await,
             Scenario::Browse => self.browse().await,
             Scenario::Live => {
                 self.call(
@@ -354,6 +369,11 @@ impl Vu {
                 coupon_id: coupon,
                 user: user_index,
             });
+        self.follow_task(&task_id, accepted).await;
+    }
+
+    /// Follows the coupon task `task_id` (accepted at `accepted`) to its result.
+    async fn follow_task(&mut self, task_id: &str, accepted: Instant) {
         let path = format!("/api/coupon-tasks/{task_id}/events");
         let followed = follow_events(
             &self.shared.target,

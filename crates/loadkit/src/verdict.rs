@@ -1,6 +1,7 @@
 //! What must hold after a run, checked over the API: coupons never issued beyond their
-//! quantity or twice to a user, every accepted coupon task and every order settled, and stock
-//! taken equal to the units that paid or payable orders hold.
+//! quantity or twice to a user, every accepted coupon task and every order settled, stock
+//! taken equal to the units that paid or payable orders hold, and a waiting room's line kept
+//! ([`room`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -17,6 +18,8 @@ use crate::{
     scenario::RunLog,
     Seeded,
 };
+
+mod room;
 
 /// How long the checks wait for tasks and orders still in flight to settle.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -39,6 +42,7 @@ pub async fn check(target: Arc<Target>, seed: &Seeded, log: &RunLog) -> anyhow::
     if !log.orders.is_empty() || !log.stock_before.is_empty() {
         checks.extend(orders(&mut conn, seed, log).await?);
     }
+    checks.extend(room::checks(&mut conn, seed, log).await?);
     Ok(checks)
 }
 

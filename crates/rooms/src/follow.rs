@@ -151,16 +151,19 @@ impl Following {
             if self.last.as_deref() == Some(&view.event_id()) {
                 continue;
             }
-            if view.status == PlaceStatus::Waiting {
-                if let Some(sent) = self.position_sent {
-                    let next = sent + POSITION_EVERY;
-                    if next > Instant::now() {
-                        tokio::time::sleep_until(next).await;
-                        view = self.view()?;
-                        if self.last.as_deref() == Some(&view.event_id()) {
-                            continue;
-                        }
+            // A new position waits for its second; a new status (admitted, closed) does not.
+            if let Some(sent) = self.position_sent {
+                let next = sent + POSITION_EVERY;
+                while view.status == PlaceStatus::Waiting && next > Instant::now() {
+                    let receiver = self.receiver.as_mut()?;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => {}
+                        changed = receiver.changed() => changed.ok()?,
                     }
+                    view = self.view()?;
+                }
+                if self.last.as_deref() == Some(&view.event_id()) {
+                    continue;
                 }
             }
             return Some(self.sent(view));

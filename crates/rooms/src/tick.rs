@@ -1,8 +1,9 @@
 //! Each instance's loop over the rooms it follows, ten times a second: prepare a new room's
 //! line, open it at `opensAt`, make the admissions due (the line counts what it made, so
 //! instances ticking at once admit each place once), and once a second drop the abandoned
-//! places, close the room when its sale is sold out, and measure its pace; twice a second,
-//! read the places this instance's streams follow, once for all of them.
+//! places, close the room when its sale is sold out, and measure its pace; twice a second (and
+//! after admissions, up to five times), read the places this instance's streams follow, once
+//! for all of them.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -20,8 +21,10 @@ use crate::{admin, place::Pace, ClosedReason, Room, Rooms};
 pub const TICK: StdDuration = StdDuration::from_millis(100);
 /// How often the rooms are read again (and at once when an instance announces a change).
 pub const REFRESH: StdDuration = StdDuration::from_secs(1);
-/// How often the places followed by streams are read.
+/// How often the places followed by streams are read; and at least how long apart when a
+/// tick admitted someone (so an admission reaches its stream within a few ticks).
 pub const STREAMS: StdDuration = StdDuration::from_millis(500);
+pub const STREAMS_AFTER_ADMISSION: StdDuration = StdDuration::from_millis(200);
 /// How often abandonment, sold-out and the pace are looked at.
 pub const SECOND: StdDuration = StdDuration::from_secs(1);
 /// The window of the measured admission rate.
@@ -80,7 +83,8 @@ struct Ticking {
     closed: HashSet<i64>,
     refreshed: Option<Instant>,
     second: Instant,
-    streams: Instant,
+    /// When each room's followed places were last read.
+    streams: HashMap<i64, Instant>,
     /// When a room's last failure was logged (one line per room per 10 s).
     logged: HashMap<i64, Instant>,
 }
@@ -97,7 +101,7 @@ pub async fn run(rooms: Rooms, stop: CancellationToken) {
         closed: HashSet::new(),
         refreshed: None,
         second: start,
-        streams: start,
+        streams: HashMap::new(),
         logged: HashMap::new(),
     };
     loop {
@@ -123,27 +127,32 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
     if second {
         ticking.second = at + SECOND;
     }
-    let streams = at >= ticking.streams;
-    if streams {
-        ticking.streams = at + STREAMS;
-    }
     let snapshot = rooms.registry().snapshot();
     for room in &snapshot.rooms {
-        if let Err(error) = tick_room(rooms, ticking, room, now, second).await {
-            let quiet = ticking
-                .logged
-                .get(&room.id)
-                .is_some_and(|last| at < *last + StdDuration::from_secs(10));
-            if !quiet {
-                tracing::warn!(
-                    room = room.id,
-                    error = format!("{error:#}"),
-                    "waiting room tick"
-                );
-                ticking.logged.insert(room.id, at);
+        let admitted = match tick_room(rooms, ticking, room, now, second).await {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                let quiet = ticking
+                    .logged
+                    .get(&room.id)
+                    .is_some_and(|last| at < *last + StdDuration::from_secs(10));
+                if !quiet {
+                    tracing::warn!(
+                        room = room.id,
+                        error = format!("{error:#}"),
+                        "waiting room tick"
+                    );
+                    ticking.logged.insert(room.id, at);
+                }
+                false
             }
-        }
-        if streams {
+        };
+        let read = ticking.streams.get(&room.id).copied();
+        let due = read.is_none_or(|last| {
+            at >= last + STREAMS || (admitted && at >= last + STREAMS_AFTER_ADMISSION)
+        });
+        if due {
+            ticking.streams.insert(room.id, at);
             if let Err(error) = refresh_streams(rooms, room, now).await {
                 tracing::debug!(room = room.id, %error, "reading the followed places");
             }
@@ -158,6 +167,7 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
         ticking.prepared.retain(|room| followed.contains(room));
         ticking.opened.retain(|room| followed.contains(room));
         ticking.closed.retain(|room| followed.contains(room));
+        ticking.streams.retain(|room, _| followed.contains(room));
     }
 }
 
@@ -167,7 +177,7 @@ async fn tick_room(
     room: &Room,
     now: DateTime<Utc>,
     second: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let lines = rooms.lines();
     if !ticking.prepared.contains(&room.id) {
         lines.prepare(room.id, room.seed).await?;
@@ -180,7 +190,7 @@ async fn tick_room(
                 return Err(error);
             }
         }
-        return Ok(());
+        return Ok(false);
     }
     if now >= room.schedule.opens_at()
         && !ticking.opened.contains(&room.id)
@@ -188,13 +198,15 @@ async fn tick_room(
     {
         ticking.opened.insert(room.id);
     }
+    let mut admitted = false;
     if ticking.opened.contains(&room.id) {
         let lasts = Duration::seconds(room.admission_secs);
         let cap = room.max_active.map(|cap| cap as u64);
         let waited = lines
             .admit(room.id, room.schedule.due(now), cap, now, lasts)
             .await?;
-        if !waited.is_empty() {
+        admitted = !waited.is_empty();
+        if admitted {
             let label = room.id.to_string();
             metrics::counter!("stampede_room_admitted_total", "room" => label.clone())
                 .increment(waited.len() as u64);
@@ -221,7 +233,7 @@ async fn tick_room(
             admin::close(rooms, room.id, ClosedReason::SoldOut, now).await?;
         }
     }
-    Ok(())
+    Ok(admitted)
 }
 
 /// Reads every place this instance's streams follow in `room`, and hands each its own.

@@ -18,10 +18,10 @@ fn stampede(dir: &std::path::Path) -> Command {
     command
 }
 
-/// What CI runs: ten seconds of the journey and of a flash sale against the embedded server,
-/// each ending with every invariant checked.
+/// What CI runs: ten seconds of the journey, of a flash sale and of a waiting room against the
+/// embedded server, each ending with every invariant checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_seconds_of_journey_and_flash_sale_on_the_embedded_server_keep_every_invariant() {
+async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invariant() {
     let dir = tempfile::tempdir().unwrap();
     let seeded = stampede(dir.path())
         .args(["seed", "--users", "2000", "--products", "5"])
@@ -37,17 +37,17 @@ async fn ten_seconds_of_journey_and_flash_sale_on_the_embedded_server_keep_every
         ],
         "all",
     );
-    for scenario in ["journey", "flash-sale"] {
+    // The waiting room's line must never run empty for its rate to be measured: more users
+    // than it admits in the time one admitted user takes to ask and join again.
+    let runs: [(&str, &[&str]); 3] = [
+        ("journey", &["--vus", "20"]),
+        ("flash-sale", &["--vus", "20"]),
+        ("waiting-room", &["--vus", "200", "--admit-rate", "20"]),
+    ];
+    for (scenario, options) in runs {
         let run = stampede(dir.path())
-            .args([
-                "load",
-                "--scenario",
-                scenario,
-                "--duration",
-                "10s",
-                "--vus",
-                "20",
-            ])
+            .args(["load", "--scenario", scenario, "--duration", "10s"])
+            .args(options)
             .args(["--base-url", &format!("http://127.0.0.1:{port}")])
             .args(["--json", "run.json", "--report", "run.html"])
             .output()
@@ -120,4 +120,104 @@ async fn the_verdict_names_the_invariants_a_deployment_breaks() {
     };
     let checks = verdict::check(target, &seed, &honest).await.unwrap();
     assert!(checks.iter().all(|c| c.held), "{checks:?}");
+}
+
+/// A waiting-room run's record that says a guarded request was accepted without an admission
+/// and that a stream ended early: both are named, and the line itself (read back from the
+/// deployment) holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verdict_names_what_a_waiting_room_run_saw_go_wrong() {
+    use loadkit::scenario::{RoomLog, RoomRun, TakenPlace};
+
+    let app = spawn_app().await;
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
+    let opens = chrono::Utc::now();
+    let room: serde_json::Value = app
+        .request(
+            reqwest::Method::POST,
+            "/api/admin/rooms",
+            Some(&admin.token),
+        )
+        .json(&serde_json::json!({"name": "Drop", "couponId": coupon,
+            "opensAt": opens.to_rfc3339(), "admitPerSecond": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room_id = room["id"].as_i64().unwrap();
+    let mut places = Vec::new();
+    for user in 0..3 {
+        let joined: serde_json::Value = app
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/rooms/{room_id}/places"),
+                Some(&app.token_for(5_000 + user)),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        places.push(TakenPlace {
+            place_id: joined["placeId"].as_str().unwrap().to_owned(),
+            user_id: 5_000 + user,
+            early: false,
+            last_status: "ADMITTED".into(),
+        });
+    }
+    // The second leaves: the line skips it.
+    let left = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/rooms/{room_id}/places/me"),
+            Some(&app.token_for(5_001)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.status(), 204);
+    places[2].last_status = "stream ended early".into();
+    let log = RunLog {
+        room: RoomLog {
+            room: Some(RoomRun {
+                room_id,
+                coupon_id: coupon,
+                rate: 1,
+                opens_at: opens,
+            }),
+            places,
+            unadmitted_asked: 4,
+            unadmitted_accepted: 1,
+        },
+        ..RunLog::default()
+    };
+    let seed = Seeded {
+        password: String::new(),
+        admin: SeededUser {
+            id: admin.id,
+            token: admin.token.clone(),
+        },
+        users: Vec::new(),
+        products: Vec::new(),
+        coupons: Vec::new(),
+    };
+    let target = Target::parse(&app.address).unwrap();
+    let checks = verdict::check(target, &seed, &log).await.unwrap();
+    let broken: Vec<&str> = checks
+        .iter()
+        .filter(|c| !c.held)
+        .map(|c| c.invariant)
+        .collect();
+    assert_eq!(
+        broken,
+        [
+            "no guarded request was accepted without an admission",
+            "every place's stream ended ADMITTED or CLOSED",
+        ],
+        "{checks:?}"
+    );
 }

@@ -1,0 +1,269 @@
+//! `waiting-room`: a coupon drop behind a waiting room. Every user joins the line (those of
+//! the first second before it opens), follows their place's stream, and once admitted asks for
+//! the coupon; one iteration in five first asks without an admission, which must be refused.
+//! The run pauses the room at its end and closes it a little later, so every stream ends; the verdict then checks the line
+//! from the places the run took ([`crate::verdict`]).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{AcceptedTask, Vu, STREAM_TIMEOUT};
+use crate::{
+    http::{follow_events, Conn},
+    stats::Answer,
+    Seeded,
+};
+
+/// The room a `waiting-room` run stands in line for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRun {
+    pub room_id: i64,
+    pub coupon_id: i64,
+    /// Admissions a second, as set.
+    pub rate: i64,
+    pub opens_at: DateTime<Utc>,
+}
+
+/// A place the run took.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakenPlace {
+    pub place_id: String,
+    pub user_id: i64,
+    /// Taken before the room opened (numbered by the seed at opening).
+    pub early: bool,
+    /// The status of the stream's last event (`ADMITTED` or `CLOSED` when it ended as it
+    /// should), or how following it failed.
+    pub last_status: String,
+}
+
+/// What a `waiting-room` run records for the verdict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RoomLog {
+    pub room: Option<RoomRun>,
+    pub places: Vec<TakenPlace>,
+    /// Guarded requests made without an admission, and how many of them were accepted.
+    pub unadmitted_asked: u64,
+    pub unadmitted_accepted: u64,
+}
+
+/// Creates the run's coupon of `quantity` units and a room in front of it opening in
+/// `opens_in`, admitting `rate` a second, as the seeded admin.
+pub async fn prepare(
+    conn: &mut Conn,
+    seed: &Seeded,
+    quantity: i64,
+    rate: i64,
+    opens_in: Duration,
+) -> anyhow::Result<RoomRun> {
+    let coupon = crate::run::create_coupon(conn, seed, quantity).await?;
+    let opens_at = Utc::now() + chrono::Duration::from_std(opens_in)?;
+    let body = json!({
+        "name": "load-kit line", "couponId": coupon, "opensAt": opens_at.to_rfc3339(),
+        "admitPerSecond": rate,
+    });
+    let reply = conn
+        .send(
+            Method::POST,
+            "/api/admin/rooms",
+            Some(&seed.admin.token),
+            Some(body.to_string().into()),
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.status == 201,
+        "creating the run's waiting room: {} {}",
+        reply.status,
+        String::from_utf8_lossy(&reply.body)
+    );
+    let room_id = reply.json()["id"].as_i64().unwrap_or_default();
+    Ok(RoomRun {
+        room_id,
+        coupon_id: coupon,
+        rate,
+        opens_at,
+    })
+}
+
+/// How long the run's end lets those admitted last use their admission before the room
+/// closes (closing lifts the guard: a request after it needs no admission).
+const LAST_CALL: Duration = Duration::from_secs(3);
+
+/// Ends the run's room: paused (nobody more is admitted), then, once those admitted have had
+/// time to ask, closed (its waiting streams end `CLOSED`).
+pub async fn close(conn: &mut Conn, seed: &Seeded, room: &RoomRun) -> anyhow::Result<()> {
+    let path = format!("/api/admin/rooms/{}", room.room_id);
+    let body = json!({ "paused": true }).to_string();
+    let reply = conn
+        .send(
+            Method::PATCH,
+            &path,
+            Some(&seed.admin.token),
+            Some(body.into()),
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.status == 200,
+        "pausing the run's room: {}",
+        reply.status
+    );
+    tokio::time::sleep(LAST_CALL).await;
+    let path = format!("/api/admin/rooms/{}/close", room.room_id);
+    let reply = conn
+        .send(
+            Method::POST,
+            &path,
+            Some(&seed.admin.token),
+            Some("{}".into()),
+        )
+        .await?;
+    anyhow::ensure!(
+        reply.status == 200,
+        "closing the run's room: {}",
+        reply.status
+    );
+    Ok(())
+}
+
+impl Vu {
+    pub(super) async fn waiting_room(&mut self) {
+        let Some(room) = self.shared.room.clone() else {
+            return;
+        };
+        let (user_index, user) = self.user();
+        let token = Some(user.token.as_str());
+        let issue = format!("/api/coupons/{}/issue", room.coupon_id);
+        if self.iteration % 5 == 0 {
+            let reply = self
+                .call(
+                    "rooms.issue_unadmitted",
+                    Method::POST,
+                    &issue,
+                    token,
+                    Some(json!({})),
+                    &[403, 202],
+                )
+                .await;
+            let mut log = self.shared.log.lock().expect("run log");
+            log.room.unadmitted_asked += 1;
+            if reply.is_some_and(|reply| reply.status == 202) {
+                log.room.unadmitted_accepted += 1;
+            }
+        }
+        let path = format!("/api/rooms/{}/places", room.room_id);
+        let Some(joined) = self
+            .call(
+                "rooms.join",
+                Method::POST,
+                &path,
+                token,
+                Some(json!({})),
+                &[201, 200],
+            )
+            .await
+        else {
+            return;
+        };
+        let joined_at = Instant::now();
+        let place = joined.json();
+        let Some(place_id) = place["placeId"].as_str().map(str::to_owned) else {
+            return;
+        };
+        let early = place.get("number").is_none();
+        // Until the run's room closes at its end, and a little after.
+        let timeout = self.shared.think.max(STREAM_TIMEOUT) + self.shared.duration;
+        let mut last = Value::Null;
+        let mut event_delay = None;
+        let followed = follow_events(
+            &self.shared.target,
+            &format!("/api/room-places/{place_id}/events"),
+            None,
+            timeout,
+            |_, data| {
+                last = data.clone();
+                let status = data["status"].as_str().unwrap_or_default();
+                if status == "ADMITTED" {
+                    event_delay = delay_since(&data["admittedAt"]);
+                }
+                status != "WAITING"
+            },
+        )
+        .await;
+        let status = match &followed {
+            Ok(true) => last["status"].as_str().unwrap_or("?").to_owned(),
+            Ok(false) => "stream ended early".to_owned(),
+            Err(error) => format!("stream failed: {}", super::short(error)),
+        };
+        self.shared
+            .log
+            .lock()
+            .expect("run log")
+            .room
+            .places
+            .push(TakenPlace {
+                place_id,
+                user_id: user.id,
+                early,
+                last_status: status.clone(),
+            });
+        let admitted = status == "ADMITTED";
+        let refusal = (!admitted).then_some(status.as_str());
+        self.record_stream(
+            "rooms.wait",
+            joined_at.elapsed(),
+            followed.map(|_| true),
+            refusal,
+        );
+        if let Some(delay) = event_delay {
+            let answer = Answer::Expected {
+                status: 200,
+                code: None,
+            };
+            self.note("rooms.admission_event", delay, answer);
+        }
+        if !admitted {
+            return;
+        }
+        let Some(reply) = self
+            .call(
+                "coupons.issue",
+                Method::POST,
+                &issue,
+                token,
+                Some(json!({})),
+                &[202, 409],
+            )
+            .await
+        else {
+            return;
+        };
+        if reply.status != 202 {
+            return;
+        }
+        let accepted = Instant::now();
+        let Some(task_id) = reply.json()["taskId"].as_str().map(str::to_owned) else {
+            return;
+        };
+        self.shared
+            .log
+            .lock()
+            .expect("run log")
+            .coupon_tasks
+            .push(AcceptedTask {
+                task_id: task_id.clone(),
+                coupon_id: room.coupon_id,
+                user: user_index,
+            });
+        self.follow_task(&task_id, accepted).await;
+    }
+}
+
+/// How long ago `admitted_at` (the server's clock, RFC 3339) was, by this host's clock.
+fn delay_since(admitted_at: &Value) -> Option<Duration> {
+    let at: DateTime<Utc> = admitted_at.as_str()?.parse().ok()?;
+    let at = SystemTime::from(at);
+    Some(SystemTime::now().duration_since(at).unwrap_or_default())
+}
