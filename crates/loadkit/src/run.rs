@@ -80,20 +80,28 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         log.coupons_issued_before.insert(coupon, issued);
         plan.coupon = Some(coupon);
     }
-    if plan.scenario == Scenario::WaitingRoom {
-        let room = crate::scenario::room::prepare(
+    let mut room = None;
+    if matches!(plan.scenario, Scenario::WaitingRoom | Scenario::RoomJoin) {
+        // Joins alone are measured on a line that does not open during the run.
+        let opens_in = match plan.scenario {
+            Scenario::RoomJoin => plan.duration + Duration::from_secs(3600),
+            _ => plan.opens_in,
+        };
+        let made = crate::scenario::room::prepare(
             &mut conn,
             &seed,
             plan.coupon_quantity,
             plan.admit_rate,
-            plan.opens_in,
+            opens_in,
         )
         .await?;
-        log.coupons_issued_before.insert(room.coupon_id, 0);
-        log.room.room = Some(room);
+        if plan.scenario == Scenario::WaitingRoom {
+            log.coupons_issued_before.insert(made.coupon_id, 0);
+            log.room.room = Some(made.clone());
+        }
+        room = Some(made);
     }
     let vus = plan.vus.max(1);
-    let room = log.room.room.clone();
     let shared = Arc::new(Shared {
         target,
         seed,

@@ -43,6 +43,8 @@ pub enum Scenario {
     /// A coupon drop behind a waiting room: join the line (some before it opens), follow the
     /// place's stream, and once admitted ask for the coupon; the run closes the room at its end.
     WaitingRoom,
+    /// Join the line of a room the run creates (opening after the run): join throughput.
+    RoomJoin,
 }
 
 /// How long a stream may take to bring what a step waits for.
@@ -130,6 +132,7 @@ impl Vu {
             Scenario::FlashSale => self.flash_sale().await,
             Scenario::Charge => self.charge().await,
             Scenario::WaitingRoom => self.waiting_room().await,
+            Scenario::RoomJoin => self.room_join().await,
             Scenario::Browse => self.browse().await,
             Scenario::Live => {
                 self.call(

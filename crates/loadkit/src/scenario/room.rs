@@ -129,6 +129,24 @@ pub async fn close(conn: &mut Conn, seed: &Seeded, room: &RoomRun) -> anyhow::Re
 }
 
 impl Vu {
+    pub(super) async fn room_join(&mut self) {
+        let Some(room) = self.shared.room.clone() else {
+            return;
+        };
+        let (_, user) = self.user();
+        let path = format!("/api/rooms/{}/places", room.room_id);
+        let token = Some(user.token.as_str());
+        self.call(
+            "rooms.join",
+            Method::POST,
+            &path,
+            token,
+            Some(json!({})),
+            &[201, 200],
+        )
+        .await;
+    }
+
     pub(super) async fn waiting_room(&mut self) {
         let Some(room) = self.shared.room.clone() else {
             return;
