@@ -118,9 +118,11 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
     let now = Utc::now();
     let at = Instant::now();
     if ticking.refreshed.is_none_or(|last| at >= last + REFRESH) {
-        match rooms.registry().refresh(rooms.db(), now).await {
-            Ok(_) => ticking.refreshed = Some(at),
-            Err(error) => tracing::warn!(%error, "reading the rooms"),
+        // Tried again in a second either way: a database that is down is not asked ten times
+        // a second (the rooms already read are followed meanwhile).
+        ticking.refreshed = Some(at);
+        if let Err(error) = rooms.registry().refresh(rooms.db(), now).await {
+            tracing::warn!(%error, "reading the rooms");
         }
     }
     let second = at >= ticking.second;

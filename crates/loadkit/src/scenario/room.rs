@@ -96,36 +96,58 @@ const LAST_CALL: Duration = Duration::from_secs(3);
 /// time to ask, closed (its waiting streams end `CLOSED`).
 pub async fn close(conn: &mut Conn, seed: &Seeded, room: &RoomRun) -> anyhow::Result<()> {
     let path = format!("/api/admin/rooms/{}", room.room_id);
-    let body = json!({ "paused": true }).to_string();
-    let reply = conn
-        .send(
-            Method::PATCH,
-            &path,
-            Some(&seed.admin.token),
-            Some(body.into()),
-        )
-        .await?;
-    anyhow::ensure!(
-        reply.status == 200,
-        "pausing the run's room: {}",
-        reply.status
-    );
+    let paused = json!({ "paused": true }).to_string();
+    admin(
+        conn,
+        seed,
+        Method::PATCH,
+        &path,
+        paused,
+        "pausing the run's room",
+    )
+    .await?;
     tokio::time::sleep(LAST_CALL).await;
     let path = format!("/api/admin/rooms/{}/close", room.room_id);
-    let reply = conn
-        .send(
-            Method::POST,
-            &path,
-            Some(&seed.admin.token),
-            Some("{}".into()),
-        )
-        .await?;
-    anyhow::ensure!(
-        reply.status == 200,
-        "closing the run's room: {}",
-        reply.status
-    );
-    Ok(())
+    admin(
+        conn,
+        seed,
+        Method::POST,
+        &path,
+        "{}".into(),
+        "closing the run's room",
+    )
+    .await
+}
+
+/// An admin's request that must succeed: asked again (for half a minute) while the server
+/// answers 503, as a loaded server may.
+async fn admin(
+    conn: &mut Conn,
+    seed: &Seeded,
+    method: Method,
+    path: &str,
+    body: String,
+    what: &str,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = conn
+            .send(
+                method.clone(),
+                path,
+                Some(&seed.admin.token),
+                Some(body.clone().into()),
+            )
+            .await;
+        match reply {
+            Ok(reply) if reply.status == 200 => return Ok(()),
+            Ok(reply) if reply.status != 503 || Instant::now() > until => {
+                anyhow::bail!("{what}: {}", reply.status)
+            }
+            Err(error) if Instant::now() > until => return Err(error.context(what.to_owned())),
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
 }
 
 impl Vu {

@@ -526,8 +526,8 @@ async fn a_place_nobody_watches_is_dropped_and_skipped(deployment: Deployment) {
     app.stop().await.unwrap();
 }
 
-/// Two `--role api` instances and a worker share one Redis: together they admit at the set
-/// rate, not one rate each.
+/// Two instances share one Redis: together they admit at the set rate, not one rate each, and
+/// never more than `maxActive` unspent at once.
 async fn instances_sharing_a_line_admit_at_the_rate_of_the_room() {
     let Some(services) = shared_services() else {
         return;
@@ -577,6 +577,35 @@ async fn instances_sharing_a_line_admit_at_the_rate_of_the_room() {
         "{admitted} admitted in {opened_for:.1} s at 20/s"
     );
     assert_eq!(room["waiting"].as_u64().unwrap() + admitted, 200);
+
+    // A cap of five unspent admissions holds across both instances, however fast the rate.
+    let capped_coupon = apps[0]
+        .new_coupon(&admin, 1_000, Duration::from_secs(3600))
+        .await;
+    let capped = apps[1]
+        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
+        .json(&json!({"name": "Capped drop", "couponId": capped_coupon,
+            "opensAt": Utc::now().to_rfc3339(), "admitPerSecond": 1_000, "maxActive": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(capped.status(), 201);
+    let capped = capped.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for user in 0..50 {
+        let app = &apps[user as usize % 2];
+        join(app, &app.token_for(4_100_000 + user), capped).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let room = apps[0]
+        .get_json(&format!("/api/rooms/{capped}"), None)
+        .await;
+    assert_eq!(
+        (room["admitted"].as_u64(), room["waiting"].as_u64()),
+        (Some(5), Some(45)),
+        "{room}"
+    );
     for app in apps {
         app.stop().await.unwrap();
     }
