@@ -528,20 +528,9 @@ async fn a_guarded_request_while_the_line_cannot_be_reached(fail_open: bool) {
     let admin = app.new_admin().await;
     let user = app.new_user().await;
     let (product, options) = app.new_product(&admin, &[(1_000, 10)]).await;
-    let room = app
-        .request(
-            reqwest::Method::POST,
-            "/api/admin/rooms",
-            Some(&admin.token),
-        )
-        .json(&serde_json::json!({
-            "name": "Drop", "productId": product, "opensAt": chrono::Utc::now().to_rfc3339(),
-            "admitPerSecond": 10,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(room.status(), 201);
+    let sale = serde_json::json!({ "productId": product });
+    app.new_room(&admin, sale, chrono::Duration::zero(), 10)
+        .await;
     pause(&redis.pid);
     let asked = Instant::now();
     let response = app

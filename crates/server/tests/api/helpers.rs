@@ -291,6 +291,51 @@ impl TestApp {
             .await
     }
 
+    /// A waiting room in front of `sale` (`{"couponId": ..}` or `{"productId": ..}`) opening
+    /// `opens_in` from now, admitting `rate` a second, made by `admin`; the room.
+    pub async fn new_room(
+        &self,
+        admin: &TestUser,
+        sale: Value,
+        opens_in: chrono::Duration,
+        rate: i64,
+    ) -> Value {
+        let mut body = json!({
+            "name": "Friday drop",
+            "opensAt": (chrono::Utc::now() + opens_in).to_rfc3339(),
+            "admitPerSecond": rate,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(sale.as_object().unwrap().clone());
+        let response = self
+            .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// `PATCH /api/admin/rooms/{room}` with `change`, as `admin`: the status code and the room.
+    pub async fn change_room(&self, admin: &TestUser, room: i64, change: Value) -> (u16, Value) {
+        let path = format!("/api/admin/rooms/{room}");
+        let response = self.request(Method::PATCH, &path, Some(&admin.token));
+        let response = response.json(&change).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// The holder of `token` joins `room`: the status code and the place.
+    pub async fn join_room(&self, token: &str, room: i64) -> (u16, Value) {
+        let path = format!("/api/rooms/{room}/places");
+        let response = self.request(Method::POST, &path, Some(token));
+        let response = response.json(&json!({})).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     /// A product whose options have these `(price, stock)`; its id and the options' ids.
     pub async fn new_product(&self, admin: &TestUser, options: &[(i64, i64)]) -> (i64, Vec<i64>) {
         let options: Vec<Value> = options

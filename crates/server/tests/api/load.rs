@@ -132,36 +132,15 @@ async fn the_verdict_names_what_a_waiting_room_run_saw_go_wrong() {
     let app = spawn_app().await;
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
-    let opens = chrono::Utc::now();
-    let room: serde_json::Value = app
-        .request(
-            reqwest::Method::POST,
-            "/api/admin/rooms",
-            Some(&admin.token),
-        )
-        .json(&serde_json::json!({"name": "Drop", "couponId": coupon,
-            "opensAt": opens.to_rfc3339(), "admitPerSecond": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sale = serde_json::json!({ "couponId": coupon });
+    let room = app
+        .new_room(&admin, sale, chrono::Duration::zero(), 1)
+        .await;
+    let opens = room["opensAt"].as_str().unwrap().parse().unwrap();
     let room_id = room["id"].as_i64().unwrap();
     let mut places = Vec::new();
     for user in 0..3 {
-        let joined: serde_json::Value = app
-            .request(
-                reqwest::Method::POST,
-                &format!("/api/rooms/{room_id}/places"),
-                Some(&app.token_for(5_000 + user)),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, joined) = app.join_room(&app.token_for(5_000 + user), room_id).await;
         places.push(TakenPlace {
             place_id: joined["placeId"].as_str().unwrap().to_owned(),
             user_id: 5_000 + user,

@@ -63,28 +63,14 @@ async fn the_operations_page_signs_an_admin_in_and_follows_orders_and_a_coupon_d
     browser.wait_for_text("#requests-accepted", "3").await;
     // A waiting room in front of another drop: its line on the page.
     let guarded = app.new_coupon(&admin, 5, Duration::from_secs(3600)).await;
-    let opens = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
-    let room: serde_json::Value = app
-        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
-        .json(&json!({"name": "Friday drop", "couponId": guarded, "opensAt": opens, "admitPerSecond": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let opens_in = chrono::Duration::minutes(10);
+    let room = app
+        .new_room(&admin, json!({"couponId": guarded}), opens_in, 5)
+        .await;
     let room = room["id"].as_i64().unwrap();
     for user in 0..4 {
-        let joined = app
-            .request(
-                Method::POST,
-                &format!("/api/rooms/{room}/places"),
-                Some(&app.token_for(9_000 + user)),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(joined.status(), 201);
+        let (status, _) = app.join_room(&app.token_for(9_000 + user), room).await;
+        assert_eq!(status, 201);
     }
     browser
         .wait_for_text(&format!("#room-{room}-waiting"), "4")

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{browser::Browser, helpers::spawn_app};
 
@@ -18,39 +18,23 @@ async fn a_shopper_joins_watches_the_line_move_and_gets_the_coupon_once_admitted
     let app = spawn_app().await;
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room: Value = app
-        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
-        .json(&json!({"name": "Friday drop", "couponId": coupon,
-            "opensAt": chrono::Utc::now().to_rfc3339(), "admitPerSecond": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            1,
+        )
+        .await;
     let room = room["id"].as_i64().unwrap();
     // Paused while three others line up ahead of the shopper.
-    let pause = |paused: bool| {
-        app.request(
-            Method::PATCH,
-            &format!("/api/admin/rooms/{room}"),
-            Some(&admin.token),
-        )
-        .json(&json!({ "paused": paused }))
-        .send()
-    };
-    assert_eq!(pause(true).await.unwrap().status(), 200);
+    let paused = app
+        .change_room(&admin, room, json!({ "paused": true }))
+        .await;
+    assert_eq!(paused.0, 200);
     for user in 0..3 {
-        let joined = app
-            .request(
-                Method::POST,
-                &format!("/api/rooms/{room}/places"),
-                Some(&app.token_for(7_000 + user)),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(joined.status(), 201);
+        let (status, _) = app.join_room(&app.token_for(7_000 + user), room).await;
+        assert_eq!(status, 201);
     }
     let email = format!("shopper{}@example.com", crate::helpers::unique());
     assert_eq!(
@@ -72,7 +56,10 @@ async fn a_shopper_joins_watches_the_line_move_and_gets_the_coupon_once_admitted
         .screenshot(&scratch.join("room-page-waiting.png"))
         .await;
 
-    assert_eq!(pause(false).await.unwrap().status(), 200);
+    let resumed = app
+        .change_room(&admin, room, json!({ "paused": false }))
+        .await;
+    assert_eq!(resumed.0, 200);
     browser.wait_for_text("#position", "2").await;
     browser.wait_for_text("#status", "It is your turn.").await;
     browser.wait_for_text("#act", "Get the coupon").await;

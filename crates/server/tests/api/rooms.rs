@@ -12,51 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     assert_problem, share, shared_services, spawn_with, sse_events, unique, Deployment, SseEvent,
-    TestApp, TestUser,
+    TestApp,
 };
-
-/// A room in front of `sale` (`{"couponId": ..}` or `{"productId": ..}`) opening `opens_in`
-/// from now, admitting `rate` a second; the room.
-async fn new_room(
-    app: &TestApp,
-    admin: &TestUser,
-    sale: Value,
-    opens_in: chrono::Duration,
-    rate: i64,
-) -> Value {
-    let mut body = json!({
-        "name": "Friday drop",
-        "opensAt": (Utc::now() + opens_in).to_rfc3339(),
-        "admitPerSecond": rate,
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(sale.as_object().unwrap().clone());
-    let response = app
-        .request(Method::POST, "/api/admin/rooms", Some(&admin.token))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
-}
-
-/// `user` joins `room`: the status code and the place.
-async fn join(app: &TestApp, token: &str, room: i64) -> (u16, Value) {
-    let response = app
-        .request(
-            Method::POST,
-            &format!("/api/rooms/{room}/places"),
-            Some(token),
-        )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
 
 async fn place(app: &TestApp, id: &str) -> Value {
     app.get_json(&format!("/api/room-places/{id}"), None).await
@@ -107,14 +64,14 @@ fn data(event: &SseEvent) -> Value {
 async fn a_coupon_behind_a_room_needs_an_admission_and_an_accepted_request_spends_it(app: TestApp) {
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::zero(),
-        50,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            50,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     assert_eq!(room["status"], "OPEN");
     assert_eq!(room["admissionSecs"], 300);
@@ -128,9 +85,9 @@ async fn a_coupon_behind_a_room_needs_an_admission_and_an_accepted_request_spend
     .await;
     assert_eq!(refused["roomId"], room_id);
 
-    let (status, first) = join(&app, &user.token, room_id).await;
+    let (status, first) = app.join_room(&user.token, room_id).await;
     assert_eq!(status, 201, "{first}");
-    let (status, again) = join(&app, &user.token, room_id).await;
+    let (status, again) = app.join_room(&user.token, room_id).await;
     assert_eq!(status, 200);
     assert_eq!(again["placeId"], first["placeId"], "joining is idempotent");
     let id = first["placeId"].as_str().unwrap();
@@ -146,7 +103,7 @@ async fn a_coupon_behind_a_room_needs_an_admission_and_an_accepted_request_spend
 
     assert_eq!(app.issue(&user.token, coupon).await.status(), 202);
     assert_eq!(place(&app, id).await["status"], "USED");
-    let (status, kept) = join(&app, &user.token, room_id).await;
+    let (status, kept) = app.join_room(&user.token, room_id).await;
     assert_eq!(
         (status, &kept["placeId"]),
         (200, &first["placeId"]),
@@ -179,7 +136,7 @@ async fn a_coupon_behind_a_room_needs_an_admission_and_an_accepted_request_spend
         (&json!("CLOSED"), &json!("CLOSED_BY_ADMIN"))
     );
     assert_eq!(app.issue(&other.token, coupon).await.status(), 202);
-    let (status, body) = join(&app, &other.token, room_id).await;
+    let (status, body) = app.join_room(&other.token, room_id).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("ROOM_CLOSED")),
@@ -191,14 +148,14 @@ async fn a_coupon_behind_a_room_needs_an_admission_and_an_accepted_request_spend
 async fn a_refused_guarded_request_keeps_the_admission(app: TestApp) {
     let admin = app.new_admin().await;
     let (product, options) = app.new_product(&admin, &[(1_000, 5)]).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"productId": product}),
-        chrono::Duration::zero(),
-        100,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"productId": product}),
+            chrono::Duration::zero(),
+            100,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     let user = app.new_user().await;
     let order = json!({"items": [{"productOptionId": options[0], "quantity": 1}]});
@@ -209,7 +166,7 @@ async fn a_refused_guarded_request_keeps_the_admission(app: TestApp) {
         .await
         .unwrap();
     assert_problem(refused, 403, "ADMISSION_REQUIRED").await;
-    let (_, joined) = join(&app, &user.token, room_id).await;
+    let (_, joined) = app.join_room(&user.token, room_id).await;
     let id = joined["placeId"].as_str().unwrap();
     wait_for(&app, id, "ADMITTED").await;
     // Refused (quantity out of range, then an unknown coupon): the admission stays.
@@ -268,14 +225,14 @@ async fn places_taken_before_opening_follow_the_published_seed_and_are_admitted_
 ) {
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 100, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::seconds(2),
-        4,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::seconds(2),
+            4,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     assert_eq!(room["status"], "SCHEDULED");
     assert!(
@@ -285,7 +242,7 @@ async fn places_taken_before_opening_follow_the_published_seed_and_are_admitted_
     let mut places = Vec::new();
     for user in 0..12 {
         let token = app.token_for(1_000_000 + user);
-        let (status, place) = join(&app, &token, room_id).await;
+        let (status, place) = app.join_room(&token, room_id).await;
         assert_eq!(status, 201);
         assert!(place.get("number").is_none(), "{place}");
         places.push((
@@ -345,31 +302,26 @@ async fn places_taken_before_opening_follow_the_published_seed_and_are_admitted_
 async fn a_place_stream_sends_each_change_and_resumes_after_the_last_event_id(app: TestApp) {
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 100, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::zero(),
-        1,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            1,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     // Pause at once, line up three, and follow the third.
     let paused = app
-        .request(
-            Method::PATCH,
-            &format!("/api/admin/rooms/{room_id}"),
-            Some(&admin.token),
-        )
-        .json(&json!({"paused": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paused.status(), 200);
-    assert_eq!(paused.json::<Value>().await.unwrap()["status"], "PAUSED");
+        .change_room(&admin, room_id, json!({"paused": true}))
+        .await;
+    assert_eq!(paused.0, 200, "{}", paused.1);
+    assert_eq!(paused.1["status"], "PAUSED");
     let mut ids = Vec::new();
     for user in 0..3 {
-        let (_, place) = join(&app, &app.token_for(2_000_000 + user), room_id).await;
+        let (_, place) = app
+            .join_room(&app.token_for(2_000_000 + user), room_id)
+            .await;
         ids.push(place["placeId"].as_str().unwrap().to_owned());
     }
     let events = follow(&app, &ids[2], None, Duration::from_millis(1_500)).await;
@@ -385,16 +337,13 @@ async fn a_place_stream_sends_each_change_and_resumes_after_the_last_event_id(ap
     );
     // Resumed quickly: the stream says 2, 1, then ADMITTED, and ends.
     let resumed = app
-        .request(
-            Method::PATCH,
-            &format!("/api/admin/rooms/{room_id}"),
-            Some(&admin.token),
+        .change_room(
+            &admin,
+            room_id,
+            json!({"paused": false, "admitPerSecond": 2}),
         )
-        .json(&json!({"paused": false, "admitPerSecond": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resumed.status(), 200);
+        .await;
+    assert_eq!(resumed.0, 200, "{}", resumed.1);
     let events = follow(&app, &ids[2], Some(&first.id), Duration::from_secs(15)).await;
     let statuses: Vec<(String, Value)> = events
         .iter()
@@ -425,32 +374,25 @@ async fn a_place_stream_sends_each_change_and_resumes_after_the_last_event_id(ap
 async fn a_sold_out_coupon_closes_its_room_and_every_waiting_stream(app: TestApp) {
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 1, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::zero(),
-        1,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            1,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     let buyer = app.new_user().await;
-    let (_, bought) = join(&app, &buyer.token, room_id).await;
+    let (_, bought) = app.join_room(&buyer.token, room_id).await;
     let waiter = app.new_user().await;
-    let (_, waiting) = join(&app, &waiter.token, room_id).await;
+    let (_, waiting) = app.join_room(&waiter.token, room_id).await;
     wait_for(&app, bought["placeId"].as_str().unwrap(), "ADMITTED").await;
     // Nobody else is let in: the waiter waits until the sale sells out.
     let paused = app
-        .request(
-            Method::PATCH,
-            &format!("/api/admin/rooms/{room_id}"),
-            Some(&admin.token),
-        )
-        .json(&json!({"paused": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(paused.status(), 200);
+        .change_room(&admin, room_id, json!({"paused": true}))
+        .await;
+    assert_eq!(paused.0, 200, "{}", paused.1);
     let stream = {
         let id = waiting["placeId"].as_str().unwrap().to_owned();
         let address = app.address.clone();
@@ -476,32 +418,58 @@ async fn a_sold_out_coupon_closes_its_room_and_every_waiting_stream(app: TestApp
     assert_eq!(room["waiting"], 0);
 }
 
+/// A product sells out through an admitted order's saga: its room closes by itself.
+async fn a_product_whose_every_option_sells_out_closes_its_room(app: TestApp) {
+    let admin = app.new_admin().await;
+    let (product, options) = app.new_product(&admin, &[(1_000, 1)]).await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"productId": product}),
+            chrono::Duration::zero(),
+            20,
+        )
+        .await;
+    let room_id = room["id"].as_i64().unwrap();
+    let buyer = app.new_user().await;
+    let (_, place) = app.join_room(&buyer.token, room_id).await;
+    wait_for(&app, place["placeId"].as_str().unwrap(), "ADMITTED").await;
+    let order = json!({"items": [{"productOptionId": options[0], "quantity": 1}]});
+    app.place_order(&buyer, &order).await;
+    app.drain_events().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let room = app.get_json(&format!("/api/rooms/{room_id}"), None).await;
+        if room["status"] == "CLOSED" {
+            assert_eq!(room["closedReason"], "SOLD_OUT", "{room}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {room}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn a_place_nobody_watches_is_dropped_and_skipped(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |settings| settings.room.abandon_secs = 5).await else {
         return;
     };
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::zero(),
-        1,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            1,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
-    app.request(
-        Method::PATCH,
-        &format!("/api/admin/rooms/{room_id}"),
-        Some(&admin.token),
-    )
-    .json(&json!({"paused": true}))
-    .send()
-    .await
-    .unwrap();
-    let (_, gone) = join(&app, &app.token_for(3_000_001), room_id).await;
-    let (_, kept) = join(&app, &app.token_for(3_000_002), room_id).await;
+    let paused = app
+        .change_room(&admin, room_id, json!({"paused": true}))
+        .await;
+    assert_eq!(paused.0, 200, "{}", paused.1);
+    let (_, gone) = app.join_room(&app.token_for(3_000_001), room_id).await;
+    let (_, kept) = app.join_room(&app.token_for(3_000_002), room_id).await;
     let kept_id = kept["placeId"].as_str().unwrap().to_owned();
     let reader = {
         let address = app.address.clone();
@@ -547,18 +515,19 @@ async fn instances_sharing_a_line_admit_at_the_rate_of_the_room() {
     let coupon = apps[0]
         .new_coupon(&admin, 1_000, Duration::from_secs(3600))
         .await;
-    let room = new_room(
-        &apps[0],
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::seconds(1),
-        20,
-    )
-    .await;
+    let room = apps[0]
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::seconds(1),
+            20,
+        )
+        .await;
     let room_id = room["id"].as_i64().unwrap();
     for user in 0..200 {
         let app = &apps[user as usize % 2];
-        join(app, &app.token_for(4_000_000 + user), room_id).await;
+        app.join_room(&app.token_for(4_000_000 + user), room_id)
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let room = apps[1]
@@ -595,7 +564,8 @@ async fn instances_sharing_a_line_admit_at_the_rate_of_the_room() {
         .unwrap();
     for user in 0..50 {
         let app = &apps[user as usize % 2];
-        join(app, &app.token_for(4_100_000 + user), capped).await;
+        app.join_room(&app.token_for(4_100_000 + user), capped)
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let room = apps[0]
@@ -621,7 +591,8 @@ crate::on_both_deployments!(
     a_refused_guarded_request_keeps_the_admission,
     places_taken_before_opening_follow_the_published_seed_and_are_admitted_in_order,
     a_place_stream_sends_each_change_and_resumes_after_the_last_event_id,
-    a_sold_out_coupon_closes_its_room_and_every_waiting_stream;
+    a_sold_out_coupon_closes_its_room_and_every_waiting_stream,
+    a_product_whose_every_option_sells_out_closes_its_room;
     deployment: a_place_nobody_watches_is_dropped_and_skipped,
 );
 
@@ -630,26 +601,19 @@ async fn rooms_list_and_show_print_each_room_and_its_rate_history() {
     let app = crate::helpers::spawn_app().await;
     let admin = app.new_admin().await;
     let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = new_room(
-        &app,
-        &admin,
-        json!({"couponId": coupon}),
-        chrono::Duration::zero(),
-        25,
-    )
-    .await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            25,
+        )
+        .await;
     let id = room["id"].as_i64().unwrap();
     let changed = app
-        .request(
-            Method::PATCH,
-            &format!("/api/admin/rooms/{id}"),
-            Some(&admin.token),
-        )
-        .json(&json!({"admitPerSecond": 40}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+        .change_room(&admin, id, json!({"admitPerSecond": 40}))
+        .await;
+    assert_eq!(changed.0, 200, "{}", changed.1);
     let dir = app.state.settings.data_dir.clone();
     let run = |args: &[&str]| {
         let out = crate::cli::stampede(&dir)
