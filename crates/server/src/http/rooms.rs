@@ -91,9 +91,11 @@ impl From<GuardError> for ApiError {
 /// its address).
 #[utoipa::path(get, path = "/rooms/{roomId}", tag = "rooms",
     params(("roomId" = i64, Path)),
-    responses((status = 200, description = "the waiting room's page", content_type = "text/html")))]
-pub async fn page(AppPath(_room): AppPath<String>) -> axum::response::Response {
-    super::pages::room_page()
+    responses((status = 200, description = "the waiting room's page", content_type = "text/html"),
+        (status = 404, description = "not a room id", body = Problem)))]
+pub async fn page(AppPath(room): AppPath<String>) -> Result<axum::response::Response, ApiError> {
+    path_id(&room, "room")?;
+    Ok(super::pages::room_page())
 }
 
 /// `room` as shown now, with its line's figures.
