@@ -87,14 +87,10 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
             Scenario::RoomJoin => plan.duration + Duration::from_secs(3600),
             _ => plan.opens_in,
         };
-        let made = crate::scenario::room::prepare(
-            &mut conn,
-            &seed,
-            plan.coupon_quantity,
-            plan.admit_rate,
-            opens_in,
-        )
-        .await?;
+        let coupon = create_coupon(&mut conn, &seed, plan.coupon_quantity).await?;
+        let made =
+            crate::scenario::room::prepare(&mut conn, &seed, coupon, plan.admit_rate, opens_in)
+                .await?;
         if plan.scenario == Scenario::WaitingRoom {
             log.coupons_issued_before.insert(made.coupon_id, 0);
             log.room.room = Some(made.clone());
@@ -276,11 +272,7 @@ async fn note_stock(conn: &mut Conn, seed: &Seeded, log: &mut RunLog) -> anyhow:
 }
 
 /// Creates the flash sale's coupon as the seeded admin; its id.
-pub(crate) async fn create_coupon(
-    conn: &mut Conn,
-    seed: &Seeded,
-    quantity: i64,
-) -> anyhow::Result<i64> {
+async fn create_coupon(conn: &mut Conn, seed: &Seeded, quantity: i64) -> anyhow::Result<i64> {
     let body = json!({
         "name": "load flash sale",
         "discountType": "FIXED",

@@ -50,16 +50,15 @@ pub struct RoomLog {
     pub unadmitted_accepted: u64,
 }
 
-/// Creates the run's coupon of `quantity` units and a room in front of it opening in
-/// `opens_in`, admitting `rate` a second, as the seeded admin.
+/// Puts a room in front of the run's `coupon`, opening in `opens_in` and admitting `rate` a
+/// second, as the seeded admin.
 pub async fn prepare(
     conn: &mut Conn,
     seed: &Seeded,
-    quantity: i64,
+    coupon: i64,
     rate: i64,
     opens_in: Duration,
 ) -> anyhow::Result<RoomRun> {
-    let coupon = crate::run::create_coupon(conn, seed, quantity).await?;
     let opens_at = Utc::now() + chrono::Duration::from_std(opens_in)?;
     let body = json!({
         "name": "load-kit line", "couponId": coupon, "opensAt": opens_at.to_rfc3339(),
