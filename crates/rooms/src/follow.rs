@@ -3,7 +3,11 @@
 //! for their place: each instance's tick reads the places its streams follow, once for all of
 //! them, and hands each stream its own ([`Watchers`]); the stream only formats it.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
 
 use chrono::Utc;
 use futures::Stream;
@@ -71,15 +75,9 @@ impl Watchers {
     }
 
     /// Ends the streams of rooms no longer followed.
-    pub(crate) fn keep_only(&self, rooms_followed: &[i64]) {
+    pub(crate) fn keep_only(&self, rooms_followed: &HashSet<i64>) {
         let mut rooms = self.rooms.lock().expect("watchers lock");
         rooms.retain(|room, _| rooms_followed.contains(room));
-    }
-
-    /// Places followed by this instance's streams.
-    pub fn count(&self) -> usize {
-        let rooms = self.rooms.lock().expect("watchers lock");
-        rooms.values().map(HashMap::len).sum()
     }
 }
 
@@ -90,24 +88,9 @@ pub async fn follow(
     place_id: &str,
     last_event_id: Option<String>,
 ) -> Result<impl Stream<Item = PlaceView> + Send + 'static, RoomError> {
-    let now = Utc::now();
-    let place = join::check(rooms, place_id).ok_or(RoomError::NoPlace)?;
-    let first = join::find(rooms, place_id, now).await?;
-    let receiver = (first.status == PlaceStatus::Waiting).then(|| {
-        let seen = Seen {
-            record: crate::store::PlaceRecord {
-                user_id: place.user,
-                generation: place.generation,
-                status: first.status,
-                number: first.number,
-                admitted_at: None,
-                expires_at: None,
-                previous: None,
-            },
-            position: first.position,
-        };
-        rooms.0.watchers.subscribe(place.room, place.user, seen)
-    });
+    let (place, seen, first) = join::look_up(rooms, place_id, Utc::now()).await?;
+    let receiver = (first.status == PlaceStatus::Waiting)
+        .then(|| rooms.0.watchers.subscribe(place.room, place.user, seen));
     let state = Following {
         rooms: rooms.clone(),
         place,
@@ -187,11 +170,6 @@ impl Following {
         }
         (view, self)
     }
-}
-
-/// The number of places this instance's streams follow.
-pub fn followed(rooms: &Rooms) -> usize {
-    rooms.0.watchers.count()
 }
 
 impl Rooms {

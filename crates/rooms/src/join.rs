@@ -54,18 +54,24 @@ pub async fn find(
     place_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PlaceView, RoomError> {
+    Ok(look_up(rooms, place_id, now).await?.2)
+}
+
+/// What `place_id` names, the user's latest place as the line keeps it (seen now), and the
+/// named place as the API shows it.
+pub(crate) async fn look_up(
+    rooms: &Rooms,
+    place_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(PlaceRef, Seen, PlaceView), RoomError> {
     let place = rooms.0.key.check(place_id).ok_or(RoomError::NoPlace)?;
     let room = rooms.room(place.room).await.map_err(|error| match error {
         RoomError::NotFound => RoomError::NoPlace,
         other => other,
     })?;
     let seen = read(rooms, &room, place.user, now).await?;
-    view(rooms, &room, &seen, place.generation, now)
-}
-
-/// What `place_id` names, if this deployment signed it.
-pub fn check(rooms: &Rooms, place_id: &str) -> Option<PlaceRef> {
-    rooms.0.key.check(place_id)
+    let view = view(rooms, &room, &seen, place.generation, now)?;
+    Ok((place, seen, view))
 }
 
 /// `user` leaves the room `room_id`: a waiting place is skipped from now on, an unspent

@@ -41,19 +41,6 @@ impl PlaceStatus {
         }
     }
 
-    /// The status from its spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "WAITING" => Self::Waiting,
-            "ADMITTED" => Self::Admitted,
-            "USED" => Self::Used,
-            "EXPIRED" => Self::Expired,
-            "LEFT" => Self::Left,
-            "CLOSED" => Self::Closed,
-            _ => return None,
-        })
-    }
-
     /// Whether a user holding a place in this status keeps it when joining again (one purchase
     /// per person through a room).
     pub fn holds(self) -> bool {
@@ -404,14 +391,6 @@ impl Line {
     /// Waiting places dropped as abandoned since the line began.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed
     }
 }
 

@@ -162,9 +162,7 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
     }
     if second {
         let followed: HashSet<i64> = snapshot.rooms.iter().map(|room| room.id).collect();
-        rooms
-            .watchers()
-            .keep_only(&followed.iter().copied().collect::<Vec<_>>());
+        rooms.watchers().keep_only(&followed);
         rooms.0.paces.forget_except(&followed);
         ticking.prepared.retain(|room| followed.contains(room));
         ticking.opened.retain(|room| followed.contains(room));

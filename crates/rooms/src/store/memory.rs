@@ -33,11 +33,14 @@ impl MemoryLines {
         rooms.entry(room).or_insert_with(|| Line::new(seed));
     }
 
-    pub(super) fn join(&self, room: i64, user: i64, now: DateTime<Utc>) -> Joined {
-        self.with(room, Joined::Closed, |line| match line.join(user, now) {
+    /// Joins the line of `room`, made now (shuffled by `seed`) if it had none.
+    pub(super) fn join(&self, room: i64, seed: Seed, user: i64, now: DateTime<Utc>) -> Joined {
+        let mut rooms = self.rooms.lock().expect("lines lock");
+        let line = rooms.entry(room).or_insert_with(|| Line::new(seed));
+        match line.join(user, now) {
             Some((index, new)) => Joined::Place(seen(line, index), new),
             None => Joined::Closed,
-        })
+        }
     }
 
     pub(super) fn places(

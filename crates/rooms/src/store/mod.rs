@@ -95,10 +95,7 @@ impl Lines {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Joined> {
         match self {
-            Self::Memory(m) => {
-                m.prepare(room, seed);
-                Ok(m.join(room, user, now))
-            }
+            Self::Memory(m) => Ok(m.join(room, seed, user, now)),
             Self::Redis(r) => r.join(room, user, now).await,
         }
     }

@@ -61,8 +61,8 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
-/// ARGV: user, now. Returns `{outcome, record}`: `NEW`, `HELD` (the place held), `CLOSED`
-/// or `UNKNOWN` (no line: prepare it).
+/// ARGV: user, now. Returns `{outcome, record, rank}` (rank `-1`: not in the numbered line):
+/// `NEW`, `HELD` (the place held), `CLOSED` or `UNKNOWN` (no line: prepare it).
 static JOIN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -72,7 +72,7 @@ local r = dec(redis.call('HGET', KEYS[2], u))
 local shut = closed()
 if r and (r.s == 'A' or r.s == 'U' or (r.s == 'W' and not shut)) then
   if r.s == 'W' then redis.call('ZADD', KEYS[6], ARGV[2], u) end
-  return {'HELD', enc(r)}
+  return {'HELD', enc(r), redis.call('ZRANK', KEYS[3], u) or -1}
 end
 if shut then return {'CLOSED'} end
 local n = {g = (r and r.g or 0) + 1, s = 'W', p = r and r.s or nil, j = tonumber(ARGV[2])}
@@ -84,7 +84,7 @@ else
 end
 redis.call('ZADD', KEYS[6], ARGV[2], u)
 redis.call('HSET', KEYS[2], u, enc(n))
-return {'NEW', enc(n)}
+return {'NEW', enc(n), redis.call('ZRANK', KEYS[3], u) or -1}
 ",
     )
 });
@@ -354,17 +354,22 @@ impl RedisLines {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Joined> {
         for _ in 0..2 {
-            let answer: Vec<String> = self.run(&JOIN, room, &[user.to_string(), ms(now)]).await?;
-            match answer.first().map(String::as_str) {
+            let answer: Vec<redis::Value> =
+                self.run(&JOIN, room, &[user.to_string(), ms(now)]).await?;
+            let text =
+                |i: usize| -> Option<String> { redis::from_redis_value_ref(answer.get(i)?).ok() };
+            match text(0).as_deref() {
                 Some("UNKNOWN") => self.prepare(room).await?,
                 Some("CLOSED") => return Ok(Joined::Closed),
                 Some(outcome) => {
-                    let record = answer
-                        .get(1)
-                        .and_then(|text| decode(user, text, false))
+                    let record = text(1)
+                        .and_then(|text| decode(user, &text, false))
                         .ok_or_else(|| anyhow::anyhow!("room {room}: a malformed place"))?;
-                    let seen = self.places(room, &[user], now, false).await?;
-                    let position = seen.into_iter().flatten().next().and_then(|s| s.position);
+                    let rank: i64 = answer
+                        .get(2)
+                        .and_then(|rank| redis::from_redis_value_ref(rank).ok())
+                        .unwrap_or(-1);
+                    let position = position(&record, rank);
                     return Ok(Joined::Place(Seen { record, position }, outcome == "NEW"));
                 }
                 None => anyhow::bail!("room {room}: an empty answer to a join"),
@@ -392,8 +397,7 @@ impl RedisLines {
                 let text: String = redis::from_redis_value_ref(&pair[0]).ok()?;
                 let rank: i64 = redis::from_redis_value_ref(&pair[1]).ok()?;
                 let record = decode(user, &text, shut)?;
-                let position =
-                    (record.status == PlaceStatus::Waiting && rank >= 0).then(|| rank as u64 + 1);
+                let position = position(&record, rank);
                 Some(Seen { record, position })
             })
             .collect())
@@ -509,6 +513,11 @@ impl RedisLines {
             dropped,
         })
     }
+}
+
+/// A waiting place's position from its rank in the numbered line (`-1`: not numbered).
+fn position(record: &PlaceRecord, rank: i64) -> Option<u64> {
+    (record.status == PlaceStatus::Waiting && rank >= 0).then(|| rank as u64 + 1)
 }
 
 fn status(letter: &str) -> Option<PlaceStatus> {
