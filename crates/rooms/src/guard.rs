@@ -2,7 +2,7 @@
 //! closes, the request goes on only with its user's unspent, unexpired admission, claimed for
 //! it alone; an accepted request (202) spends the admission, a refused one gives it back.
 //! Admins are not guarded. A line that cannot be reached fails closed, unless the deployment
-//! chose to fail open.
+//! chose to fail open; a claim it makes once it answers again is given back.
 
 use std::collections::HashSet;
 
@@ -59,11 +59,7 @@ pub async fn claim(
         if !seen.insert(room.id) {
             continue;
         }
-        let asked = tokio::time::timeout(WAIT, rooms.lines().claim(room.id, user, now, LEASE));
-        let answer = asked
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the line did not answer within {WAIT:?}")));
-        let refused = match answer {
+        let refused = match ask(rooms, room.id, user, now).await {
             Ok(Claim::Granted) => {
                 claimed.rooms.push((room.id, user));
                 continue;
@@ -77,6 +73,26 @@ pub async fn claim(
         return Err(refused);
     }
     Ok(claimed)
+}
+
+/// Claims `user`'s admission in `room`, waiting at most [`WAIT`]. A claim the line had not
+/// answered by then may still be made once it answers: it is given back then, or the user
+/// would find the admission in use until its lease ran out.
+async fn ask(rooms: &Rooms, room: i64, user: i64, now: DateTime<Utc>) -> anyhow::Result<Claim> {
+    let lines = rooms.lines().clone();
+    let mut claim = Box::pin(async move { lines.claim(room, user, now, LEASE).await });
+    if let Ok(answer) = tokio::time::timeout(WAIT, &mut claim).await {
+        return answer;
+    }
+    let lines = rooms.lines().clone();
+    tokio::spawn(async move {
+        if let Ok(Claim::Granted) = claim.await {
+            if let Err(error) = lines.settle(room, user, false).await {
+                tracing::warn!(room, user, %error, "giving back a claim made too late");
+            }
+        }
+    });
+    anyhow::bail!("the line did not answer within {WAIT:?}")
 }
 
 /// Spends the claimed admissions (`accepted`) or gives them back.
