@@ -236,6 +236,19 @@ impl Tx {
     }
 }
 
+/// A pooled connection returned within this long is handed out again without a ping: one that
+/// just worked almost surely still does, and the ping would be one more round trip on every
+/// statement outside a transaction and every transaction (a broken one fails its statement,
+/// which the pool then drops). Longer idle, it is pinged first and replaced if it is gone.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> sqlx::Result<bool> {
+    Ok(meta.idle_for < TRUSTED_IDLE || conn.ping().await.is_ok())
+}
+
 impl Db {
     /// Connects to `url` (`sqlite://path` or `postgres://...`). On PostgreSQL, `schema` (created
     /// if missing) becomes the search path, which is how tests and tenants get their own tables.
@@ -266,11 +279,15 @@ impl Db {
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
@@ -301,6 +318,8 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
             .connect_with(options)
             .await
             .context("connecting to PostgreSQL")?;
