@@ -37,32 +37,46 @@ struct ItemRow {
 
 /// The order `id`.
 pub async fn find(db: &Db, id: i64) -> Result<Order, OrderError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
-    let row: Option<OrderRow> =
-        on_db!(db, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
-    let row = row.ok_or(OrderError::NotFound)?;
-    let items: Vec<ItemRow> =
-        on_db!(db, c => sqlx::query_as(&items_of_one()).bind(id).fetch_all(c).await)?;
-    Ok(assemble(row, items)?)
+    let rows: Vec<OrderLineRow> =
+        on_db!(db, c => sqlx::query_as(&one_order()).bind(id).fetch_all(c).await)?;
+    from_lines(rows)
 }
 
 /// The order `id` as `tx` sees it.
 pub(crate) async fn find_in(tx: &mut Tx, id: i64) -> Result<Order, OrderError> {
-    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
-    let row: Option<OrderRow> =
-        on_tx!(tx, c => sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
-    let row = row.ok_or(OrderError::NotFound)?;
-    let items: Vec<ItemRow> =
-        on_tx!(tx, c => sqlx::query_as(&items_of_one()).bind(id).fetch_all(c).await)?;
-    Ok(assemble(row, items)?)
+    let rows: Vec<OrderLineRow> =
+        on_tx!(tx, c => sqlx::query_as(&one_order()).bind(id).fetch_all(c).await)?;
+    from_lines(rows)
+}
+
+/// An order's row beside one of its lines: one order is read in one round trip (every order
+/// has at least one line).
+#[derive(sqlx::FromRow)]
+struct OrderLineRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    #[sqlx(flatten)]
+    item: ItemRow,
+}
+
+fn one_order() -> String {
+    format!(
+        "SELECT {ORDER_COLUMNS}, {ITEM_COLUMNS} FROM orders JOIN order_items ON order_id = id \
+         WHERE id = $1 ORDER BY product_option_id"
+    )
+}
+
+fn from_lines(rows: Vec<OrderLineRow>) -> Result<Order, OrderError> {
+    let mut rows = rows.into_iter();
+    let first = rows.next().ok_or(OrderError::NotFound)?;
+    let items = std::iter::once(first.item)
+        .chain(rows.map(|row| row.item))
+        .collect();
+    Ok(assemble(first.order, items)?)
 }
 
 const ITEM_COLUMNS: &str =
     "order_id, product_option_id, product_name, option_name, unit_price, quantity";
-
-fn items_of_one() -> String {
-    format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY product_option_id")
-}
 
 /// A page of a user's orders, newest first, with the number of orders in all.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
