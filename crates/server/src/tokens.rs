@@ -214,7 +214,10 @@ async fn stored_secret(db: &Db) -> anyhow::Result<String> {
 /// Two generations of at most [`VERIFIED_PER_GENERATION`] each: when the young one is full it
 /// becomes the old one, so tokens in use stay and the rest age out (about 1 MB at most).
 #[derive(Default)]
-struct Verified(Mutex<[HashMap<[u8; 32], (Caller, i64)>; 2]>);
+struct Verified(Mutex<[Generation; 2]>);
+
+/// Token digests and whom they name, until when.
+type Generation = HashMap<[u8; 32], (Caller, i64)>;
 
 const VERIFIED_PER_GENERATION: usize = 8_192;
 
@@ -238,11 +241,7 @@ impl Verified {
         Self::insert(&mut generations, digest, (caller, expires));
     }
 
-    fn insert(
-        generations: &mut [HashMap<[u8; 32], (Caller, i64)>; 2],
-        digest: [u8; 32],
-        entry: (Caller, i64),
-    ) {
+    fn insert(generations: &mut [Generation; 2], digest: [u8; 32], entry: (Caller, i64)) {
         if generations[0].len() >= VERIFIED_PER_GENERATION {
             generations[1] = std::mem::take(&mut generations[0]);
         }
