@@ -27,12 +27,11 @@ pub struct Application {
 impl Application {
     /// Connects what `settings` name ([`connect`]) and binds the listener. Fails with a message
     /// naming the part that could not start.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        hold_what_the_process_can(&mut settings);
         let bind = settings.bind;
         let state = connect(settings).await?;
-        let listener = TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("binding {bind}"))?;
+        let listener = listen(bind).with_context(|| format!("binding {bind}"))?;
         tracing::info!(deployment = state.settings.describe(), "started");
         Ok(Self { listener, state })
     }
@@ -101,6 +100,57 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The connections the kernel queues for the server before it accepts them: a sale's opening
+/// rush arrives faster than one accept loop, and a short queue (128, the usual default) drops
+/// the excess SYNs, which costs each such client a second or more of retransmission (the
+/// kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 65_535;
+
+fn listen(bind: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises the descriptor limit to the hard limit and sets the connection and stream caps to
+/// what the descriptors and memory allow (`limits::Capacity`), saying so in the log.
+fn hold_what_the_process_can(settings: &mut Settings) {
+    let descriptors = match crate::limits::Descriptors::raise() {
+        Ok((before, after)) => {
+            tracing::info!(
+                soft = after.soft,
+                hard = after.hard,
+                was = before.soft,
+                "file descriptors: raised to the hard limit"
+            );
+            after.soft
+        }
+        Err(error) => {
+            let soft = crate::limits::Descriptors::current().map_or(1_024, |d| d.soft);
+            tracing::warn!(%error, soft, "file descriptors: the limit could not be raised");
+            soft
+        }
+    };
+    let capacity = crate::limits::Capacity::plan(descriptors, &settings.http, &settings.sse);
+    for cut in &capacity.cut {
+        tracing::warn!("{cut}");
+    }
+    tracing::info!(
+        connections = capacity.connections,
+        streams = capacity.streams,
+        by_descriptors = capacity.by_descriptors,
+        by_memory = capacity.by_memory,
+        "capacity: connections and streams held at once"
+    );
+    settings.http.max_connections = capacity.connections;
+    settings.sse.max_streams = capacity.streams;
 }
 
 /// Connects the database (applying migrations), the cache and the bus named by `settings`, and

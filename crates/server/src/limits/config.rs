@@ -15,8 +15,13 @@ pub struct HttpConfig {
     /// How long a request may take until its response starts, in milliseconds (then 503
     /// `UNAVAILABLE`). Streams are bounded by their own rules once they have started.
     pub request_timeout_ms: u64,
-    /// Connections served at once; further clients wait in the listen backlog.
+    /// Connections served at once; further clients wait in the listen backlog. 0: as many as
+    /// the file descriptors (raised to the hard limit at start) and `connection_memory_mb`
+    /// allow; a larger number than the descriptors allow is cut down to it.
     pub max_connections: usize,
+    /// The memory open connections (and the streams they hold) may take, in MiB: with
+    /// `max_connections` 0, it allows one connection per 32 KiB of it.
+    pub connection_memory_mb: u64,
     /// Requests handled at once; further ones get 503 `OVERLOADED` (health and metrics exempt).
     pub max_in_flight: usize,
     /// The largest request body, in bytes (413 beyond).
@@ -31,7 +36,8 @@ impl Default for HttpConfig {
         Self {
             header_timeout_ms: 10_000,
             request_timeout_ms: 15_000,
-            max_connections: 10_000,
+            max_connections: 0,
+            connection_memory_mb: 1_024,
             max_in_flight: 1_024,
             body_limit_bytes: 65_536,
             trusted_proxies: String::new(),
@@ -58,8 +64,14 @@ impl HttpConfig {
             (
                 "max_connections",
                 self.max_connections as i128,
-                1,
+                0,
                 1_000_000,
+            ),
+            (
+                "connection_memory_mb",
+                self.connection_memory_mb.into(),
+                1,
+                1 << 20,
             ),
             ("max_in_flight", self.max_in_flight as i128, 1, 1_000_000),
             (
@@ -81,7 +93,8 @@ impl HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SseConfig {
-    /// Open SSE streams in this process (503 `OVERLOADED` beyond).
+    /// Open SSE streams in this process (503 `OVERLOADED` beyond). 0: fifteen in sixteen of
+    /// the connections served at once; no more than those.
     pub max_streams: usize,
     /// Open order streams of one user in this process (429 `RATE_LIMITED` beyond).
     pub max_streams_per_user: usize,
@@ -90,7 +103,7 @@ pub struct SseConfig {
 impl Default for SseConfig {
     fn default() -> Self {
         Self {
-            max_streams: 4_096,
+            max_streams: 0,
             max_streams_per_user: 8,
         }
     }
@@ -100,7 +113,7 @@ impl SseConfig {
     /// Each numeric key with its value and its inclusive range.
     pub fn ranges(&self) -> Vec<(&'static str, i128, i128, i128)> {
         vec![
-            ("max_streams", self.max_streams as i128, 1, 1_000_000),
+            ("max_streams", self.max_streams as i128, 0, 1_000_000),
             (
                 "max_streams_per_user",
                 self.max_streams_per_user as i128,

@@ -5,6 +5,7 @@
 //! Every refusal is a [`Refused`], which the HTTP layer answers as a problem with
 //! `Retry-After`.
 
+mod capacity;
 mod config;
 pub mod proxies;
 mod throttle;
@@ -18,6 +19,7 @@ use std::{
 use metrics::counter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use capacity::{Capacity, Descriptors, CONNECTION_COST_BYTES};
 pub use config::{HttpConfig, RateConfig, SseConfig};
 pub use proxies::TrustedProxies;
 pub use throttle::Throttle;

@@ -520,3 +520,92 @@ async fn no_sequence_of_valid_requests_makes_a_read_fail() {
     assert_eq!(body["options"][0]["stock"], MAX + 1_000);
     assert_eq!(body["options"][2]["stock"], 3_001_000);
 }
+
+/// A server started with a hard limit of 600 descriptors says so, serves at most what leaves
+/// descriptors for itself, and a crowd of 700 connections waits in the backlog instead of
+/// running the process out of descriptors: every one connects at once, the process still
+/// answers, and it never fails to accept.
+#[test]
+fn a_low_descriptor_limit_is_logged_and_caps_connections_instead_of_failing_under_load() {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        os::unix::process::CommandExt,
+        process::{Command, Stdio},
+    };
+    server::limits::Descriptors::raise().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    command
+        .arg("serve")
+        .env("STAMPEDE_DATA_DIR", dir.path())
+        .env("STAMPEDE_BIND", "127.0.0.1:0")
+        .env("STAMPEDE_JWT_SECRET", crate::process::SECRET)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 300,
+                rlim_max: 600,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut start = Vec::new();
+    let address = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        start.push(line.clone());
+        if let Some((_, rest)) = line.split_once("listening on http://") {
+            break rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+                .collect::<String>();
+        }
+    };
+    let log = std::sync::Arc::new(std::sync::Mutex::new(start));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    let said = |what: &str| log.lock().unwrap().iter().any(|line| line.contains(what));
+    assert!(
+        said("file descriptors: raised to the hard limit") && said("soft=600") && said("was=300"),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    assert!(said("connections=344"), "{:?}", log.lock().unwrap());
+
+    // Every one connects (the listen backlog holds those past the cap) without waiting.
+    let crowd: Vec<std::net::TcpStream> = (0..700)
+        .map(|_| {
+            let address = address.parse().unwrap();
+            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut first = &crowd[0];
+    first
+        .write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    first.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(crowd);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !said("accepting a connection failed"),
+        "{:?}",
+        log.lock().unwrap()
+    );
+}
