@@ -19,6 +19,16 @@ fn is_operations(path: &str) -> bool {
     path.starts_with("/health/") || path == "/metrics"
 }
 
+/// A waiting room's place streams, which a sale's crowd opens all at once: they are bounded by
+/// the stream cap instead of the in-flight cap (a rush of them is to be held, not shed), and
+/// answer their first event after one read of the line.
+fn is_place_stream(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == axum::http::Method::GET
+        && path.starts_with("/api/room-places/")
+        && path.ends_with("/events")
+}
+
 /// The in-flight cap, the request timeout and the declared body size, for every request.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if is_operations(request.uri().path()) {
@@ -33,9 +43,14 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     if declared.is_some_and(|length| length > limits.body_limit as u64) {
         return ApiError::too_large().into_response();
     }
-    let Some(_permit) = limits.request_permit() else {
-        counter!("stampede_http_shed_total").increment(1);
-        return ApiError::overloaded("too many requests in flight; retry").into_response();
+    let _permit = if is_place_stream(&request) {
+        None
+    } else {
+        let Some(permit) = limits.request_permit() else {
+            counter!("stampede_http_shed_total").increment(1);
+            return ApiError::overloaded("too many requests in flight; retry").into_response();
+        };
+        Some(permit)
     };
     match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
         Ok(response) => response,

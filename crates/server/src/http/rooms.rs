@@ -262,8 +262,10 @@ pub async fn place_events(
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    let places = rooms::follow::follow(&state.rooms, &place, last).await?;
+    // The stream's slot comes first: a crowd's connects skip the in-flight cap (`guard.rs`),
+    // and the stream cap is what bounds them.
     let slot = state.limits.open_stream(None)?;
+    let places = rooms::follow::follow(&state.rooms, &place, last).await?;
     let events = places.map(|place| {
         Ok(Event::default()
             .event("place")

@@ -453,6 +453,68 @@ async fn a_product_whose_every_option_sells_out_closes_its_room(app: TestApp) {
     assert_eq!(room["closedReason"], "SOLD_OUT", "{room}");
 }
 
+/// A crowd's worth of waiting people, each holding a stream from before the room opens until
+/// their admission: every stream is accepted and every one gets its place and its admission.
+async fn two_thousand_waiting_streams_each_get_their_place_and_their_admission(app: TestApp) {
+    const CROWD: i64 = 2_000;
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
+    let opens_in = chrono::Duration::seconds(8);
+    let room = app
+        .new_room(&admin, json!({"couponId": coupon}), opens_in, 1_000)
+        .await;
+    let room_id = room["id"].as_i64().unwrap();
+    let opens = Instant::now() + opens_in.to_std().unwrap();
+    let app = &app;
+    let places: Vec<String> = futures::stream::iter(0..CROWD)
+        .map(|i| {
+            let token = app.token_for(5_000_000 + i);
+            async move {
+                let (status, place) = app.join_room(&token, room_id).await;
+                assert_eq!(status, 201, "{place}");
+                place["placeId"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffer_unordered(100)
+        .collect()
+        .await;
+    let client = reqwest::Client::new();
+    let streams: Vec<_> = places
+        .iter()
+        .map(|id| {
+            let request = client.get(format!("{}/api/room-places/{id}/events", app.address));
+            tokio::spawn(async move {
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let text = response.text().await.unwrap();
+                assert_eq!(status, 200, "{text}");
+                sse_events(&text).iter().map(data).collect::<Vec<Value>>()
+            })
+        })
+        .collect();
+    assert!(
+        Instant::now() < opens,
+        "the crowd was in line and following before the room opened"
+    );
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for stream in streams {
+        let events = tokio::time::timeout(Duration::from_secs(60), stream)
+            .await
+            .expect("every stream ends with its admission")
+            .unwrap();
+        assert_eq!(events[0]["status"], "WAITING", "{events:?}");
+        *statuses
+            .entry(
+                events.last().unwrap()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(statuses, [("ADMITTED".to_owned(), CROWD as usize)].into());
+}
+
 async fn a_place_nobody_watches_is_dropped_and_skipped(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |settings| settings.room.abandon_secs = 5).await else {
         return;
@@ -602,7 +664,8 @@ crate::on_both_deployments!(
     places_taken_before_opening_follow_the_published_seed_and_are_admitted_in_order,
     a_place_stream_sends_each_change_and_resumes_after_the_last_event_id,
     a_sold_out_coupon_closes_its_room_and_every_waiting_stream,
-    a_product_whose_every_option_sells_out_closes_its_room;
+    a_product_whose_every_option_sells_out_closes_its_room,
+    two_thousand_waiting_streams_each_get_their_place_and_their_admission;
     deployment: a_place_nobody_watches_is_dropped_and_skipped,
 );
 
