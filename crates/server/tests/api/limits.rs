@@ -556,8 +556,16 @@ fn a_low_descriptor_limit_is_logged_and_caps_connections_instead_of_failing_unde
             Ok(())
         });
     }
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    /// Kills the server however the test ends (a failed assertion included).
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(command.spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut start = Vec::new();
     let address = loop {
         let line = lines.next().expect("the server logs its address").unwrap();
@@ -592,7 +600,31 @@ fn a_low_descriptor_limit_is_logged_and_caps_connections_instead_of_failing_unde
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Wait until the server has taken all it will: its cap of 344 connections, or, were it
+    // uncapped, the descriptor limit, where accepting fails.
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.0.id()))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = sockets();
+        if now >= 344 && now == seen {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now} sockets");
+        seen = now;
+    }
+    // The cap and a few of its own (listener, database, wake-ups), not the 600 it could open.
+    assert!(seen < 400, "the server holds {seen} sockets");
     let mut first = &crowd[0];
     first
         .write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -601,8 +633,7 @@ fn a_low_descriptor_limit_is_logged_and_caps_connections_instead_of_failing_unde
     first.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(crowd);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         !said("accepting a connection failed"),
         "{:?}",
