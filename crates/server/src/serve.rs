@@ -30,6 +30,8 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::http::place_streams::PlaceStreams;
+
 /// The connection-level limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -54,6 +56,7 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     streams: CancellationToken,
+    place_streams: Option<PlaceStreams>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let closing = CancellationToken::new();
@@ -89,38 +92,15 @@ pub async fn serve(
                 request
             });
         let (builder, closing) = (builder.clone(), closing.clone());
+        let place_streams = place_streams.clone();
         tokio::spawn(async move {
-            let (io, activity) = Watched::new(stream);
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(io),
-                TowerToHyperService::new(service),
-            );
-            tokio::pin!(connection);
-            // Once asked to close, a connection gets this long to finish; an HTTP/2 peer that
-            // never answers the closing ping would otherwise hold it forever.
-            let mut must_end_by: Option<tokio::time::Instant> = None;
-            loop {
-                let deadline = must_end_by.unwrap_or_else(far_future);
-                tokio::select! {
-                    ended = connection.as_mut() => {
-                        if let Err(error) = ended {
-                            tracing::debug!(error = %error, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    () = closing.cancelled(), if must_end_by.is_none() => {
-                        must_end_by = Some(tokio::time::Instant::now() + limits.grace);
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    () = activity.idle(limits.idle()), if must_end_by.is_none() => {
-                        must_end_by = Some(tokio::time::Instant::now() + limits.header_timeout);
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    () = tokio::time::sleep_until(deadline), if must_end_by.is_some() => {
-                        tracing::debug!("a closing connection did not finish in time; dropped");
-                        break;
-                    }
-                }
+            let stream = match place_streams {
+                Some(place_streams) => place_streams.enter(stream).await,
+                None => Some(stream),
+            };
+            if let Some(stream) = stream {
+                // Boxed: a connection held by a place stream does not carry hyper's state.
+                Box::pin(connection(stream, service, &builder, &closing, limits)).await;
             }
             drop(slot);
         });
@@ -140,6 +120,56 @@ pub async fn serve(
             grace_ms = limits.grace.as_millis() as u64,
             "grace period over; dropping the connections still open"
         ),
+    }
+}
+
+/// Serves one connection with hyper until it ends, is closed idle, or outlasts the grace
+/// period after `closing`.
+async fn connection<S>(
+    stream: TcpStream,
+    service: S,
+    builder: &auto::Builder<TokioExecutor>,
+    closing: &CancellationToken,
+    limits: ConnectionLimits,
+) where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (io, activity) = Watched::new(stream);
+    let connection =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    // Once asked to close, a connection gets this long to finish; an HTTP/2 peer that
+    // never answers the closing ping would otherwise hold it forever.
+    let mut must_end_by: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = must_end_by.unwrap_or_else(far_future);
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+                break;
+            }
+            () = closing.cancelled(), if must_end_by.is_none() => {
+                must_end_by = Some(tokio::time::Instant::now() + limits.grace);
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.idle(limits.idle()), if must_end_by.is_none() => {
+                must_end_by = Some(tokio::time::Instant::now() + limits.header_timeout);
+                connection.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(deadline), if must_end_by.is_some() => {
+                tracing::debug!("a closing connection did not finish in time; dropped");
+                break;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Role, Settings},
-    http,
+    http::{self, place_streams::PlaceStreams},
     serve::{serve, ConnectionLimits},
     state::{AppState, Handles},
 };
@@ -91,7 +91,17 @@ impl Application {
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         };
         let router = http::router(state.clone(), settings.role);
-        serve(listener, router, limits, shutdown, state.shutdown.clone()).await;
+        let place_streams = (settings.role != Role::Worker)
+            .then(|| PlaceStreams::new(state.clone(), limits.header_timeout));
+        serve(
+            listener,
+            router,
+            limits,
+            shutdown,
+            state.shutdown.clone(),
+            place_streams,
+        )
+        .await;
         stop.cancel();
         for task in tasks {
             let _ = task.await;

@@ -29,6 +29,7 @@ mod openapi;
 pub mod ops;
 pub mod orders;
 pub(crate) mod pages;
+pub mod place_streams;
 pub mod points;
 pub mod products;
 pub mod request_id;

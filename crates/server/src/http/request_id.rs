@@ -17,7 +17,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 64;
 
 /// Whether a client's request id is adopted as it is.
-fn plain(id: &str) -> bool {
+pub(crate) fn plain(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_LEN
         && id

@@ -501,6 +501,95 @@ async fn two_thousand_waiting_streams_each_get_their_place_and_their_admission(a
     assert_eq!(statuses, [("ADMITTED".to_owned(), CROWD as usize)].into());
 }
 
+/// What a raw connection reads until `until` appears in it (15 s at most, which fails).
+async fn read_until(connection: &mut tokio::net::TcpStream, until: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while !String::from_utf8_lossy(&read).contains(until) {
+            let mut buffer = [0; 4096];
+            let n = connection.read(&mut buffer).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {until:?}: {}",
+                String::from_utf8_lossy(&read)
+            );
+            read.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {until:?}: {}", String::from_utf8_lossy(&read)));
+    String::from_utf8(read).unwrap()
+}
+
+/// A place stream is served by a lean loop when its request arrives whole and by hyper when it
+/// does not (`http/place_streams.rs`): the client cannot tell them apart, byte for byte, and
+/// once the place stops waiting the same connection answers the client's next request.
+async fn a_place_stream_is_the_same_bytes_whole_or_in_pieces_and_its_connection_serves_on(
+    app: TestApp,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let admin = app.new_admin().await;
+    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
+    let room = app
+        .new_room(
+            &admin,
+            json!({"couponId": coupon}),
+            chrono::Duration::zero(),
+            1,
+        )
+        .await;
+    let room_id = room["id"].as_i64().unwrap();
+    let paused = app
+        .change_room(&admin, room_id, json!({"paused": true}))
+        .await;
+    assert_eq!(paused.0, 200, "{}", paused.1);
+    let (_, place) = app.join_room(&app.token_for(6_000_001), room_id).await;
+    let id = place["placeId"].as_str().unwrap();
+    let host = app.address.strip_prefix("http://").unwrap();
+    let head = format!(
+        "GET /api/room-places/{id}/events HTTP/1.1\r\nHost: x\r\nX-Request-Id: same-1\r\n\r\n"
+    );
+    let mut whole = tokio::net::TcpStream::connect(host).await.unwrap();
+    whole.write_all(head.as_bytes()).await.unwrap();
+    let mut pieces = tokio::net::TcpStream::connect(host).await.unwrap();
+    for piece in [&head[..7], &head[7..40], &head[40..]] {
+        pieces.write_all(piece.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_event = "\n\n\r\n";
+    let without_date = |text: String| -> String {
+        text.lines()
+            .filter(|line| !line.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let whole_read = without_date(read_until(&mut whole, first_event).await);
+    let pieces_read = without_date(read_until(&mut pieces, first_event).await);
+    assert_eq!(whole_read, pieces_read);
+    assert!(whole_read.starts_with("HTTP/1.1 200 OK"), "{whole_read}");
+    assert!(whole_read.contains("x-request-id: same-1"), "{whole_read}");
+    assert!(
+        whole_read.contains("\"status\":\"WAITING\""),
+        "{whole_read}"
+    );
+
+    let resumed = app
+        .change_room(&admin, room_id, json!({"paused": false}))
+        .await;
+    assert_eq!(resumed.0, 200, "{}", resumed.1);
+    for connection in [&mut whole, &mut pieces] {
+        let rest = read_until(connection, "0\r\n\r\n").await;
+        assert!(rest.contains("\"status\":\"ADMITTED\""), "{rest}");
+        connection
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let next = read_until(connection, "\r\n\r\n").await;
+        assert!(next.starts_with("HTTP/1.1 200 OK"), "{next}");
+    }
+}
+
 async fn a_place_nobody_watches_is_dropped_and_skipped(deployment: Deployment) {
     let Some(app) = spawn_with(deployment, |settings| settings.room.abandon_secs = 5).await else {
         return;
@@ -651,7 +740,8 @@ crate::on_both_deployments!(
     a_place_stream_sends_each_change_and_resumes_after_the_last_event_id,
     a_sold_out_coupon_closes_its_room_and_every_waiting_stream,
     a_product_whose_every_option_sells_out_closes_its_room,
-    two_thousand_waiting_streams_each_get_their_place_and_their_admission;
+    two_thousand_waiting_streams_each_get_their_place_and_their_admission,
+    a_place_stream_is_the_same_bytes_whole_or_in_pieces_and_its_connection_serves_on;
     deployment: a_place_nobody_watches_is_dropped_and_skipped,
 );
 
