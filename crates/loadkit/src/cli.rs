@@ -1,6 +1,10 @@
 //! `stampede load`: its arguments, and the run from seed file to verdict.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 
@@ -40,13 +44,18 @@ pub struct LoadArgs {
     /// `flash-sale` and `waiting-room`: units of the coupon it creates.
     #[arg(long, default_value_t = 1_000)]
     pub coupon_quantity: i64,
-    /// `waiting-room`: admissions a second of the room it creates.
+    /// `waiting-room` and `crowd`: admissions a second of the room it creates.
     #[arg(long, default_value_t = 50)]
     pub admit_rate: i64,
-    /// `waiting-room`: how long after the start the room opens (those who join before are
-    /// shuffled at opening).
+    /// `waiting-room` and `crowd`: how long after the start the room opens (those who join
+    /// before are shuffled at opening).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub opens_in: Duration,
+    /// Local addresses the connections leave from, in turn: `127.0.0.1-127.0.0.8`, or a
+    /// comma-separated list. One address reaches one server address from about 28,000 ports;
+    /// a crowd larger than that needs several (every address in 127.0.0.0/8 is local).
+    #[arg(long, value_parser = parse_sources)]
+    pub source_addresses: Option<Sources>,
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -66,7 +75,8 @@ pub struct LoadArgs {
 
 /// Runs `args`; an error names the broken invariants.
 pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let target = Target::parse(&args.base_url)?;
+    let sources = args.source_addresses.clone().map(|s| s.0).unwrap_or_default();
+    let target = Target::parse_from(&args.base_url, sources)?;
     let seed = Seeded::read(&args.tokens)?;
     if args.check_only {
         let log: RunLog = serde_json::from_slice(
@@ -128,6 +138,31 @@ fn conclude(checks: &[verdict::Check]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The addresses of `--source-addresses`.
+#[derive(Debug, Clone)]
+pub struct Sources(pub Vec<IpAddr>);
+
+/// `127.0.0.1-127.0.0.8` (IPv4, at most 256), or `a,b,c`, or a mix.
+pub fn parse_sources(text: &str) -> Result<Sources, String> {
+    let mut sources = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let bad = || format!("not an address or a range of addresses: {part:?}");
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let first: Ipv4Addr = first.trim().parse().map_err(|_| bad())?;
+                let last: Ipv4Addr = last.trim().parse().map_err(|_| bad())?;
+                let (first, last) = (u32::from(first), u32::from(last));
+                if last < first || last - first >= 256 {
+                    return Err(format!("{part:?}: a range goes up, by at most 256 addresses"));
+                }
+                sources.extend((first..=last).map(|a| IpAddr::V4(Ipv4Addr::from(a))));
+            }
+            None => sources.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(Sources(sources))
+}
+
 /// `250ms`, `10s`, `2m`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -144,4 +179,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("not a duration: {text:?} (use ms, s or m)")),
     };
     Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_are_read_as_ranges_and_lists() {
+        let sources = parse_sources("127.0.0.1-127.0.0.3, 127.0.1.9").unwrap().0;
+        let shown: Vec<String> = sources.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.1.9"]);
+        for bad in ["127.0.0.9-127.0.0.1", "127.0.0.0-127.0.1.0", "localhost", "1.2.3.4-x"] {
+            assert!(parse_sources(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,14 @@
 //! HTTP/1.1 as a load generator needs it: one keep-alive connection per virtual user (hyper's
 //! client connection, no pool), and Server-Sent Events read on a connection of their own.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -11,13 +18,17 @@ use hyper::{
     header, Method, Request,
 };
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-/// Where the load goes: `http://host:port`.
+/// Where the load goes: `http://host:port`, and the local addresses its connections leave from.
 #[derive(Debug)]
 pub struct Target {
     pub address: SocketAddr,
     pub host: String,
+    /// Connections leave from these in turn (none: the system picks). One source address
+    /// has about 28,000 ephemeral ports towards one server address.
+    sources: Vec<IpAddr>,
+    next_source: AtomicUsize,
 }
 
 impl Target {
@@ -26,10 +37,18 @@ impl Target {
         Arc::new(Self {
             address,
             host: address.to_string(),
+            sources: Vec::new(),
+            next_source: AtomicUsize::new(0),
         })
     }
 
+    /// The server at `base_url` (`http://host:port`).
     pub fn parse(base_url: &str) -> anyhow::Result<Arc<Self>> {
+        Self::parse_from(base_url, Vec::new())
+    }
+
+    /// The server at `base_url`, connected to from each of `sources` in turn.
+    pub fn parse_from(base_url: &str, sources: Vec<IpAddr>) -> anyhow::Result<Arc<Self>> {
         let host = base_url
             .strip_prefix("http://")
             .context("the base URL must start with http://")?
@@ -41,6 +60,8 @@ impl Target {
         Ok(Arc::new(Self {
             address,
             host: host.to_owned(),
+            sources,
+            next_source: AtomicUsize::new(0),
         }))
     }
 
@@ -66,8 +87,24 @@ impl Target {
             .expect("a request of a valid method and path")
     }
 
+    /// A new connection, from the next source address if any are set.
+    async fn open_stream(&self) -> std::io::Result<TcpStream> {
+        if self.sources.is_empty() {
+            return TcpStream::connect(self.address).await;
+        }
+        let at = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
+        let source = self.sources[at];
+        let socket = if source.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(self.address).await
+    }
+
     async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let stream = TcpStream::connect(self.address).await?;
+        let stream = self.open_stream().await?;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {

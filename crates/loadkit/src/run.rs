@@ -4,7 +4,10 @@
 
 use std::{
     io::IsTerminal as _,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -81,7 +84,10 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         plan.coupon = Some(coupon);
     }
     let mut room = None;
-    if matches!(plan.scenario, Scenario::WaitingRoom | Scenario::RoomJoin) {
+    if matches!(
+        plan.scenario,
+        Scenario::WaitingRoom | Scenario::RoomJoin | Scenario::Crowd
+    ) {
         // Joins alone are measured on a line that does not open during the run.
         let opens_in = match plan.scenario {
             Scenario::RoomJoin => plan.duration + Duration::from_secs(3600),
@@ -91,7 +97,7 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         let made =
             crate::scenario::room::prepare(&mut conn, &seed, coupon, plan.admit_rate, opens_in)
                 .await?;
-        if plan.scenario == Scenario::WaitingRoom {
+        if plan.scenario != Scenario::RoomJoin {
             log.coupons_issued_before.insert(made.coupon_id, 0);
             log.room.room = Some(made.clone());
         }
@@ -106,6 +112,7 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         duration: plan.duration,
         think: plan.think,
         vus,
+        streams_held: AtomicU64::new(0),
         window: Mutex::new(Window::default()),
         log: Mutex::new(log),
     });
@@ -122,7 +129,10 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
             crate::scenario::room::close(&mut conn, &shared.seed, &room).await
         })
     });
-    let (recorder, late) = match plan.rate {
+    let probe = (plan.scenario == Scenario::Crowd).then(|| {
+        tokio::spawn(probe_while_held(shared.clone(), deadline))
+    });
+    let (mut recorder, late) = match plan.rate {
         None => (
             closed(&shared, plan.scenario, vus, deadline).await,
             histogram(),
@@ -130,6 +140,9 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         Some(rate) => open(&shared, plan.scenario, vus, rate, deadline).await,
     };
     let elapsed = started.elapsed();
+    if let Some(probe) = probe {
+        recorder.merge(&probe.await.context("probing /health/live")?);
+    }
     if let Some(closer) = closer {
         closer.await.context("closing the room")??;
     }
@@ -158,6 +171,9 @@ async fn closed(
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     vu.iterate(scenario).await;
+                    if scenario.once_per_user() {
+                        break;
+                    }
                 }
                 vu.recorder
             })
@@ -190,7 +206,7 @@ async fn open(
     let mut late = histogram();
     for k in 0.. {
         let due = start + interval.mul_f64(k as f64);
-        if due >= deadline {
+        if due >= deadline || scenario.once_per_user() && k >= vus {
             break;
         }
         tokio::time::sleep_until(due.into()).await;
@@ -231,12 +247,16 @@ async fn progress(
     while Instant::now() < deadline {
         t += 1;
         tokio::time::sleep_until((started + Duration::from_secs(t)).min(deadline).into()).await;
-        let second = shared.window.lock().expect("window").close(t);
+        let mut second = shared.window.lock().expect("window").close(t);
+        second.streams = shared.streams_held.load(Ordering::Relaxed);
         if print && (terminal || t % 5 == 0) {
-            let line = format!(
+            let mut line = format!(
                 "{:>5}s {:>9.0} req/s {:>7} errors  p50 {:>7.2} ms  p99 {:>8.2} ms",
                 t, second.requests as f64, second.errors, second.p50_ms, second.p99_ms
             );
+            if second.streams > 0 {
+                line.push_str(&format!("  {:>6} streams", second.streams));
+            }
             if terminal {
                 eprint!("\r{line}");
             } else {
@@ -249,6 +269,40 @@ async fn progress(
         eprintln!();
     }
     timeline
+}
+
+/// `crowd`: asks `/health/live` ten times a second while any stream is held (until
+/// `deadline`), on a connection of its own: how the server answers while it holds the crowd.
+async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
+    let mut conn = Conn::new(shared.target.clone());
+    let mut recorder = Recorder::default();
+    let mut seen_streams = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = shared.streams_held.load(Ordering::Relaxed);
+        seen_streams |= held > 0;
+        if held == 0 {
+            if seen_streams {
+                break;
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let answer = match conn.send(Method::GET, "/health/live", None, None).await {
+            Ok(reply) if reply.status == 200 => crate::stats::Answer::Expected {
+                status: 200,
+                code: None,
+            },
+            Ok(reply) => crate::stats::Answer::Error {
+                label: reply.status.to_string(),
+            },
+            Err(error) => crate::stats::Answer::Error {
+                label: format!("no answer ({error})"),
+            },
+        };
+        recorder.record("health.live_while_held", started.elapsed(), answer);
+    }
+    recorder
 }
 
 /// Notes every seeded option's stock before the run.

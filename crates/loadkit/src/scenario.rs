@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicU64, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -45,6 +45,18 @@ pub enum Scenario {
     WaitingRoom,
     /// Join the line of a room the run creates (opening after the run): join throughput.
     RoomJoin,
+    /// A sale's opening crowd: `--vus` people (arriving at `--rate` a second) join a room
+    /// that opens after `--opens-in`, each holding only its place's stream until admitted:
+    /// streams opened and refused, `/health/live` while they are held, and how long after
+    /// the opening and after each admission the event arrives.
+    Crowd,
+}
+
+impl Scenario {
+    /// Whether each virtual user makes one iteration (a person), not as many as fit.
+    pub fn once_per_user(self) -> bool {
+        self == Self::Crowd
+    }
 }
 
 /// How long a stream may take to bring what a step waits for.
@@ -95,6 +107,8 @@ pub struct Shared {
     /// The room of `waiting-room`.
     pub room: Option<RoomRun>,
     pub vus: usize,
+    /// Streams open now (`waiting-room`, `crowd`).
+    pub streams_held: AtomicU64,
     pub window: Mutex<Window>,
     pub log: Mutex<RunLog>,
 }
@@ -133,6 +147,7 @@ impl Vu {
             Scenario::Charge => self.charge().await,
             Scenario::WaitingRoom => self.waiting_room().await,
             Scenario::RoomJoin => self.room_join().await,
+            Scenario::Crowd => self.crowd().await,
             Scenario::Browse => self.browse().await,
             Scenario::Live => {
                 self.call(

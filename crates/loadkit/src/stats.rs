@@ -100,6 +100,8 @@ pub struct Second {
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Streams held at the end of the second (`waiting-room`, `crowd`).
+    pub streams: u64,
 }
 
 /// The requests of the current second, shared by every virtual user.
@@ -133,6 +135,7 @@ impl Window {
             errors: self.errors,
             p50_ms: ms(self.latency.value_at_quantile(0.5)),
             p99_ms: ms(self.latency.value_at_quantile(0.99)),
+            streams: 0,
         };
         *self = Self::default();
         second

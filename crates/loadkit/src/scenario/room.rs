@@ -4,7 +4,10 @@
 //! The run pauses the room at its end and closes it a little later, so every stream ends; the verdict then checks the line
 //! from the places the run took ([`crate::verdict`]).
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant, SystemTime},
+};
 
 use chrono::{DateTime, Utc};
 use hyper::Method;
@@ -206,63 +209,9 @@ impl Vu {
         else {
             return;
         };
-        let joined_at = Instant::now();
-        let place = joined.json();
-        let Some(place_id) = place["placeId"].as_str().map(str::to_owned) else {
+        let Some(admitted) = self.follow_place(&room, &joined.json(), user.id).await else {
             return;
         };
-        let early = place.get("number").is_none();
-        // Until the run's room closes at its end, and a little after.
-        let timeout = self.shared.think.max(STREAM_TIMEOUT) + self.shared.duration;
-        let mut last = Value::Null;
-        let mut event_delay = None;
-        let followed = follow_events(
-            &self.shared.target,
-            &format!("/api/room-places/{place_id}/events"),
-            None,
-            timeout,
-            |_, data| {
-                last = data.clone();
-                let status = data["status"].as_str().unwrap_or_default();
-                if status == "ADMITTED" {
-                    event_delay = delay_since(&data["admittedAt"]);
-                }
-                status != "WAITING"
-            },
-        )
-        .await;
-        let status = match &followed {
-            Ok(true) => last["status"].as_str().unwrap_or("?").to_owned(),
-            Ok(false) => "stream ended early".to_owned(),
-            Err(error) => format!("stream failed: {}", super::short(error)),
-        };
-        self.shared
-            .log
-            .lock()
-            .expect("run log")
-            .room
-            .places
-            .push(TakenPlace {
-                place_id,
-                user_id: user.id,
-                early,
-                last_status: status.clone(),
-            });
-        let admitted = status == "ADMITTED";
-        let refusal = (!admitted).then_some(status.as_str());
-        self.record_stream(
-            "rooms.wait",
-            joined_at.elapsed(),
-            followed.map(|_| true),
-            refusal,
-        );
-        if let Some(delay) = event_delay {
-            let answer = Answer::Expected {
-                status: 200,
-                code: None,
-            };
-            self.note("rooms.admission_event", delay, answer);
-        }
         if !admitted {
             return;
         }
@@ -298,11 +247,124 @@ impl Vu {
             });
         self.follow_task(&task_id, accepted).await;
     }
+
+    /// One of a sale's opening crowd: joins the line, lets go of the connection it joined on
+    /// (a waiting person holds one connection, the stream's) and holds its place's stream until
+    /// it stops waiting.
+    pub(super) async fn crowd(&mut self) {
+        let Some(room) = self.shared.room.clone() else {
+            return;
+        };
+        let (_, user) = self.user();
+        let path = format!("/api/rooms/{}/places", room.room_id);
+        let token = Some(user.token.as_str());
+        let Some(joined) = self
+            .call("rooms.join", Method::POST, &path, token, Some(json!({})), &[201, 200])
+            .await
+        else {
+            return;
+        };
+        self.conn = Conn::new(self.shared.target.clone());
+        self.follow_place(&room, &joined.json(), user.id).await;
+    }
+
+    /// Follows the stream of the place `joined` took until it stops waiting, measuring how long
+    /// its first event took (`rooms.stream_open`), how long after the opening its number came
+    /// (`rooms.opening_event`, for a place taken before) and after its admission its event
+    /// (`rooms.admission_event`); notes the place for the verdict. Whether it was admitted
+    /// (`None`: no place in the answer).
+    async fn follow_place(&mut self, room: &RoomRun, joined: &Value, user_id: i64) -> Option<bool> {
+        let place_id = joined["placeId"].as_str()?.to_owned();
+        let early = joined.get("number").is_none();
+        let opened = Instant::now();
+        // Until the run's room closes at its end, and a little after.
+        let timeout = self.shared.think.max(STREAM_TIMEOUT) + self.shared.duration;
+        let mut last = Value::Null;
+        let (mut first_event, mut opening_delay, mut admission_delay) = (None, None, None);
+        let held = &self.shared.streams_held;
+        let followed = follow_events(
+            &self.shared.target,
+            &format!("/api/room-places/{place_id}/events"),
+            None,
+            timeout,
+            |_, data| {
+                if first_event.is_none() {
+                    first_event = Some(opened.elapsed());
+                    held.fetch_add(1, Ordering::Relaxed);
+                }
+                if early && opening_delay.is_none() && data.get("number").is_some() {
+                    opening_delay = delay_since_time(room.opens_at);
+                }
+                last = data.clone();
+                let status = data["status"].as_str().unwrap_or_default();
+                if status == "ADMITTED" {
+                    admission_delay = delay_since(&data["admittedAt"]);
+                }
+                status != "WAITING"
+            },
+        )
+        .await;
+        if first_event.is_some() {
+            held.fetch_sub(1, Ordering::Relaxed);
+        }
+        let status = match &followed {
+            Ok(true) => last["status"].as_str().unwrap_or("?").to_owned(),
+            Ok(false) => "stream ended early".to_owned(),
+            Err(error) => format!("stream failed: {}", super::short(error)),
+        };
+        self.shared
+            .log
+            .lock()
+            .expect("run log")
+            .room
+            .places
+            .push(TakenPlace {
+                place_id,
+                user_id,
+                early,
+                last_status: status.clone(),
+            });
+        let admitted = status == "ADMITTED";
+        let expected = Answer::Expected {
+            status: 200,
+            code: None,
+        };
+        match (first_event, &followed) {
+            (Some(took), _) => self.note("rooms.stream_open", took, expected),
+            (None, Err(error)) => {
+                let label = super::short(error);
+                self.note("rooms.stream_open", opened.elapsed(), Answer::Error { label });
+            }
+            (None, Ok(_)) => {}
+        }
+        let refusal = (!admitted).then_some(status.as_str());
+        self.record_stream("rooms.wait", opened.elapsed(), followed.map(|_| true), refusal);
+        for (step, delay) in [
+            ("rooms.opening_event", opening_delay),
+            ("rooms.admission_event", admission_delay),
+        ] {
+            if let Some(delay) = delay {
+                let answer = Answer::Expected {
+                    status: 200,
+                    code: None,
+                };
+                self.note(step, delay, answer);
+            }
+        }
+        Some(admitted)
+    }
 }
 
 /// How long ago `admitted_at` (the server's clock, RFC 3339) was, by this host's clock.
 fn delay_since(admitted_at: &Value) -> Option<Duration> {
-    let at: DateTime<Utc> = admitted_at.as_str()?.parse().ok()?;
-    let at = SystemTime::from(at);
-    Some(SystemTime::now().duration_since(at).unwrap_or_default())
+    delay_since_time(admitted_at.as_str()?.parse().ok()?)
+}
+
+/// How long ago `at` was, by this host's clock.
+fn delay_since_time(at: DateTime<Utc>) -> Option<Duration> {
+    Some(
+        SystemTime::now()
+            .duration_since(SystemTime::from(at))
+            .unwrap_or_default(),
+    )
 }
