@@ -75,7 +75,11 @@ pub struct LoadArgs {
 
 /// Runs `args`; an error names the broken invariants.
 pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let sources = args.source_addresses.clone().map(|s| s.0).unwrap_or_default();
+    let sources = args
+        .source_addresses
+        .clone()
+        .map(|s| s.0)
+        .unwrap_or_default();
     let target = Target::parse_from(&args.base_url, sources)?;
     let seed = Seeded::read(&args.tokens)?;
     if args.check_only {
@@ -153,7 +157,9 @@ pub fn parse_sources(text: &str) -> Result<Sources, String> {
                 let last: Ipv4Addr = last.trim().parse().map_err(|_| bad())?;
                 let (first, last) = (u32::from(first), u32::from(last));
                 if last < first || last - first >= 256 {
-                    return Err(format!("{part:?}: a range goes up, by at most 256 addresses"));
+                    return Err(format!(
+                        "{part:?}: a range goes up, by at most 256 addresses"
+                    ));
                 }
                 sources.extend((first..=last).map(|a| IpAddr::V4(Ipv4Addr::from(a))));
             }
@@ -190,7 +196,12 @@ mod tests {
         let sources = parse_sources("127.0.0.1-127.0.0.3, 127.0.1.9").unwrap().0;
         let shown: Vec<String> = sources.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.1.9"]);
-        for bad in ["127.0.0.9-127.0.0.1", "127.0.0.0-127.0.1.0", "localhost", "1.2.3.4-x"] {
+        for bad in [
+            "127.0.0.9-127.0.0.1",
+            "127.0.0.0-127.0.1.0",
+            "localhost",
+            "1.2.3.4-x",
+        ] {
             assert!(parse_sources(bad).is_err(), "{bad}");
         }
     }

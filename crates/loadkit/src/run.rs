@@ -129,9 +129,8 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
             crate::scenario::room::close(&mut conn, &shared.seed, &room).await
         })
     });
-    let probe = (plan.scenario == Scenario::Crowd).then(|| {
-        tokio::spawn(probe_while_held(shared.clone(), deadline))
-    });
+    let probe = (plan.scenario == Scenario::Crowd)
+        .then(|| tokio::spawn(probe_while_held(shared.clone(), deadline)));
     let (mut recorder, late) = match plan.rate {
         None => (
             closed(&shared, plan.scenario, vus, deadline).await,
@@ -272,10 +271,13 @@ async fn progress(
 }
 
 /// `crowd`: asks `/health/live` ten times a second while any stream is held (until
-/// `deadline`), on a connection of its own: how the server answers while it holds the crowd.
+/// `deadline`), on a connection of its own: how the server answers while the crowd opens its
+/// streams (`health.live.opening`), while it holds them all before the room opens
+/// (`health.live.held`), and once the room admits (`health.live.admitting`).
 async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
     let mut conn = Conn::new(shared.target.clone());
     let mut recorder = Recorder::default();
+    let opens_at = shared.room.as_ref().map(|room| room.opens_at);
     let mut seen_streams = false;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -287,6 +289,11 @@ async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
             }
             continue;
         }
+        let step = match opens_at {
+            Some(at) if chrono::Utc::now() >= at => "health.live.admitting",
+            _ if held < shared.vus as u64 => "health.live.opening",
+            _ => "health.live.held",
+        };
         let started = Instant::now();
         let answer = match conn.send(Method::GET, "/health/live", None, None).await {
             Ok(reply) if reply.status == 200 => crate::stats::Answer::Expected {
@@ -300,7 +307,7 @@ async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
                 label: format!("no answer ({error})"),
             },
         };
-        recorder.record("health.live_while_held", started.elapsed(), answer);
+        recorder.record(step, started.elapsed(), answer);
     }
     recorder
 }

@@ -259,7 +259,14 @@ impl Vu {
         let path = format!("/api/rooms/{}/places", room.room_id);
         let token = Some(user.token.as_str());
         let Some(joined) = self
-            .call("rooms.join", Method::POST, &path, token, Some(json!({})), &[201, 200])
+            .call(
+                "rooms.join",
+                Method::POST,
+                &path,
+                token,
+                Some(json!({})),
+                &[201, 200],
+            )
             .await
         else {
             return;
@@ -333,12 +340,21 @@ impl Vu {
             (Some(took), _) => self.note("rooms.stream_open", took, expected),
             (None, Err(error)) => {
                 let label = super::short(error);
-                self.note("rooms.stream_open", opened.elapsed(), Answer::Error { label });
+                self.note(
+                    "rooms.stream_open",
+                    opened.elapsed(),
+                    Answer::Error { label },
+                );
             }
             (None, Ok(_)) => {}
         }
         let refusal = (!admitted).then_some(status.as_str());
-        self.record_stream("rooms.wait", opened.elapsed(), followed.map(|_| true), refusal);
+        self.record_stream(
+            "rooms.wait",
+            opened.elapsed(),
+            followed.map(|_| true),
+            refusal,
+        );
         for (step, delay) in [
             ("rooms.opening_event", opening_delay),
             ("rooms.admission_event", admission_delay),

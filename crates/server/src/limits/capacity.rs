@@ -12,8 +12,12 @@ use super::{HttpConfig, SseConfig};
 pub const CONNECTION_COST_BYTES: u64 = 32 << 10;
 
 /// Descriptors kept for everything but client connections (database pool, cache, broker
-/// clients, files): a sixteenth of the limit, at least this many.
+/// clients, files): a sixty-fourth of the limit, at least this many.
 const RESERVED_AT_LEAST: u64 = 256;
+
+/// Connections kept for ordinary requests however many streams are open: a thirty-second of
+/// them, at least this many.
+const ORDINARY_AT_LEAST: usize = 256;
 
 /// The process's descriptor limits: soft (what it may open) and hard (what the soft one may be
 /// raised to).
@@ -78,9 +82,9 @@ pub struct Capacity {
 impl Capacity {
     /// The capacity with `descriptors` open-able and `memory_mb` for connections. A setting of
     /// 0 asks for what they allow; a larger setting than they allow is cut down. Streams are
-    /// held on connections, and a sixteenth of the connections stays for ordinary requests.
+    /// held on connections, and a thirty-second of the connections stays for ordinary requests.
     pub fn plan(descriptors: u64, http: &HttpConfig, sse: &SseConfig) -> Self {
-        let reserved = (descriptors / 16).max(RESERVED_AT_LEAST);
+        let reserved = (descriptors / 64).max(RESERVED_AT_LEAST);
         let by_descriptors = descriptors.saturating_sub(reserved).max(1) as usize;
         let by_memory = ((http.connection_memory_mb << 20) / CONNECTION_COST_BYTES).max(1) as usize;
         let allowed = by_descriptors.min(by_memory);
@@ -96,7 +100,9 @@ impl Capacity {
             }
             asked => asked,
         };
-        let streams_allowed = (connections - connections / 16).max(1);
+        let streams_allowed = connections
+            .saturating_sub((connections / 32).max(ORDINARY_AT_LEAST))
+            .max(1);
         let streams = match sse.max_streams {
             0 => streams_allowed,
             asked if asked > connections => {
@@ -137,12 +143,13 @@ mod tests {
 
     #[test]
     fn by_default_the_descriptors_or_the_memory_decide_whichever_allows_fewer() {
-        // 20,000 descriptors (these machines' hard limit), 1 GiB: the descriptors decide.
+        // 20,000 descriptors (these machines' hard limit), 1 GiB: the descriptors decide, and
+        // 18,000 streams fit.
         let capacity = plan(20_000, 1024, 0, 0);
-        assert_eq!(capacity.by_descriptors, 20_000 - 1_250);
+        assert_eq!(capacity.by_descriptors, 20_000 - 312);
         assert_eq!(capacity.by_memory, 32_768);
-        assert_eq!(capacity.connections, 18_750);
-        assert_eq!(capacity.streams, 18_750 - 1_171);
+        assert_eq!(capacity.connections, 19_688);
+        assert_eq!(capacity.streams, 19_688 - 615);
         assert!(capacity.cut.is_empty());
         // A million descriptors: the memory decides; 50,000 streams need about 1.6 GiB.
         let capacity = plan(1 << 20, 1024, 0, 0);
