@@ -191,16 +191,23 @@ async fn in_redis(url: &str) {
     let followed: Vec<i64> = (0..places)
         .step_by((places as usize / 18_000).max(1))
         .collect();
-    let started = Instant::now();
-    let seen = lines
-        .places(room, &followed, Utc::now(), true)
-        .await
-        .expect("places");
-    println!(
-        "redis: one tick's read of the {} places an instance's streams follow: {:?}",
-        seen.len(),
-        started.elapsed()
-    );
+    for touch in [true, false] {
+        let started = Instant::now();
+        let seen = lines
+            .places(room, &followed, Utc::now(), touch)
+            .await
+            .expect("places");
+        println!(
+            "redis: one tick's read of the {} places an instance's streams follow ({}): {:?}",
+            seen.len(),
+            if touch {
+                "marking them seen"
+            } else {
+                "read only"
+            },
+            started.elapsed()
+        );
+    }
 
     let mut cursor = 0u64;
     loop {

@@ -83,8 +83,9 @@ struct Ticking {
     closed: HashSet<i64>,
     refreshed: Option<Instant>,
     second: Instant,
-    /// When each room's followed places were last read.
+    /// When each room's followed places were last read, and last marked seen.
     streams: HashMap<i64, Instant>,
+    touched: HashMap<i64, Instant>,
     /// When a room's last failure was logged (one line per room per 10 s).
     logged: HashMap<i64, Instant>,
 }
@@ -102,6 +103,7 @@ pub async fn run(rooms: Rooms, stop: CancellationToken) {
         refreshed: None,
         second: start,
         streams: HashMap::new(),
+        touched: HashMap::new(),
         logged: HashMap::new(),
     };
     loop {
@@ -155,7 +157,16 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
         });
         if due {
             ticking.streams.insert(room.id, at);
-            if let Err(error) = refresh_streams(rooms, room, now).await {
+            // Marking a place seen rewrites it in Redis; a quarter of the abandonment window
+            // apart is often enough to keep a watched place from being dropped.
+            let touch = ticking
+                .touched
+                .get(&room.id)
+                .is_none_or(|last| at >= *last + rooms.config().abandon_after() / 4);
+            if touch {
+                ticking.touched.insert(room.id, at);
+            }
+            if let Err(error) = refresh_streams(rooms, room, now, touch).await {
                 tracing::debug!(room = room.id, %error, "reading the followed places");
             }
         }
@@ -168,6 +179,7 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
         ticking.opened.retain(|room| followed.contains(room));
         ticking.closed.retain(|room| followed.contains(room));
         ticking.streams.retain(|room, _| followed.contains(room));
+        ticking.touched.retain(|room, _| followed.contains(room));
     }
 }
 
@@ -236,13 +248,19 @@ async fn tick_room(
     Ok(admitted)
 }
 
-/// Reads every place this instance's streams follow in `room`, and hands each its own.
-async fn refresh_streams(rooms: &Rooms, room: &Room, now: DateTime<Utc>) -> anyhow::Result<()> {
+/// Reads every place this instance's streams follow in `room` (marking them seen when
+/// `touch`), and hands each its own.
+async fn refresh_streams(
+    rooms: &Rooms,
+    room: &Room,
+    now: DateTime<Utc>,
+    touch: bool,
+) -> anyhow::Result<()> {
     let users = rooms.watchers().followed(room.id);
     if users.is_empty() {
         return Ok(());
     }
-    let places = rooms.lines().places(room.id, &users, now, true).await?;
+    let places = rooms.lines().places(room.id, &users, now, touch).await?;
     let places = users
         .into_iter()
         .zip(places)

@@ -22,6 +22,8 @@ use crate::{line::Claim, order::Seed, PlaceStatus};
 /// How many early places one opening step numbers (each step is one script, so Redis answers
 /// others in between).
 const OPENING_CHUNK: usize = 10_000;
+/// How many places one script reads (about a millisecond of Redis's time).
+const PLACES_CHUNK: usize = 250;
 /// How long an instance may take to open a line before another takes over.
 const OPENING_LEASE_MS: u64 = 60_000;
 /// How long a closed room's line is kept for reads of its places, in seconds.
@@ -385,22 +387,24 @@ impl RedisLines {
         now: DateTime<Utc>,
         touch: bool,
     ) -> anyhow::Result<Vec<Option<Seen>>> {
-        let mut args = vec![ms(now), if touch { "1" } else { "0" }.to_owned()];
-        args.extend(users.iter().map(i64::to_string));
-        let answer: Vec<redis::Value> = self.run(&PLACES, room, &args).await?;
-        let shut = matches!(answer.first(), Some(redis::Value::Int(1)));
-        let rest = answer.get(1..).unwrap_or_default();
-        Ok(users
-            .iter()
-            .zip(rest.chunks(2))
-            .map(|(&user, pair)| {
+        let mut places = Vec::with_capacity(users.len());
+        // In chunks: one script blocks Redis while it runs, and a tick may read the places of
+        // tens of thousands of streams.
+        for users in users.chunks(PLACES_CHUNK) {
+            let mut args = vec![ms(now), if touch { "1" } else { "0" }.to_owned()];
+            args.extend(users.iter().map(i64::to_string));
+            let answer: Vec<redis::Value> = self.run(&PLACES, room, &args).await?;
+            let shut = matches!(answer.first(), Some(redis::Value::Int(1)));
+            let rest = answer.get(1..).unwrap_or_default();
+            places.extend(users.iter().zip(rest.chunks(2)).map(|(&user, pair)| {
                 let text: String = redis::from_redis_value_ref(&pair[0]).ok()?;
                 let rank: i64 = redis::from_redis_value_ref(&pair[1]).ok()?;
                 let record = decode(user, &text, shut)?;
                 let position = position(&record, rank);
                 Some(Seen { record, position })
-            })
-            .collect())
+            }));
+        }
+        Ok(places)
     }
 
     pub(super) async fn leave(&self, room: i64, user: i64) -> anyhow::Result<bool> {
