@@ -213,13 +213,12 @@ impl Vu {
 
     /// Counts `answer` in this user's measurements and in the current second's.
     fn note(&mut self, step: &'static str, elapsed: Duration, answer: Answer<'_>) {
-        let error = matches!(answer, Answer::Error { .. });
-        self.recorder.record(step, elapsed, answer);
         self.shared
             .window
             .lock()
             .expect("window")
-            .record(elapsed, error);
+            .record(step, elapsed, &answer);
+        self.recorder.record(step, elapsed, answer);
     }
 
     async fn browse(&mut self) {

@@ -102,12 +102,26 @@ pub struct Second {
     pub p99_ms: f64,
     /// Streams held at the end of the second (`waiting-room`, `crowd`).
     pub streams: u64,
+    /// Each step's answers in this second.
+    pub steps: BTreeMap<&'static str, StepSecond>,
+    /// Answers by kind (`2xx`, `409 SOLD_OUT`, `error: …`).
+    pub answers: BTreeMap<String, u64>,
+}
+
+/// One step's answers in one second.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSecond {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// The requests of the current second, shared by every virtual user.
 pub struct Window {
     latency: Histogram<u64>,
     errors: u64,
+    steps: BTreeMap<&'static str, Histogram<u64>>,
+    answers: BTreeMap<String, u64>,
 }
 
 impl Default for Window {
@@ -115,30 +129,61 @@ impl Default for Window {
         Self {
             latency: histogram(),
             errors: 0,
+            steps: BTreeMap::new(),
+            answers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Answer<'_> {
+    /// How the report groups it: `2xx`, the status and code of another expected answer, or
+    /// the error.
+    pub fn kind(&self) -> String {
+        match self {
+            Answer::Expected { status, .. } if *status < 300 => "2xx".to_owned(),
+            Answer::Expected { status, code } => label(*status, *code),
+            Answer::Error { label } => format!("error: {label}"),
         }
     }
 }
 
 impl Window {
-    pub fn record(&mut self, elapsed: Duration, error: bool) {
+    pub fn record(&mut self, step: &'static str, elapsed: Duration, answer: &Answer<'_>) {
+        let micros = (elapsed.as_micros() as u64).clamp(1, 600_000_000);
+        let _ = self.latency.record(micros);
         let _ = self
-            .latency
-            .record((elapsed.as_micros() as u64).clamp(1, 600_000_000));
-        self.errors += u64::from(error);
+            .steps
+            .entry(step)
+            .or_insert_with(histogram)
+            .record(micros);
+        *self.answers.entry(answer.kind()).or_default() += 1;
+        self.errors += u64::from(matches!(answer, Answer::Error { .. }));
     }
 
     /// Closes the window as second `t` and starts an empty one.
     pub fn close(&mut self, t: u64) -> Second {
-        let second = Second {
+        let window = std::mem::take(self);
+        Second {
             t,
-            requests: self.latency.len(),
-            errors: self.errors,
-            p50_ms: ms(self.latency.value_at_quantile(0.5)),
-            p99_ms: ms(self.latency.value_at_quantile(0.99)),
+            requests: window.latency.len(),
+            errors: window.errors,
+            p50_ms: ms(window.latency.value_at_quantile(0.5)),
+            p99_ms: ms(window.latency.value_at_quantile(0.99)),
             streams: 0,
-        };
-        *self = Self::default();
-        second
+            steps: window
+                .steps
+                .iter()
+                .map(|(step, latency)| {
+                    let second = StepSecond {
+                        count: latency.len(),
+                        p50_ms: ms(latency.value_at_quantile(0.5)),
+                        p99_ms: ms(latency.value_at_quantile(0.99)),
+                    };
+                    (*step, second)
+                })
+                .collect(),
+            answers: window.answers,
+        }
     }
 }
 

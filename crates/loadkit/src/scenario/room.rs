@@ -158,17 +158,23 @@ impl Vu {
             return;
         };
         let (_, user) = self.user();
+        self.join(&room, &user.token).await;
+    }
+
+    /// Joins `room`'s line as the holder of `token`, measured as `rooms.join`: the place.
+    async fn join(&mut self, room: &RoomRun, token: &str) -> Option<Value> {
         let path = format!("/api/rooms/{}/places", room.room_id);
-        let token = Some(user.token.as_str());
-        self.call(
-            "rooms.join",
-            Method::POST,
-            &path,
-            token,
-            Some(json!({})),
-            &[201, 200],
-        )
-        .await;
+        let reply = self
+            .call(
+                "rooms.join",
+                Method::POST,
+                &path,
+                Some(token),
+                Some(json!({})),
+                &[201, 200],
+            )
+            .await?;
+        Some(reply.json())
     }
 
     pub(super) async fn waiting_room(&mut self) {
@@ -195,21 +201,10 @@ impl Vu {
                 log.room.unadmitted_accepted += 1;
             }
         }
-        let path = format!("/api/rooms/{}/places", room.room_id);
-        let Some(joined) = self
-            .call(
-                "rooms.join",
-                Method::POST,
-                &path,
-                token,
-                Some(json!({})),
-                &[201, 200],
-            )
-            .await
-        else {
+        let Some(joined) = self.join(&room, &user.token).await else {
             return;
         };
-        let Some(admitted) = self.follow_place(&room, &joined.json(), user.id).await else {
+        let Some(admitted) = self.follow_place(&room, &joined, user.id).await else {
             return;
         };
         if !admitted {
@@ -256,23 +251,11 @@ impl Vu {
             return;
         };
         let (_, user) = self.user();
-        let path = format!("/api/rooms/{}/places", room.room_id);
-        let token = Some(user.token.as_str());
-        let Some(joined) = self
-            .call(
-                "rooms.join",
-                Method::POST,
-                &path,
-                token,
-                Some(json!({})),
-                &[201, 200],
-            )
-            .await
-        else {
+        let Some(joined) = self.join(&room, &user.token).await else {
             return;
         };
         self.conn = Conn::new(self.shared.target.clone());
-        self.follow_place(&room, &joined.json(), user.id).await;
+        self.follow_place(&room, &joined, user.id).await;
     }
 
     /// Follows the stream of the place `joined` took until it stops waiting, measuring how long

@@ -21,7 +21,8 @@ fn stampede(dir: &std::path::Path) -> Command {
 /// What CI runs: ten seconds of the journey, of a flash sale and of a waiting room against the
 /// embedded server, each ending with every invariant checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invariant() {
+async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invariant_and_report_them()
+{
     let dir = tempfile::tempdir().unwrap();
     let seeded = stampede(dir.path())
         .args(["seed", "--users", "2000", "--products", "5"])
@@ -39,10 +40,25 @@ async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invarian
     );
     // The waiting room's line must never run empty for its rate to be measured: more users
     // than it admits in the time one admitted user takes to ask and join again.
-    let runs: [(&str, &[&str]); 3] = [
+    let runs: [(&str, &[&str]); 4] = [
         ("journey", &["--vus", "20"]),
         ("flash-sale", &["--vus", "20"]),
         ("waiting-room", &["--vus", "200", "--admit-rate", "20"]),
+        (
+            "crowd",
+            &[
+                "--vus",
+                "300",
+                "--rate",
+                "300",
+                "--opens-in",
+                "3s",
+                "--admit-rate",
+                "200",
+                "--source-addresses",
+                "127.0.0.1-127.0.0.2",
+            ],
+        ),
     ];
     for (scenario, options) in runs {
         let run = stampede(dir.path())
@@ -63,6 +79,11 @@ async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invarian
             serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
         assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
         assert!(!report["verdict"].as_array().unwrap().is_empty());
+        let page = std::fs::read_to_string(dir.path().join("run.html")).unwrap();
+        assert!(
+            page.contains("PASS: all") && page.contains("<svg"),
+            "{scenario}"
+        );
     }
 }
 
