@@ -358,13 +358,19 @@ impl Vu {
             return;
         };
         let (user_index, user) = self.user();
+        self.issue_coupon(coupon, user_index, &user.token).await;
+    }
+
+    /// Asks for `coupon` as seeded user `user_index`; an accepted request is noted for the
+    /// verdict and its task followed to its result.
+    async fn issue_coupon(&mut self, coupon: i64, user_index: usize, token: &str) {
         let path = format!("/api/coupons/{coupon}/issue");
         let reply = self
             .call(
                 "coupons.issue",
                 Method::POST,
                 &path,
-                Some(&user.token),
+                Some(token),
                 Some(json!({})),
                 &[202, 409],
             )

@@ -14,7 +14,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{AcceptedTask, Vu, STREAM_TIMEOUT};
+use super::{Vu, STREAM_TIMEOUT};
 use crate::{
     http::{follow_events, Conn},
     stats::Answer,
@@ -207,40 +207,10 @@ impl Vu {
         let Some(admitted) = self.follow_place(&room, &joined, user.id).await else {
             return;
         };
-        if !admitted {
-            return;
+        if admitted {
+            self.issue_coupon(room.coupon_id, user_index, &user.token)
+                .await;
         }
-        let Some(reply) = self
-            .call(
-                "coupons.issue",
-                Method::POST,
-                &issue,
-                token,
-                Some(json!({})),
-                &[202, 409],
-            )
-            .await
-        else {
-            return;
-        };
-        if reply.status != 202 {
-            return;
-        }
-        let accepted = Instant::now();
-        let Some(task_id) = reply.json()["taskId"].as_str().map(str::to_owned) else {
-            return;
-        };
-        self.shared
-            .log
-            .lock()
-            .expect("run log")
-            .coupon_tasks
-            .push(AcceptedTask {
-                task_id: task_id.clone(),
-                coupon_id: room.coupon_id,
-                user: user_index,
-            });
-        self.follow_task(&task_id, accepted).await;
     }
 
     /// One of a sale's opening crowd: joins the line, lets go of the connection it joined on

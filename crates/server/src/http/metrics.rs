@@ -4,7 +4,10 @@
 //! (written → applied, per consumer group: each saga hop) are recorded by `eventbus`.
 //! Latencies are histograms with fixed buckets, so they add up across instances.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -120,15 +123,19 @@ pub async fn track(request: Request, next: Next) -> Response {
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
+    count_request(method, route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Counts one answered request and how long it took until its response began.
+pub(crate) fn count_request(method: &str, route: String, status: u16, took: Duration) {
     let labels = [
         ("method", method.to_owned()),
         ("route", route),
-        ("status", response.status().as_u16().to_string()),
+        ("status", status.to_string()),
     ];
     counter!("stampede_http_requests_total", &labels).increment(1);
-    histogram!("stampede_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
+    histogram!("stampede_http_request_duration_seconds", &labels).record(took.as_secs_f64());
 }
 
 /// A method as a label: the standard ones by name, anything else `other`, so that made-up

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use metrics::{counter, histogram};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
@@ -73,7 +72,7 @@ impl PlaceStreams {
     /// connection back for hyper to serve (its next request, or this one when it is not a
     /// plain place stream); `None` when it is closed or must close.
     pub async fn enter(&self, mut stream: TcpStream) -> Option<TcpStream> {
-        let asked = match self.peek(&stream).await {
+        let mut asked = match self.peek(&stream).await {
             Peeked::Asked(asked) => asked,
             Peeked::Other => return Some(stream),
             Peeked::Nothing => return None,
@@ -83,7 +82,7 @@ impl PlaceStreams {
         };
         let started = Instant::now();
         let Ok(places) =
-            rooms::follow::follow(&self.state.rooms, &asked.place, asked.last_event_id.clone())
+            rooms::follow::follow(&self.state.rooms, &asked.place, asked.last_event_id.take())
                 .await
         else {
             return Some(stream);
@@ -97,14 +96,7 @@ impl PlaceStreams {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         self.write(&mut stream, response_head(&request_id).as_bytes())
             .await?;
-        let labels = [
-            ("method", "GET".to_owned()),
-            ("route", ROUTE.to_owned()),
-            ("status", "200".to_owned()),
-        ];
-        counter!("stampede_http_requests_total", &labels).increment(1);
-        histogram!("stampede_http_request_duration_seconds", &labels)
-            .record(started.elapsed().as_secs_f64());
+        super::metrics::count_request("GET", ROUTE.to_owned(), 200, started.elapsed());
 
         let shutdown = self.state.shutdown.clone();
         let mut places = std::pin::pin!(places);

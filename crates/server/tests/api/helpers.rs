@@ -318,6 +318,23 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// A room in front of a new coupon of `units`, open now at one admission a second and
+    /// paused at once: people line up and nobody is admitted until it is resumed. Its id.
+    pub async fn paused_room(&self, admin: &TestUser, units: i64) -> i64 {
+        let coupon = self
+            .new_coupon(admin, units, Duration::from_secs(3600))
+            .await;
+        let sale = json!({"couponId": coupon});
+        let room = self
+            .new_room(admin, sale, chrono::Duration::zero(), 1)
+            .await;
+        let room = room["id"].as_i64().unwrap();
+        let (status, paused) = self.change_room(admin, room, json!({"paused": true})).await;
+        assert_eq!(status, 200, "{paused}");
+        assert_eq!(paused["status"], "PAUSED");
+        room
+    }
+
     /// `PATCH /api/admin/rooms/{room}` with `change`, as `admin`: the status code and the room.
     pub async fn change_room(&self, admin: &TestUser, room: i64, change: Value) -> (u16, Value) {
         let path = format!("/api/admin/rooms/{room}");

@@ -3,8 +3,6 @@
 //! that asks for the coupon and sees it issued. The views are kept as `room-page-*.png` in
 //! Cargo's test scratch directory (`target/tmp/`).
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::json;
 
@@ -17,21 +15,8 @@ async fn a_shopper_joins_watches_the_line_move_and_gets_the_coupon_once_admitted
     };
     let app = spawn_app().await;
     let admin = app.new_admin().await;
-    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = app
-        .new_room(
-            &admin,
-            json!({"couponId": coupon}),
-            chrono::Duration::zero(),
-            1,
-        )
-        .await;
-    let room = room["id"].as_i64().unwrap();
     // Paused while three others line up ahead of the shopper.
-    let paused = app
-        .change_room(&admin, room, json!({ "paused": true }))
-        .await;
-    assert_eq!(paused.0, 200);
+    let room = app.paused_room(&admin, 10).await;
     for user in 0..3 {
         let (status, _) = app.join_room(&app.token_for(7_000 + user), room).await;
         assert_eq!(status, 201);

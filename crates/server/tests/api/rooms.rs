@@ -313,22 +313,8 @@ async fn places_taken_before_opening_follow_the_published_seed_and_are_admitted_
 
 async fn a_place_stream_sends_each_change_and_resumes_after_the_last_event_id(app: TestApp) {
     let admin = app.new_admin().await;
-    let coupon = app.new_coupon(&admin, 100, Duration::from_secs(3600)).await;
-    let room = app
-        .new_room(
-            &admin,
-            json!({"couponId": coupon}),
-            chrono::Duration::zero(),
-            1,
-        )
-        .await;
-    let room_id = room["id"].as_i64().unwrap();
-    // Pause at once, line up three, and follow the third.
-    let paused = app
-        .change_room(&admin, room_id, json!({"paused": true}))
-        .await;
-    assert_eq!(paused.0, 200, "{}", paused.1);
-    assert_eq!(paused.1["status"], "PAUSED");
+    // Paused at once: line up three, and follow the third.
+    let room_id = app.paused_room(&admin, 100).await;
     let mut ids = Vec::new();
     for user in 0..3 {
         let (_, place) = app
@@ -530,20 +516,7 @@ async fn a_place_stream_is_the_same_bytes_whole_or_in_pieces_and_its_connection_
 ) {
     use tokio::io::AsyncWriteExt as _;
     let admin = app.new_admin().await;
-    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = app
-        .new_room(
-            &admin,
-            json!({"couponId": coupon}),
-            chrono::Duration::zero(),
-            1,
-        )
-        .await;
-    let room_id = room["id"].as_i64().unwrap();
-    let paused = app
-        .change_room(&admin, room_id, json!({"paused": true}))
-        .await;
-    assert_eq!(paused.0, 200, "{}", paused.1);
+    let room_id = app.paused_room(&admin, 10).await;
     let (_, place) = app.join_room(&app.token_for(6_000_001), room_id).await;
     let id = place["placeId"].as_str().unwrap();
     let host = app.address.strip_prefix("http://").unwrap();
@@ -595,20 +568,7 @@ async fn a_place_nobody_watches_is_dropped_and_skipped(deployment: Deployment) {
         return;
     };
     let admin = app.new_admin().await;
-    let coupon = app.new_coupon(&admin, 10, Duration::from_secs(3600)).await;
-    let room = app
-        .new_room(
-            &admin,
-            json!({"couponId": coupon}),
-            chrono::Duration::zero(),
-            1,
-        )
-        .await;
-    let room_id = room["id"].as_i64().unwrap();
-    let paused = app
-        .change_room(&admin, room_id, json!({"paused": true}))
-        .await;
-    assert_eq!(paused.0, 200, "{}", paused.1);
+    let room_id = app.paused_room(&admin, 10).await;
     let (_, gone) = app.join_room(&app.token_for(3_000_001), room_id).await;
     let (_, kept) = app.join_room(&app.token_for(3_000_002), room_id).await;
     let kept_id = kept["placeId"].as_str().unwrap().to_owned();
