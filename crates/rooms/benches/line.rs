@@ -209,6 +209,18 @@ async fn in_redis(url: &str) {
         );
     }
 
+    for pass in 1..=3 {
+        let started = Instant::now();
+        let dropped = lines
+            .abandon(room, now - chrono::Duration::seconds(60))
+            .await
+            .expect("abandon");
+        println!(
+            "redis: abandonment pass {pass} (each looks at the next slice of the line; dropped {dropped}): {:?}",
+            started.elapsed()
+        );
+    }
+
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

@@ -107,9 +107,11 @@ pub struct Line {
     /// Places taken before opening and still waiting (not numbered yet).
     early: u64,
     closed: bool,
-    /// Admissions made, and waiting places dropped as abandoned, since the line began.
+    /// Admissions made, waiting places dropped as abandoned, and waiting places their users
+    /// took out of the line, since the line began.
     admitted_total: u64,
     dropped_total: u64,
+    left_total: u64,
 }
 
 impl Line {
@@ -130,6 +132,7 @@ impl Line {
             closed: false,
             admitted_total: 0,
             dropped_total: 0,
+            left_total: 0,
         }
     }
 
@@ -311,28 +314,40 @@ impl Line {
             .map(|place| place.user_id)
             .collect();
         for &user in &gone {
-            self.leave(user);
+            self.stop_waiting(user);
         }
         self.dropped_total += gone.len() as u64;
         gone.len() as u64
     }
 
-    /// `user` leaves (or is dropped as abandoned): a waiting place is skipped from now on, an
-    /// unspent admission is given up. False when they held neither.
+    /// `user` leaves: a waiting place is skipped from now on, an unspent admission is given
+    /// up. False when they held neither.
     pub fn leave(&mut self, user: i64) -> bool {
         let Some(&index) = self.by_user.get(&user) else {
             return false;
         };
         match self.places[index].status {
-            PlaceStatus::Waiting => match self.places[index].number {
-                Some(number) => self.waiting.clear(number as usize - 1),
-                None => self.early -= 1,
-            },
-            PlaceStatus::Admitted => self.active -= 1,
+            PlaceStatus::Waiting => {
+                self.stop_waiting(user);
+                self.left_total += 1;
+            }
+            PlaceStatus::Admitted => {
+                self.active -= 1;
+                self.places[index].status = PlaceStatus::Left;
+            }
             _ => return false,
         }
-        self.places[index].status = PlaceStatus::Left;
         true
+    }
+
+    /// `user`'s waiting place becomes `Left` and is skipped from now on.
+    fn stop_waiting(&mut self, user: i64) {
+        let index = self.by_user[&user];
+        match self.places[index].number {
+            Some(number) => self.waiting.clear(number as usize - 1),
+            None => self.early -= 1,
+        }
+        self.places[index].status = PlaceStatus::Left;
     }
 
     /// Closes the line: nobody joins any more and every waiting place becomes `Closed`;
@@ -391,6 +406,11 @@ impl Line {
     /// Waiting places dropped as abandoned since the line began.
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
+    }
+
+    /// Waiting places their users took out of the line since it began.
+    pub fn left_total(&self) -> u64 {
+        self.left_total
     }
 }
 

@@ -219,8 +219,8 @@ mod lines {
         assert_eq!(seen[0].as_ref().unwrap().position, Some(1));
         let stats = lines.stats(room).await.unwrap();
         assert_eq!(
-            (stats.waiting, stats.active, stats.admitted),
-            (17 + 1, 2, 2)
+            (stats.waiting, stats.active, stats.admitted, stats.left),
+            (17 + 1, 2, 2, 1)
         );
     }
 
@@ -301,10 +301,43 @@ mod lines {
         assert_eq!((stats.waiting, stats.dropped, stats.admitted), (0, 1, 1));
     }
 
+    async fn an_unseen_place_is_never_admitted_however_far_back_it_waits(fixture: Fixture) {
+        let (lines, room, seed) = (&fixture.lines, 14, Seed([4; 32]));
+        lines.prepare(room, seed).await.unwrap();
+        lines.open(room, seed).await.unwrap();
+        // More places than one abandonment pass looks at in Redis (its `SWEEP`): the pass
+        // cannot reach the unseen place at 2,400, so admission must drop it.
+        let users: Vec<i64> = (1..=2_500).collect();
+        for &user in &users {
+            joined(lines, room, user, t0()).await;
+        }
+        let later = t0() + Duration::seconds(60);
+        let watched: Vec<i64> = users
+            .iter()
+            .copied()
+            .filter(|&user| user != 1 && user != 2_400)
+            .collect();
+        lines.places(room, &watched, later, true).await.unwrap();
+        let swept = lines.abandon(room, later).await.unwrap();
+        assert!((1..=2).contains(&swept), "the first place is looked at");
+        let admitted = lines
+            .admit(room, 2_500, None, later, Duration::seconds(300))
+            .await
+            .unwrap();
+        assert_eq!(admitted.len(), 2_498);
+        assert_eq!(status(lines, room, 2_400).await, Some(PlaceStatus::Left));
+        let stats = lines.stats(room).await.unwrap();
+        assert_eq!(
+            (stats.waiting, stats.admitted, stats.dropped),
+            (0, 2_498, 2)
+        );
+    }
+
     testkit::on_both_adapter_sets!(
         fixture;
         early_places_open_in_the_seed_order_and_admissions_follow_the_line,
         a_claim_is_spent_by_an_accepted_request_and_freed_by_a_refused_one,
         unseen_places_are_dropped_and_a_closed_line_closes_every_waiting_place,
+        an_unseen_place_is_never_admitted_however_far_back_it_waits,
     );
 }

@@ -2,8 +2,9 @@
 //! line, open it at `opensAt`, make the admissions due (the line counts what it made, so
 //! instances ticking at once admit each place once), and once a second drop the abandoned
 //! places, close the room when its sale is sold out, and measure its pace; twice a second (and
-//! after admissions, up to five times), read the places this instance's streams follow, once
-//! for all of them.
+//! after admissions, up to five times), bring the places this instance's streams follow up to
+//! date: every few seconds by reading them all, once for all of them, and in between from the
+//! line's counts, reading only those that may have reached the front.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -25,6 +26,8 @@ pub const REFRESH: StdDuration = StdDuration::from_secs(1);
 /// tick admitted someone (so an admission reaches its stream within a few ticks).
 pub const STREAMS: StdDuration = StdDuration::from_millis(500);
 pub const STREAMS_AFTER_ADMISSION: StdDuration = StdDuration::from_millis(200);
+/// How often every followed place is read (in between, positions follow the line's counts).
+pub const READ_ALL: StdDuration = StdDuration::from_secs(5);
 /// How often abandonment, sold-out and the pace are looked at.
 pub const SECOND: StdDuration = StdDuration::from_secs(1);
 /// The window of the measured admission rate.
@@ -83,9 +86,12 @@ struct Ticking {
     closed: HashSet<i64>,
     refreshed: Option<Instant>,
     second: Instant,
-    /// When each room's followed places were last read, and last marked seen.
+    /// When each room's followed places were last brought up to date, last all read, and last
+    /// marked seen; the rooms whose places must all be read next (just opened or closed).
     streams: HashMap<i64, Instant>,
+    read_all: HashMap<i64, Instant>,
     touched: HashMap<i64, Instant>,
+    read_all_next: HashSet<i64>,
     /// When a room's last failure was logged (one line per room per 10 s).
     logged: HashMap<i64, Instant>,
 }
@@ -103,7 +109,9 @@ pub async fn run(rooms: Rooms, stop: CancellationToken) {
         refreshed: None,
         second: start,
         streams: HashMap::new(),
+        read_all: HashMap::new(),
         touched: HashMap::new(),
+        read_all_next: HashSet::new(),
         logged: HashMap::new(),
     };
     loop {
@@ -152,9 +160,11 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
             }
         };
         let read = ticking.streams.get(&room.id).copied();
-        let due = read.is_none_or(|last| {
-            at >= last + STREAMS || (admitted && at >= last + STREAMS_AFTER_ADMISSION)
-        });
+        // A room that just opened or closed changed every place at once: read them now.
+        let due = ticking.read_all_next.contains(&room.id)
+            || read.is_none_or(|last| {
+                at >= last + STREAMS || (admitted && at >= last + STREAMS_AFTER_ADMISSION)
+            });
         if due {
             ticking.streams.insert(room.id, at);
             // Marking a place seen rewrites it in Redis; a quarter of the abandonment window
@@ -166,7 +176,16 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
             if touch {
                 ticking.touched.insert(room.id, at);
             }
-            if let Err(error) = refresh_streams(rooms, room, now, touch).await {
+            let all = touch
+                || ticking.read_all_next.remove(&room.id)
+                || ticking
+                    .read_all
+                    .get(&room.id)
+                    .is_none_or(|last| at >= *last + READ_ALL);
+            if all {
+                ticking.read_all.insert(room.id, at);
+            }
+            if let Err(error) = refresh_streams(rooms, room, now, touch, all).await {
                 tracing::debug!(room = room.id, %error, "reading the followed places");
             }
         }
@@ -179,7 +198,9 @@ async fn tick(rooms: &Rooms, ticking: &mut Ticking) {
         ticking.opened.retain(|room| followed.contains(room));
         ticking.closed.retain(|room| followed.contains(room));
         ticking.streams.retain(|room, _| followed.contains(room));
+        ticking.read_all.retain(|room, _| followed.contains(room));
         ticking.touched.retain(|room, _| followed.contains(room));
+        ticking.read_all_next.retain(|room| followed.contains(room));
     }
 }
 
@@ -201,6 +222,7 @@ async fn tick_room(
                 ticking.closed.remove(&room.id);
                 return Err(error);
             }
+            ticking.read_all_next.insert(room.id);
         }
         return Ok(false);
     }
@@ -209,6 +231,8 @@ async fn tick_room(
         && lines.open(room.id, room.seed).await?
     {
         ticking.opened.insert(room.id);
+        // The places taken before opening have just been numbered.
+        ticking.read_all_next.insert(room.id);
     }
     let mut admitted = false;
     if ticking.opened.contains(&room.id) {
@@ -248,24 +272,38 @@ async fn tick_room(
     Ok(admitted)
 }
 
-/// Reads every place this instance's streams follow in `room` (marking them seen when
-/// `touch`), and hands each its own.
+/// Brings the places this instance's streams follow in `room` up to date: reads them `all`
+/// (marking them seen when `touch`), or moves them up by the line's counts and reads only
+/// those that may have reached the front; hands each stream its own.
 async fn refresh_streams(
     rooms: &Rooms,
     room: &Room,
     now: DateTime<Utc>,
     touch: bool,
+    all: bool,
 ) -> anyhow::Result<()> {
-    let users = rooms.watchers().followed(room.id);
+    let watchers = rooms.watchers();
+    if !watchers.follows(room.id) {
+        return Ok(());
+    }
+    let users = if all {
+        watchers.followed(room.id)
+    } else {
+        let counts = rooms.lines().stats(room.id).await?.counts();
+        watchers.advance(room.id, counts)
+    };
     if users.is_empty() {
         return Ok(());
     }
-    let places = rooms.lines().places(room.id, &users, now, touch).await?;
+    let places = rooms
+        .lines()
+        .places_counted(room.id, &users, now, touch)
+        .await?;
     let places = users
         .into_iter()
         .zip(places)
-        .filter_map(|(user, seen)| Some((user, seen?)))
+        .filter_map(|(user, (seen, counts))| Some((user, seen?, counts)))
         .collect();
-    rooms.watchers().deliver(room.id, places);
+    watchers.deliver(room.id, places);
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::{
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Joined, LineStats, PlaceRecord, Seen};
+use super::{Counts, Joined, LineStats, PlaceRecord, Seen};
 use crate::{
     line::{Claim, Line, PlaceIndex},
     order::Seed,
@@ -49,15 +49,19 @@ impl MemoryLines {
         users: &[i64],
         now: DateTime<Utc>,
         touch: bool,
-    ) -> Vec<Option<Seen>> {
-        self.with(room, vec![None; users.len()], |line| {
+    ) -> Vec<(Option<Seen>, Counts)> {
+        self.with(room, vec![(None, Counts::default()); users.len()], |line| {
+            let counts = Counts {
+                admitted: line.admitted_total(),
+                gone: line.dropped_total() + line.left_total(),
+            };
             users
                 .iter()
                 .map(|&user| {
                     if touch {
                         line.touch(user, now);
                     }
-                    line.place_of(user).map(|index| seen(line, index))
+                    (line.place_of(user).map(|index| seen(line, index)), counts)
                 })
                 .collect()
         })
@@ -112,6 +116,7 @@ impl MemoryLines {
             active: line.active(),
             admitted: line.admitted_total(),
             dropped: line.dropped_total(),
+            left: line.left_total(),
         })
     }
 }

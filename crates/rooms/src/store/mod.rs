@@ -48,6 +48,26 @@ pub struct LineStats {
     pub admitted: u64,
     /// Places dropped as abandoned since the line began.
     pub dropped: u64,
+    /// Waiting places their users took out of the line since it began.
+    pub left: u64,
+}
+
+impl LineStats {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            admitted: self.admitted,
+            gone: self.dropped + self.left,
+        }
+    }
+}
+
+/// A line's running counts: admissions made, and waiting places gone otherwise (left or
+/// dropped). Between two reads, a waiting place moves up by the admissions made meanwhile and
+/// by at most the places gone meanwhile.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub admitted: u64,
+    pub gone: u64,
 }
 
 /// How a join went.
@@ -109,6 +129,18 @@ impl Lines {
         now: DateTime<Utc>,
         touch: bool,
     ) -> anyhow::Result<Vec<Option<Seen>>> {
+        let counted = self.places_counted(room, users, now, touch).await?;
+        Ok(counted.into_iter().map(|(seen, _)| seen).collect())
+    }
+
+    /// [`places`](Self::places), each with the line's counts as it was read.
+    pub async fn places_counted(
+        &self,
+        room: i64,
+        users: &[i64],
+        now: DateTime<Utc>,
+        touch: bool,
+    ) -> anyhow::Result<Vec<(Option<Seen>, Counts)>> {
         match self {
             Self::Memory(m) => Ok(m.places(room, users, now, touch)),
             Self::Redis(r) => r.places(room, users, now, touch).await,
