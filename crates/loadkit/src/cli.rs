@@ -56,6 +56,14 @@ pub struct LoadArgs {
     /// a crowd larger than that needs several (every address in 127.0.0.0/8 is local).
     #[arg(long, value_parser = parse_sources)]
     pub source_addresses: Option<Sources>,
+    /// Spread the virtual users over this many processes of this binary (each holds a
+    /// connection per user, so a file descriptor). By default as many as the descriptor
+    /// limit needs: one per `ulimit -n` less 256 users.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub processes: Option<u16>,
+    /// Drive one part of a spread run, as the plan in this file says (internal).
+    #[arg(long, hide = true)]
+    pub worker_plan: Option<PathBuf>,
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -75,12 +83,15 @@ pub struct LoadArgs {
 
 /// Runs `args`; an error names the broken invariants.
 pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    if let Some(plan) = &args.worker_plan {
+        return crate::workers::work(plan).await;
+    }
     let sources = args
         .source_addresses
         .clone()
         .map(|s| s.0)
         .unwrap_or_default();
-    let target = Target::parse_from(&args.base_url, sources)?;
+    let target = Target::parse_from(&args.base_url, sources.clone())?;
     let seed = Seeded::read(&args.tokens)?;
     if args.check_only {
         let log: RunLog = serde_json::from_slice(
@@ -110,7 +121,24 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         opens_in: args.opens_in,
         progress: true,
     };
-    let outcome = run(target.clone(), seed.clone(), plan).await?;
+    let processes = args
+        .processes
+        .map_or_else(|| processes_for(plan.vus), usize::from);
+    let outcome = if processes > 1 {
+        let (url, tokens) = (&args.base_url, &args.tokens);
+        crate::workers::spread(
+            url,
+            &sources,
+            tokens,
+            target.clone(),
+            &seed,
+            plan,
+            processes,
+        )
+        .await?
+    } else {
+        run(target.clone(), seed.clone(), plan).await?
+    };
     std::fs::write(&args.state, serde_json::to_vec(&outcome.log)?)
         .with_context(|| format!("writing {}", args.state.display()))?;
     let checks = if args.no_check {
@@ -126,6 +154,23 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<()> {
         std::fs::write(path, report::html(&outcome, &checks))?;
     }
     conclude(&checks)
+}
+
+/// How many processes `vus` virtual users need: one per descriptor limit, less 256 kept for
+/// the rest (the probe, preparing, the room's closing).
+fn processes_for(vus: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1;
+    }
+    let per_process = (limit.rlim_cur.min(1 << 20) as usize)
+        .saturating_sub(256)
+        .max(256);
+    vus.div_ceil(per_process).clamp(1, 64)
 }
 
 fn conclude(checks: &[verdict::Check]) -> anyhow::Result<()> {

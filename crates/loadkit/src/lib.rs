@@ -13,6 +13,7 @@ pub mod run;
 pub mod scenario;
 pub mod stats;
 pub mod verdict;
+pub mod workers;
 
 use serde::{Deserialize, Serialize};
 

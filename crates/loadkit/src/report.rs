@@ -228,13 +228,13 @@ pub fn html(outcome: &Outcome, checks: &[Check]) -> String {
     ));
     let steps: std::collections::BTreeSet<&str> = timeline
         .iter()
-        .flat_map(|s| s.steps.keys().copied())
+        .flat_map(|s| s.steps.keys().map(String::as_str))
         .collect();
     let per_step: Vec<(&str, &str, Vec<f64>)> = steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            let values = over_time(&|s| s.steps.get(step).map_or(f64::NAN, |x| x.p99_ms));
+            let values = over_time(&|s| s.steps.get(*step).map_or(f64::NAN, |x| x.p99_ms));
             (*step, PALETTE[i % PALETTE.len()], values)
         })
         .collect();

@@ -1,6 +1,7 @@
 //! A run: prepare (note the state the verdict compares against, make the flash sale's coupon),
 //! drive the scenario for a duration under a closed or open model with a live progress line,
-//! then gather every virtual user's measurements.
+//! then gather every virtual user's measurements. A run spread over several processes
+//! (`crate::workers`) prepares once and drives one [`Part`] of the virtual users in each.
 
 use std::{
     io::IsTerminal as _,
@@ -19,13 +20,13 @@ use serde_json::json;
 
 use crate::{
     http::{Conn, Target},
-    scenario::{RunLog, Scenario, Shared, Vu},
+    scenario::{room::RoomRun, RunLog, Scenario, Shared, Vu},
     stats::{histogram, Recorder, Second, Window},
     Seeded,
 };
 
 /// How a run is driven.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub scenario: Scenario,
     pub duration: Duration,
@@ -62,17 +63,56 @@ impl Outcome {
     }
 }
 
-/// Runs `plan` against `target` with the accounts of `seed`.
+/// Which virtual users one process drives: those whose index is `index` modulo `of` (and,
+/// in the open model, the iterations scheduled in those turns).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Part {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Part {
+    pub const WHOLE: Part = Part { index: 0, of: 1 };
+
+    fn owns(self, vu: usize) -> bool {
+        vu % self.of == self.index
+    }
+}
+
+/// What preparing a run made: the state before it, and its room.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Prepared {
+    pub log: RunLog,
+    pub room: Option<RoomRun>,
+}
+
+/// Runs `plan` against `target` with the accounts of `seed`, in this process.
 pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::Result<Outcome> {
+    let prepared = prepare(&target, &seed, &mut plan).await?;
+    let driving = Driving {
+        part: Part::WHOLE,
+        start: Instant::now(),
+        close_room: true,
+    };
+    drive(target, seed, plan, prepared, driving).await
+}
+
+/// Notes the state the verdict compares against and makes what the scenario needs (the flash
+/// sale's coupon, written into `plan`; the room).
+pub async fn prepare(
+    target: &Arc<Target>,
+    seed: &Seeded,
+    plan: &mut Plan,
+) -> anyhow::Result<Prepared> {
     let mut log = RunLog::default();
     let mut conn = Conn::new(target.clone());
     if plan.scenario != Scenario::Live {
-        note_stock(&mut conn, &seed, &mut log).await?;
+        note_stock(&mut conn, seed, &mut log).await?;
     }
     if matches!(plan.scenario, Scenario::FlashSale) {
         let coupon = match plan.coupon {
             Some(coupon) => coupon,
-            None => create_coupon(&mut conn, &seed, plan.coupon_quantity).await?,
+            None => create_coupon(&mut conn, seed, plan.coupon_quantity).await?,
         };
         let detail = conn
             .send(Method::GET, &format!("/api/coupons/{coupon}"), None, None)
@@ -93,9 +133,9 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
             Scenario::RoomJoin => plan.duration + Duration::from_secs(3600),
             _ => plan.opens_in,
         };
-        let coupon = create_coupon(&mut conn, &seed, plan.coupon_quantity).await?;
+        let coupon = create_coupon(&mut conn, seed, plan.coupon_quantity).await?;
         let made =
-            crate::scenario::room::prepare(&mut conn, &seed, coupon, plan.admit_rate, opens_in)
+            crate::scenario::room::prepare(&mut conn, seed, coupon, plan.admit_rate, opens_in)
                 .await?;
         if plan.scenario != Scenario::RoomJoin {
             log.coupons_issued_before.insert(made.coupon_id, 0);
@@ -103,6 +143,32 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         }
         room = Some(made);
     }
+    Ok(Prepared { log, room })
+}
+
+/// How one process drives its part of a run.
+pub struct Driving {
+    pub part: Part,
+    /// When the run starts (every process of a run starts at the same moment).
+    pub start: Instant,
+    /// Close the room at the end (one process of a run does).
+    pub close_room: bool,
+}
+
+/// Drives `driving.part` of `plan`'s virtual users from `driving.start`.
+pub async fn drive(
+    target: Arc<Target>,
+    seed: Seeded,
+    plan: Plan,
+    prepared: Prepared,
+    driving: Driving,
+) -> anyhow::Result<Outcome> {
+    let Prepared { log, room } = prepared;
+    let Driving {
+        part,
+        start,
+        close_room,
+    } = driving;
     let vus = plan.vus.max(1);
     let shared = Arc::new(Shared {
         target,
@@ -117,11 +183,12 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
         log: Mutex::new(log),
     });
 
-    let started = Instant::now();
+    tokio::time::sleep_until(start.into()).await;
+    let started = start;
     let deadline = started + plan.duration;
     let ticker = tokio::spawn(progress(shared.clone(), started, deadline, plan.progress));
     // The room closes when the run ends, and with it every stream still waiting.
-    let closer = room.map(|room| {
+    let closer = room.filter(|_| close_room).map(|room| {
         let shared = shared.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(deadline.into()).await;
@@ -129,14 +196,15 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
             crate::scenario::room::close(&mut conn, &shared.seed, &room).await
         })
     });
-    let probe = (plan.scenario == Scenario::Crowd)
-        .then(|| tokio::spawn(probe_while_held(shared.clone(), deadline)));
+    let owned = (0..vus).filter(|&vu| part.owns(vu)).count();
+    let probe = (plan.scenario == Scenario::Crowd && part.index == 0)
+        .then(|| tokio::spawn(probe_while_held(shared.clone(), owned as u64, deadline)));
     let (mut recorder, late) = match plan.rate {
         None => (
-            closed(&shared, plan.scenario, vus, deadline).await,
+            closed(&shared, plan.scenario, part, deadline).await,
             histogram(),
         ),
-        Some(rate) => open(&shared, plan.scenario, vus, rate, deadline).await,
+        Some(rate) => open(&shared, plan.scenario, part, rate, deadline).await,
     };
     let elapsed = started.elapsed();
     if let Some(probe) = probe {
@@ -157,14 +225,16 @@ pub async fn run(target: Arc<Target>, seed: Seeded, mut plan: Plan) -> anyhow::R
     })
 }
 
-/// Closed model: `vus` users, each starting its next iteration when the last one ended.
+/// Closed model: `part` of the users, each starting its next iteration when the last one
+/// ended.
 async fn closed(
     shared: &Arc<Shared>,
     scenario: Scenario,
-    vus: usize,
+    part: Part,
     deadline: Instant,
 ) -> Recorder {
-    let users: Vec<_> = (0..vus)
+    let users: Vec<_> = (0..shared.vus)
+        .filter(|&index| part.owns(index))
         .map(|index| {
             let mut vu = Vu::new(index, shared.clone());
             tokio::spawn(async move {
@@ -188,22 +258,25 @@ async fn closed(
 }
 
 /// Open model: an iteration starts every `1/rate` s on a fixed schedule, on whichever of the
-/// `vus` users is free; one that must wait for a free user starts late, and is counted so.
+/// users is free; one that must wait for a free user starts late, and is counted so. `part`
+/// takes its users and every `part.of`th turn of the schedule.
 async fn open(
     shared: &Arc<Shared>,
     scenario: Scenario,
-    vus: usize,
+    part: Part,
     rate: f64,
     deadline: Instant,
 ) -> (Recorder, Histogram<u64>) {
-    let (free_tx, mut free) = tokio::sync::mpsc::channel(vus);
-    for index in 0..vus {
+    let vus = shared.vus;
+    let owned: Vec<usize> = (0..vus).filter(|&index| part.owns(index)).collect();
+    let (free_tx, mut free) = tokio::sync::mpsc::channel(owned.len().max(1));
+    for &index in &owned {
         let _ = free_tx.try_send(Vu::new(index, shared.clone()));
     }
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let start = Instant::now();
     let mut late = histogram();
-    for k in 0.. {
+    for k in (part.index..).step_by(part.of) {
         let due = start + interval.mul_f64(k as f64);
         if due >= deadline || scenario.once_per_user() && k >= vus {
             break;
@@ -224,7 +297,7 @@ async fn open(
     }
     drop(free_tx);
     let mut recorder = Recorder::default();
-    for _ in 0..vus {
+    for _ in 0..owned.len() {
         match free.recv().await {
             Some(vu) => recorder.merge(&vu.recorder),
             None => break,
@@ -272,9 +345,10 @@ async fn progress(
 
 /// `crowd`: asks `/health/live` ten times a second while any stream is held (until
 /// `deadline`), on a connection of its own: how the server answers while the crowd opens its
-/// streams (`health.live.opening`), while it holds them all before the room opens
-/// (`health.live.held`), and once the room admits (`health.live.admitting`).
-async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
+/// streams (`health.live.opening`), while it holds them all (the `people` of this process)
+/// before the room opens (`health.live.held`), and once the room admits
+/// (`health.live.admitting`).
+async fn probe_while_held(shared: Arc<Shared>, people: u64, deadline: Instant) -> Recorder {
     let mut conn = Conn::new(shared.target.clone());
     let mut recorder = Recorder::default();
     let opens_at = shared.room.as_ref().map(|room| room.opens_at);
@@ -291,7 +365,7 @@ async fn probe_while_held(shared: Arc<Shared>, deadline: Instant) -> Recorder {
         }
         let step = match opens_at {
             Some(at) if chrono::Utc::now() >= at => "health.live.admitting",
-            _ if held < shared.vus as u64 => "health.live.opening",
+            _ if held < people => "health.live.opening",
             _ => "health.live.held",
         };
         let started = Instant::now();

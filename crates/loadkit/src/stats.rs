@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latencies from 1 µs to 10 min, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
@@ -93,7 +93,7 @@ pub fn label(status: u16, code: Option<&str>) -> String {
 }
 
 /// One second of a run, for the progress line and the report's plots.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Second {
     pub t: u64,
     pub requests: u64,
@@ -103,13 +103,13 @@ pub struct Second {
     /// Streams held at the end of the second (`waiting-room`, `crowd`).
     pub streams: u64,
     /// Each step's answers in this second.
-    pub steps: BTreeMap<&'static str, StepSecond>,
+    pub steps: BTreeMap<String, StepSecond>,
     /// Answers by kind (`2xx`, `409 SOLD_OUT`, `error: …`).
     pub answers: BTreeMap<String, u64>,
 }
 
 /// One step's answers in one second.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepSecond {
     pub count: u64,
     pub p50_ms: f64,
@@ -179,7 +179,7 @@ impl Window {
                         p50_ms: ms(latency.value_at_quantile(0.5)),
                         p99_ms: ms(latency.value_at_quantile(0.99)),
                     };
-                    (*step, second)
+                    ((*step).to_owned(), second)
                 })
                 .collect(),
             answers: window.answers,

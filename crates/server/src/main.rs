@@ -223,7 +223,13 @@ async fn main() -> anyhow::Result<()> {
             name,
         }) => create_admin_account(&settings, &email, &password, &name).await,
         Command::Ranking(RankingCommand::Rebuild) => rebuild_ranking(&settings).await,
-        Command::Load(args) => loadkit::cli::load(args).await,
+        Command::Load(args) => {
+            // A crowd holds a connection per virtual user; its worker processes inherit this.
+            if let Err(error) = server::limits::Descriptors::raise() {
+                eprintln!("could not raise the file-descriptor limit: {error}");
+            }
+            loadkit::cli::load(args).await
+        }
         Command::Openapi => {
             let document = server::http::openapi(Role::All);
             println!("{}", serde_json::to_string_pretty(&document)?);

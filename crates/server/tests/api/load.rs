@@ -18,8 +18,9 @@ fn stampede(dir: &std::path::Path) -> Command {
     command
 }
 
-/// What CI runs: ten seconds of the journey, of a flash sale and of a waiting room against the
-/// embedded server, each ending with every invariant checked.
+/// What CI runs: ten seconds of the journey, of a flash sale, of a waiting room and of a crowd
+/// (spread over two generator processes) against the embedded server, each ending with every
+/// invariant checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invariant_and_report_them()
 {
@@ -57,6 +58,8 @@ async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invarian
                 "200",
                 "--source-addresses",
                 "127.0.0.1-127.0.0.2",
+                "--processes",
+                "2",
             ],
         ),
     ];
@@ -75,6 +78,12 @@ async fn ten_seconds_of_each_scenario_on_the_embedded_server_keep_every_invarian
             String::from_utf8_lossy(&run.stderr)
         );
         assert!(out.contains("verdict:") && !out.contains("FAIL"), "{out}");
+        if scenario == "crowd" {
+            // Spread over two processes, and merged: every place of both is in the verdict.
+            let err = String::from_utf8_lossy(&run.stderr);
+            assert!(err.contains("300 virtual users over 2 processes"), "{err}");
+            assert!(out.contains("(300 stream(s))"), "{out}");
+        }
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("run.json")).unwrap()).unwrap();
         assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
