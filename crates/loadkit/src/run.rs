@@ -188,14 +188,9 @@ pub async fn drive(
     let deadline = started + plan.duration;
     let ticker = tokio::spawn(progress(shared.clone(), started, deadline, plan.progress));
     // The room closes when the run ends, and with it every stream still waiting.
-    let closer = room.filter(|_| close_room).map(|room| {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            let mut conn = Conn::new(shared.target.clone());
-            crate::scenario::room::close(&mut conn, &shared.seed, &room).await
-        })
-    });
+    let closer = room
+        .filter(|_| close_room)
+        .map(|room| close_at(&shared.target, &shared.seed, room, deadline));
     let owned = (0..vus).filter(|&vu| part.owns(vu)).count();
     let probe = (plan.scenario == Scenario::Crowd && part.index == 0)
         .then(|| tokio::spawn(probe_while_held(shared.clone(), owned as u64, deadline)));
@@ -222,6 +217,20 @@ pub async fn drive(
         timeline,
         late,
         log,
+    })
+}
+
+/// Closes `room` at `deadline`, and with it every stream still waiting.
+pub fn close_at(
+    target: &Arc<Target>,
+    seed: &Seeded,
+    room: RoomRun,
+    deadline: Instant,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (target, seed) = (target.clone(), seed.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        crate::scenario::room::close(&mut Conn::new(target), &seed, &room).await
     })
 }
 

@@ -20,8 +20,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    http::{Conn, Target},
-    run::{drive, prepare, Driving, Outcome, Part, Plan, Prepared},
+    http::Target,
+    run::{close_at, drive, prepare, Driving, Outcome, Part, Plan, Prepared},
     scenario::RunLog,
     stats::{histogram, Recorder, Second, Step},
     Seeded,
@@ -139,13 +139,7 @@ pub async fn spread(
     );
     let start = instant_at(start_at_ms);
     let deadline = start + plan.duration;
-    let closer = prepared.room.clone().map(|room| {
-        let (target, seed) = (target.clone(), seed.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            crate::scenario::room::close(&mut Conn::new(target), &seed, &room).await
-        })
-    });
+    let closer = (prepared.room.clone()).map(|room| close_at(&target, seed, room, deadline));
     let mut outcome = Outcome {
         plan,
         elapsed: Duration::ZERO,

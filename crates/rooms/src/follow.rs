@@ -93,6 +93,10 @@ impl Watchers {
             return Vec::new();
         };
         users.retain(|_, followed| followed.sender.receiver_count() > 0);
+        if users.is_empty() {
+            rooms.remove(&room);
+            return Vec::new();
+        }
         let mut again = Vec::new();
         for (&user, followed) in users.iter() {
             if followed.unread {
