@@ -305,9 +305,9 @@ mod lines {
         let (lines, room, seed) = (&fixture.lines, 14, Seed([4; 32]));
         lines.prepare(room, seed).await.unwrap();
         lines.open(room, seed).await.unwrap();
-        // More places than one abandonment pass looks at in Redis (its `SWEEP`): the pass
-        // cannot reach the unseen place at 2,400, so admission must drop it.
-        let users: Vec<i64> = (1..=2_500).collect();
+        // More places than one abandonment pass looks at in Redis (its `SWEEP`, 1,000): the
+        // pass cannot reach the unseen place at 1,100, so admission must drop it.
+        let users: Vec<i64> = (1..=1_200).collect();
         for &user in &users {
             joined(lines, room, user, t0()).await;
         }
@@ -315,21 +315,21 @@ mod lines {
         let watched: Vec<i64> = users
             .iter()
             .copied()
-            .filter(|&user| user != 1 && user != 2_400)
+            .filter(|&user| user != 1 && user != 1_100)
             .collect();
         lines.places(room, &watched, later, true).await.unwrap();
         let swept = lines.abandon(room, later).await.unwrap();
         assert!((1..=2).contains(&swept), "the first place is looked at");
         let admitted = lines
-            .admit(room, 2_500, None, later, Duration::seconds(300))
+            .admit(room, 1_200, None, later, Duration::seconds(300))
             .await
             .unwrap();
-        assert_eq!(admitted.len(), 2_498);
-        assert_eq!(status(lines, room, 2_400).await, Some(PlaceStatus::Left));
+        assert_eq!(admitted.len(), 1_198);
+        assert_eq!(status(lines, room, 1_100).await, Some(PlaceStatus::Left));
         let stats = lines.stats(room).await.unwrap();
         assert_eq!(
             (stats.waiting, stats.admitted, stats.dropped),
-            (0, 2_498, 2)
+            (0, 1_198, 2)
         );
     }
 
