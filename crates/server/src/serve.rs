@@ -49,7 +49,7 @@ pub struct ConnectionLimits {
 /// Serves `router` on `listener` until `shutdown` completes. Then it stops accepting, cancels
 /// `streams` (open SSE streams end, so their connections can close), and waits for the open
 /// connections to finish their requests, at most `limits.grace`; those still open after that
-/// are dropped.
+/// are dropped. Returns when the shutdown began, from which the rest of the grace is counted.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -57,7 +57,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     streams: CancellationToken,
     place_streams: Option<PlaceStreams>,
-) {
+) -> tokio::time::Instant {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let closing = CancellationToken::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -105,6 +105,7 @@ pub async fn serve(
             drop(slot);
         });
     }
+    let began = tokio::time::Instant::now();
     drop(listener);
     streams.cancel();
     closing.cancel();
@@ -116,11 +117,12 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = slots.acquire_many(all) => tracing::info!("every connection closed"),
-        () = tokio::time::sleep(limits.grace) => tracing::warn!(
+        () = tokio::time::sleep_until(began + limits.grace) => tracing::warn!(
             grace_ms = limits.grace.as_millis() as u64,
             "grace period over; dropping the connections still open"
         ),
     }
+    began
 }
 
 /// Serves one connection with hyper until it ends, is closed idle, or outlasts the grace

@@ -51,8 +51,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then stops accepting requests, ends open streams,
-    /// lets in-flight requests finish (for at most the grace period) and event batches too,
-    /// and closes the database.
+    /// lets in-flight requests finish and event batches too, and closes the database, all
+    /// within the grace period (what still runs at its end is dropped).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -93,7 +93,7 @@ impl Application {
         let router = http::router(state.clone(), settings.role);
         let place_streams = (settings.role != Role::Worker)
             .then(|| PlaceStreams::new(state.clone(), limits.header_timeout));
-        serve(
+        let began = serve(
             listener,
             router,
             limits,
@@ -103,10 +103,28 @@ impl Application {
         )
         .await;
         stop.cancel();
-        for task in tasks {
-            let _ = task.await;
+        // The background work (a relay's publish, a consumer's batch, a tick) finishes within
+        // what is left of the grace, and is dropped after: each is at-least-once, so what it
+        // had not committed is done again by the next instance.
+        let finishing = async {
+            for task in tasks.iter_mut() {
+                let _ = task.await;
+            }
+            state.db.close().await;
+        };
+        if tokio::time::timeout_at(began + limits.grace, finishing)
+            .await
+            .is_err()
+        {
+            let unfinished = tasks.iter().filter(|task| !task.is_finished()).count();
+            tracing::warn!(
+                unfinished,
+                "grace period over; stopping the background work still running"
+            );
+            for task in &tasks {
+                task.abort();
+            }
         }
-        state.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }

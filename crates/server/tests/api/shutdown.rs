@@ -17,6 +17,7 @@ use server::tokens::Tokens;
 use crate::helpers::{shared_services, unique, Deployment};
 
 const SECRET: &str = "shutdown-test-secret-of-enough-length";
+const GRACE: Duration = Duration::from_secs(5);
 
 async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment: Deployment) {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +43,7 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment
         .env("STAMPEDE_DATA_DIR", dir.path())
         .env("STAMPEDE_BIND", "127.0.0.1:0")
         .env("STAMPEDE_JWT_SECRET", SECRET)
-        .env("STAMPEDE_SHUTDOWN_GRACE_MS", "5000")
+        .env("STAMPEDE_SHUTDOWN_GRACE_MS", GRACE.as_millis().to_string())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .spawn()
@@ -176,13 +177,15 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took = signalled.elapsed();
-    assert!(status.success(), "{status:?}");
-    assert!(
-        took < Duration::from_secs(5),
-        "exited after {took:?}, past the grace"
-    );
     reader.join().unwrap();
     let log = log.lock().unwrap().join("\n");
+    assert!(status.success(), "{status:?}");
+    // Whatever is slow (a stream, a request, background work), the process is gone by the end
+    // of the grace; the second more is for the process's own exit on a loaded machine.
+    assert!(
+        took < GRACE + Duration::from_secs(1),
+        "exited after {took:?}, past the grace:\n{log}"
+    );
     assert!(log.contains("shutdown signal received"), "{log}");
     assert!(log.contains("streams ended"), "{log}");
     assert!(log.contains("every connection closed"), "{log}");
