@@ -11,11 +11,13 @@ use std::time::Duration;
 mod hub;
 mod memory;
 mod redis_cache;
+mod slot;
 
 pub use hub::{Subscription, RECHECK};
 pub use memory::{MemoryBounds, MemoryCache};
 pub use redis::RedisError;
-pub use redis_cache::RedisCache;
+pub use redis_cache::{Connection, RedisCache};
+pub use slot::slot;
 
 /// Whether `err` says Redis could not be reached or answer in time (a refused or dropped
 /// connection, a timeout, a server still loading or failing over), rather than that the
@@ -36,15 +38,26 @@ pub enum Cache {
 }
 
 impl Cache {
-    /// Connects the cache named by `url`: `memory://` or `redis://host:port[/db]`. Keys and
+    /// Connects the cache named by `url`: `memory://`, `redis://host:port[/db]` or
+    /// `redis+cluster://host:port,host:port,…` (`rediss` for TLS). Keys and
     /// channels are prefixed with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         if url.starts_with("memory:") {
             Ok(Cache::Memory(MemoryCache::new()))
-        } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        } else if [
+            "redis://",
+            "rediss://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+        {
             Ok(Cache::Redis(RedisCache::connect(url, prefix).await?))
         } else {
-            anyhow::bail!("unsupported cache URL scheme (expected memory:// or redis://)")
+            anyhow::bail!(
+                "unsupported cache URL scheme (expected memory://, redis:// or redis+cluster://)"
+            )
         }
     }
 

@@ -1,5 +1,6 @@
-//! Cache conformance: the same behaviour from the in-process cache and from Redis
-//! (`STAMPEDE_TEST_CACHE_URL`), each test under its own key prefix.
+//! Cache conformance: the same behaviour from the in-process cache, from one Redis node
+//! (`STAMPEDE_TEST_CACHE_URL`) and from a Redis Cluster (`STAMPEDE_TEST_CLUSTER_URL`), each
+//! test under its own key prefix.
 
 use std::time::Duration;
 
@@ -9,12 +10,23 @@ fn prefix() -> String {
     format!("t{}:", uuid::Uuid::now_v7().simple())
 }
 
-async fn redis_or_skip(prefix: &str) -> Option<Cache> {
-    let Ok(url) = std::env::var("STAMPEDE_TEST_CACHE_URL") else {
-        eprintln!("skipped: STAMPEDE_TEST_CACHE_URL is not set");
-        return None;
-    };
-    Some(Cache::connect(&url, prefix).await.unwrap())
+/// The Redis deployments configured (one node, a cluster), each skipped when not set.
+fn redis_urls() -> Vec<String> {
+    let urls: Vec<String> = ["STAMPEDE_TEST_CACHE_URL", "STAMPEDE_TEST_CLUSTER_URL"]
+        .into_iter()
+        .filter_map(|name| match std::env::var(name) {
+            Ok(url) => Some(url),
+            Err(_) => {
+                eprintln!("skipped on it: {name} is not set");
+                None
+            }
+        })
+        .collect();
+    urls
+}
+
+async fn connect(url: &str, prefix: &str) -> Cache {
+    Cache::connect(url, prefix).await.unwrap()
 }
 
 async fn values_expire_and_can_be_deleted(cache: Cache) {
@@ -59,8 +71,8 @@ async fn memory_values_expire_and_can_be_deleted() {
 
 #[tokio::test]
 async fn redis_values_expire_and_can_be_deleted() {
-    if let Some(cache) = redis_or_skip(&prefix()).await {
-        values_expire_and_can_be_deleted(cache).await;
+    for url in redis_urls() {
+        values_expire_and_can_be_deleted(connect(&url, &prefix()).await).await;
     }
 }
 
@@ -72,56 +84,81 @@ async fn memory_subscribers_get_messages() {
 
 #[tokio::test]
 async fn redis_messages_reach_subscribers_of_another_instance_with_the_same_prefix_only() {
-    let prefix = prefix();
-    let Some(one) = redis_or_skip(&prefix).await else {
-        return;
-    };
-    let two = redis_or_skip(&prefix).await.unwrap();
-    let stranger = redis_or_skip(&format!("other-{prefix}")).await.unwrap();
-    let mut strangers = stranger.subscribe("task:1");
-    a_subscriber_gets_messages_published_after_it_subscribed(one, two).await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), strangers.recv())
-            .await
-            .is_err(),
-        "another prefix is another deployment"
-    );
+    for url in redis_urls() {
+        let prefix = prefix();
+        let (one, two) = (connect(&url, &prefix).await, connect(&url, &prefix).await);
+        let stranger = connect(&url, &format!("other-{prefix}")).await;
+        let mut strangers = stranger.subscribe("task:1");
+        a_subscriber_gets_messages_published_after_it_subscribed(one, two).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), strangers.recv())
+                .await
+                .is_err(),
+            "another prefix is another deployment"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_messages_of_many_channels_each_reach_their_subscribers() {
+    // On a cluster the channels spread over the shard channels, and so over the primaries.
+    for url in redis_urls() {
+        let prefix = prefix();
+        let (publisher, subscriber) = (connect(&url, &prefix).await, connect(&url, &prefix).await);
+        let mut subscriptions: Vec<_> = (0..200)
+            .map(|n| subscriber.subscribe(&format!("order:{n}")))
+            .collect();
+        for n in 0..200 {
+            publisher
+                .publish(&format!("order:{n}"), &format!("PAID {n}"))
+                .await
+                .unwrap();
+        }
+        for (n, subscription) in subscriptions.iter_mut().enumerate() {
+            let got = tokio::time::timeout(Duration::from_secs(5), subscription.recv())
+                .await
+                .expect("message delivered");
+            assert_eq!(got, Some(format!("PAID {n}")), "{url}");
+        }
+    }
 }
 
 #[tokio::test]
 async fn redis_scripts_run_atomically_on_prefixed_keys() {
-    let prefix = prefix();
-    let Some(Cache::Redis(redis)) = redis_or_skip(&prefix).await else {
-        return;
-    };
-    let take = redis::Script::new(
-        "local left = tonumber(redis.call('GET', KEYS[1]) or ARGV[1]) \
-         if left <= 0 then return -1 end \
-         redis.call('SET', KEYS[1], left - 1) return left - 1",
-    );
-    let mut handles = Vec::new();
-    for _ in 0..50 {
-        let (redis, take) = (redis.clone(), take.clone());
-        handles.push(tokio::spawn(async move {
-            redis
-                .script::<i64>(&take, &["stock"], &["10".into()])
-                .await
-                .unwrap()
-        }));
-    }
-    let mut taken = 0;
-    for handle in handles {
-        if handle.await.unwrap() >= 0 {
-            taken += 1;
+    for url in redis_urls() {
+        let prefix = prefix();
+        let Cache::Redis(redis) = connect(&url, &prefix).await else {
+            unreachable!("a Redis URL")
+        };
+        let take = redis::Script::new(
+            "local left = tonumber(redis.call('GET', KEYS[1]) or ARGV[1]) \
+             if left <= 0 then return -1 end \
+             redis.call('SET', KEYS[1], left - 1) return left - 1",
+        );
+        let mut handles = Vec::new();
+        for _ in 0..50 {
+            let (redis, take) = (redis.clone(), take.clone());
+            handles.push(tokio::spawn(async move {
+                redis
+                    .script::<i64>(&take, &["stock"], &["10".into()])
+                    .await
+                    .unwrap()
+            }));
         }
+        let mut taken = 0;
+        for handle in handles {
+            if handle.await.unwrap() >= 0 {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 10, "exactly the stock is taken");
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(format!("{prefix}stock"))
+            .query_async(&mut redis.connection())
+            .await
+            .unwrap();
+        assert_eq!(raw.as_deref(), Some("0"), "the key carries the prefix");
     }
-    assert_eq!(taken, 10, "exactly the stock is taken");
-    let raw: Option<String> = redis::cmd("GET")
-        .arg(format!("{prefix}stock"))
-        .query_async(&mut redis.connection())
-        .await
-        .unwrap();
-    assert_eq!(raw.as_deref(), Some("0"), "the key carries the prefix");
 }
 
 async fn hits_are_counted_per_key_until_the_window_ends(cache: Cache) {
@@ -157,8 +194,8 @@ async fn memory_hits_are_counted_per_key_until_the_window_ends() {
 
 #[tokio::test]
 async fn redis_hits_are_counted_per_key_until_the_window_ends() {
-    if let Some(cache) = redis_or_skip(&prefix()).await {
-        hits_are_counted_per_key_until_the_window_ends(cache).await;
+    for url in redis_urls() {
+        hits_are_counted_per_key_until_the_window_ends(connect(&url, &prefix()).await).await;
     }
 }
 

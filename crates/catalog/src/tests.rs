@@ -16,8 +16,8 @@ struct Fixture {
     context: testkit::Context,
 }
 
-async fn fixture(production: bool) -> Option<Fixture> {
-    let context = testkit::context(production).await?;
+async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
+    let context = testkit::context(adapters).await?;
     Some(Fixture {
         catalog: Catalog::new(context.db.clone(), context.cache.clone()),
         context,

@@ -18,8 +18,8 @@ struct Fixture {
     _context: testkit::Context,
 }
 
-async fn fixture(production: bool) -> Option<Fixture> {
-    let context = testkit::context(production).await?;
+async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
+    let context = testkit::context(adapters).await?;
     Some(Fixture {
         coupons: Coupons::new(
             context.db.clone(),

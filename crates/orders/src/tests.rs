@@ -26,8 +26,8 @@ struct Fixture {
 
 const WINDOW: Duration = Duration::from_secs(600);
 
-async fn fixture(production: bool) -> Option<Fixture> {
-    let context = testkit::context(production).await?;
+async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
+    let context = testkit::context(adapters).await?;
     let settings = OrderSettings {
         payment_window: WINDOW,
         stuck_after: Duration::from_secs(30),

@@ -19,8 +19,8 @@ struct Fixture {
     _context: testkit::Context,
 }
 
-async fn fixture(production: bool) -> Option<Fixture> {
-    let context = testkit::context(production).await?;
+async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
+    let context = testkit::context(adapters).await?;
     let settings = RankingSettings {
         answer_ttl: Duration::ZERO,
         ..RankingSettings::default()

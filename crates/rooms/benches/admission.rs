@@ -36,9 +36,13 @@ async fn main() {
         .split_whitespace()
         .filter_map(|rate| rate.parse().ok())
         .collect();
-    let context = testkit::context(production)
-        .await
-        .expect("the services are set");
+    let context = testkit::context(if production {
+        testkit::Adapters::Production
+    } else {
+        testkit::Adapters::Embedded
+    })
+    .await
+    .expect("the services are set");
     let rooms = Rooms::new(
         context.db.clone(),
         context.cache.clone(),

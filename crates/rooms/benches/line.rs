@@ -97,7 +97,7 @@ fn in_process() {
 }
 
 /// Redis's `used_memory`, in bytes.
-async fn used_memory(redis: &mut redis::aio::ConnectionManager) -> u64 {
+async fn used_memory(redis: &mut cache::Connection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(redis)

@@ -10,9 +10,9 @@ struct Fixture {
     context: testkit::Context,
 }
 
-async fn fixture(production: bool) -> Option<Fixture> {
+async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
     Some(Fixture {
-        context: testkit::context(production).await?,
+        context: testkit::context(adapters).await?,
     })
 }
 
@@ -132,8 +132,8 @@ mod lines {
         _context: testkit::Context,
     }
 
-    async fn fixture(production: bool) -> Option<Fixture> {
-        let context = testkit::context(production).await?;
+    async fn fixture(adapters: testkit::Adapters) -> Option<Fixture> {
+        let context = testkit::context(adapters).await?;
         Some(Fixture {
             lines: Lines::on(&context.cache),
             _context: context,

@@ -2,7 +2,8 @@
 //!
 //! [`context`] gives a test its own database, cache and db:// bus: SQLite and memory, or —
 //! when `STAMPEDE_TEST_DATABASE_URL` and `STAMPEDE_TEST_CACHE_URL` are set — a PostgreSQL
-//! schema and Redis key prefix of its own. [`on_both_adapter_sets!`] declares each test on both.
+//! schema and Redis key prefix of its own, or the same on a Redis Cluster
+//! (`STAMPEDE_TEST_CLUSTER_URL`). [`on_both_adapter_sets!`] declares each test on all three.
 
 use cache::Cache;
 use db::{sqlx, Db};
@@ -38,16 +39,32 @@ pub struct Context {
     _dir: tempfile::TempDir,
 }
 
-/// The embedded adapters (`production = false`), or PostgreSQL and Redis; `None` (the test is
-/// skipped) when production is asked for and not configured.
-pub async fn context(production: bool) -> Option<Context> {
+/// Which adapters a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapters {
+    /// SQLite and the in-process cache.
+    Embedded,
+    /// PostgreSQL and one Redis node.
+    Production,
+    /// PostgreSQL and a Redis Cluster.
+    Cluster,
+}
+
+/// The adapters named by `adapters`; `None` (the test is skipped) when PostgreSQL and Redis
+/// are asked for and not configured.
+pub async fn context(adapters: Adapters) -> Option<Context> {
     let dir = tempfile::tempdir().unwrap();
-    let (db, cache) = if production {
+    let cache_variable = match adapters {
+        Adapters::Embedded => None,
+        Adapters::Production => Some("STAMPEDE_TEST_CACHE_URL"),
+        Adapters::Cluster => Some("STAMPEDE_TEST_CLUSTER_URL"),
+    };
+    let (db, cache) = if let Some(cache_variable) = cache_variable {
         let (Ok(db_url), Ok(cache_url)) = (
             std::env::var("STAMPEDE_TEST_DATABASE_URL"),
-            std::env::var("STAMPEDE_TEST_CACHE_URL"),
+            std::env::var(cache_variable),
         ) else {
-            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / STAMPEDE_TEST_CACHE_URL not set");
+            eprintln!("skipped: STAMPEDE_TEST_DATABASE_URL / {cache_variable} not set");
             return None;
         };
         // `t_` schemas are what .ci/run drops before a run.
@@ -99,22 +116,30 @@ pub async fn outbox(db: &Db, key: &str) -> Vec<Envelope> {
     rows.into_iter().map(|row| row.0).collect()
 }
 
-/// Declares each test twice, on the embedded adapters and on PostgreSQL + Redis (skipped when
-/// not configured). `$fixture` is an `async fn(production: bool) -> Option<F>` in the calling
-/// module; the tests take an `F`.
+/// Declares each test on the embedded adapters, on PostgreSQL + Redis and on PostgreSQL + a
+/// Redis Cluster (the last two skipped when not configured). `$fixture` is an
+/// `async fn(Adapters) -> Option<F>` in the calling module; the tests take an `F`.
 #[macro_export]
 macro_rules! on_both_adapter_sets {
     ($fixture:ident; $($test:ident),* $(,)?) => {
         mod embedded {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                super::$test(super::$fixture(false).await.unwrap()).await
+                super::$test(super::$fixture($crate::Adapters::Embedded).await.unwrap()).await
             })*
         }
         mod production {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                if let Some(fixture) = super::$fixture(true).await {
+                if let Some(fixture) = super::$fixture($crate::Adapters::Production).await {
+                    super::$test(fixture).await
+                }
+            })*
+        }
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(fixture) = super::$fixture($crate::Adapters::Cluster).await {
                     super::$test(fixture).await
                 }
             })*

@@ -109,12 +109,18 @@ impl MemoryGate {
         }
     }
 
-    pub(super) fn unpublished(&self, before_ms: i64, limit: usize) -> Vec<(Uuid, PendingTask)> {
-        let coupons = self.coupons.lock().expect("gate lock");
-        let found = coupons.iter().flat_map(|(&coupon_id, state)| {
+    pub(super) fn unpublished(
+        &self,
+        coupons: &[i64],
+        before_ms: i64,
+        limit: usize,
+    ) -> Vec<(Uuid, PendingTask)> {
+        let states = self.coupons.lock().expect("gate lock");
+        let found = coupons.iter().flat_map(|&coupon_id| {
+            let state = states.get(&coupon_id);
             state
-                .unpublished
-                .iter()
+                .into_iter()
+                .flat_map(|state| state.unpublished.iter())
                 .filter(move |(_, &(_, admitted))| admitted < before_ms)
                 .map(move |(&task, &(user_id, _))| (task, PendingTask { coupon_id, user_id }))
         });

@@ -16,6 +16,9 @@
 //! A request whose process died between the two steps is found by
 //! [`Gate::unpublished`] and withdrawn by the [`reconciler`](crate::issue::reconcile).
 //!
+//! On Redis every key of one coupon carries the hash tag `{c:ID}`, so each script runs on the
+//! one Redis Cluster node that owns the coupon; nothing indexes all coupons at once.
+//!
 //! The gate is a fast filter, not the truth: after a rebuild it may admit more than the
 //! database will issue, never fewer, and the store consumer's guarded `UPDATE` decides.
 
@@ -88,7 +91,7 @@ pub struct Snapshot {
 
 /// How long after its expiry the cache keeps a coupon (so late requests get `EXPIRED` without
 /// a database read).
-const KEEP_AFTER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
+pub(crate) const KEEP_AFTER_EXPIRY_MS: i64 = 7 * 24 * 3600 * 1000;
 
 impl Snapshot {
     /// The gate state of `coupon`, kept by the cache until well after it expires.
@@ -167,15 +170,18 @@ impl Gate {
         }
     }
 
-    /// Up to `limit` requests admitted before `before_ms` and still unpublished.
+    /// Up to `limit` requests for `coupons` admitted before `before_ms` and still unpublished.
+    /// The caller names the coupons (those whose gate state may still be kept): no index spans
+    /// every coupon, so each coupon's state lives in one Redis Cluster slot.
     pub async fn unpublished(
         &self,
+        coupons: &[i64],
         before_ms: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<(Uuid, PendingTask)>> {
         match self {
-            Gate::Memory(m) => Ok(m.unpublished(before_ms, limit)),
-            Gate::Redis(r) => redis::unpublished(r, before_ms, limit).await,
+            Gate::Memory(m) => Ok(m.unpublished(coupons, before_ms, limit)),
+            Gate::Redis(r) => redis::unpublished(r, coupons, before_ms, limit).await,
         }
     }
 
@@ -224,30 +230,31 @@ impl Gate {
     }
 }
 
+/// A coupon's keys share the hash tag `{c:ID}`, so a gate script touching several of them runs
+/// on one Redis Cluster node.
 fn coupon_key(coupon: i64) -> String {
-    format!("coupon:{coupon}")
+    format!("coupon:{{c:{coupon}}}")
 }
 
 fn users_key(coupon: i64) -> String {
-    format!("coupon:{coupon}:users")
+    format!("coupon:{{c:{coupon}}}:users")
 }
 
 fn takes_key(coupon: i64) -> String {
-    format!("coupon:{coupon}:takes")
+    format!("coupon:{{c:{coupon}}}:takes")
 }
 
 /// A coupon's unpublished requests: `task:user` scored by when it was admitted (ms).
 fn unpublished_key(coupon: i64) -> String {
-    format!("coupon:{coupon}:unpublished")
+    format!("coupon:{{c:{coupon}}}:unpublished")
 }
-
-/// The coupons that may have unpublished requests.
-const UNPUBLISHED_INDEX: &str = "coupons:unpublished";
 
 fn unpublished_member(task: Uuid, user: i64) -> String {
     format!("{task}:{user}")
 }
 
+/// A pending task's record (its coupon and user), found by the task id alone: a key of its
+/// own, outside the coupon's slot, written beside the admission.
 fn pending_key(task: Uuid) -> String {
     format!("coupon-task:{task}")
 }

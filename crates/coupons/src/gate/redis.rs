@@ -8,11 +8,10 @@ use uuid::Uuid;
 
 use super::{
     coupon_key, pending_key, takes_key, unpublished_key, unpublished_member, users_key, Admission,
-    PendingTask, Snapshot, Take, Withdrawal, PENDING_TTL_MS, UNPUBLISHED_INDEX,
+    PendingTask, Snapshot, Take, Withdrawal, PENDING_TTL_MS,
 };
 
-/// KEYS: coupon, users, pending task, unpublished, unpublished index. ARGV: user, now (ms),
-/// pending JSON, pending TTL (ms), unpublished member, coupon.
+/// KEYS: coupon, users, unpublished. ARGV: user, now (ms), unpublished member.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -23,54 +22,38 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'ALREADY_REQUESTED
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock'))
 if stock <= 0 then return 'SOLD_OUT' end
 if tonumber(redis.call('HGET', KEYS[1], 'open')) <= 0 then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return 'HELD' end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return 'HELD' end
   return 'SOLD_OUT'
 end
 local keep = redis.call('HGET', KEYS[1], 'keepUntil')
 redis.call('HINCRBY', KEYS[1], 'open', -1)
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIREAT', KEYS[2], keep)
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[5])
-redis.call('PEXPIREAT', KEYS[4], keep)
-redis.call('SADD', KEYS[5], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[3], keep)
 return 'ADMITTED'
 ",
     )
 });
 
-/// KEYS: coupon, users, pending task, takes, unpublished. ARGV: user, task, keep (ms, when
-/// the coupon's state is gone), unpublished member, `1` to forget the task (refused).
+/// KEYS: coupon, users, takes, unpublished. ARGV: user, task, keep (ms, when the coupon's
+/// state is gone), unpublished member, `1` to forget the request (refused).
 static UNDO: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HSETNX', KEYS[4], ARGV[2], 'WITHDRAWN') == 0 then
-  if redis.call('HGET', KEYS[4], ARGV[2]) == 'WITHDRAWN' then return 1 end
-  redis.call('ZREM', KEYS[5], ARGV[4])
+if redis.call('HSETNX', KEYS[3], ARGV[2], 'WITHDRAWN') == 0 then
+  if redis.call('HGET', KEYS[3], ARGV[2]) == 'WITHDRAWN' then return 1 end
+  redis.call('ZREM', KEYS[4], ARGV[4])
   return 0
 end
 local keep = redis.call('HGET', KEYS[1], 'keepUntil')
-if keep then redis.call('PEXPIREAT', KEYS[4], keep)
-elseif redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+if keep then redis.call('PEXPIREAT', KEYS[3], keep)
+elseif redis.call('PTTL', KEYS[3]) < 0 then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
 if redis.call('SREM', KEYS[2], ARGV[1]) == 1 and keep then
   redis.call('HINCRBY', KEYS[1], 'open', 1)
 end
-if ARGV[5] == '1' then
-  redis.call('DEL', KEYS[3])
-  redis.call('ZREM', KEYS[5], ARGV[4])
-end
+if ARGV[5] == '1' then redis.call('ZREM', KEYS[4], ARGV[4]) end
 return 1
-",
-    )
-});
-
-/// KEYS: unpublished, unpublished index. ARGV: coupon. Drops the coupon from the index once it
-/// has no unpublished request (atomic, so an admission in between is never dropped).
-static FORGET_IF_EMPTY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return 0
 ",
     )
 });
@@ -123,6 +106,9 @@ return 1
     )
 });
 
+/// Runs the admission, then writes the admitted task's pending record (a key of its own, in
+/// another slot). Nobody holds the task id before this returns, so nobody reads the record
+/// in between; refusals, most of a rush's answers, cost one round trip.
 pub(super) async fn admit(
     redis: &RedisCache,
     task: Uuid,
@@ -136,21 +122,16 @@ pub(super) async fn admit(
             &[
                 &coupon_key(coupon),
                 &users_key(coupon),
-                &pending_key(task),
                 &unpublished_key(coupon),
-                UNPUBLISHED_INDEX,
             ],
             &[
                 pending.user_id.to_string(),
                 now_ms.to_string(),
-                serde_json::to_string(&pending)?,
-                PENDING_TTL_MS.to_string(),
                 unpublished_member(task, pending.user_id),
-                coupon.to_string(),
             ],
         )
         .await?;
-    Ok(match answer.as_str() {
+    let admission = match answer.as_str() {
         "ADMITTED" => Admission::Admitted,
         "ALREADY_REQUESTED" => Admission::AlreadyRequested,
         "SOLD_OUT" => Admission::SoldOut,
@@ -158,7 +139,18 @@ pub(super) async fn admit(
         "HELD" => Admission::Held,
         "UNKNOWN" => Admission::Unknown,
         other => anyhow::bail!("unexpected gate answer {other:?}"),
-    })
+    };
+    if admission == Admission::Admitted {
+        let record = serde_json::to_string(&pending)?;
+        let ttl = std::time::Duration::from_millis(PENDING_TTL_MS as u64);
+        if let Err(error) = redis.set(&pending_key(task), &record, Some(ttl)).await {
+            // Admitted without a record its status could be read from: withdrawn, as a
+            // request whose publish failed is (the reconciler does it if this fails too).
+            undo(redis, task, pending, Withdrawal::Refused).await?;
+            return Err(error);
+        }
+    }
+    Ok(admission)
 }
 
 pub(super) async fn undo(
@@ -174,7 +166,6 @@ pub(super) async fn undo(
             &[
                 &coupon_key(coupon),
                 &users_key(coupon),
-                &pending_key(task),
                 &takes_key(coupon),
                 &unpublished_key(coupon),
             ],
@@ -187,6 +178,9 @@ pub(super) async fn undo(
             ],
         )
         .await?;
+    if withdrawal == Withdrawal::Refused {
+        redis.delete(&pending_key(task)).await?;
+    }
     Ok(withdrawn == 1)
 }
 
@@ -205,22 +199,18 @@ pub(super) async fn settle(
 
 pub(super) async fn unpublished(
     redis: &RedisCache,
+    coupons: &[i64],
     before_ms: i64,
     limit: usize,
 ) -> anyhow::Result<Vec<(Uuid, PendingTask)>> {
     let mut conn = redis.connection();
-    let coupons: Vec<i64> = redis::cmd("SMEMBERS")
-        .arg(redis.key(UNPUBLISHED_INDEX))
-        .query_async(&mut conn)
-        .await?;
     let mut found = Vec::new();
-    for coupon in coupons {
+    for &coupon in coupons {
         if found.len() >= limit {
             break;
         }
-        let key = unpublished_key(coupon);
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(redis.key(&key))
+            .arg(redis.key(&unpublished_key(coupon)))
             .arg("-inf")
             .arg(format!("({before_ms}"))
             .arg("LIMIT")
@@ -228,15 +218,6 @@ pub(super) async fn unpublished(
             .arg(limit - found.len())
             .query_async(&mut conn)
             .await?;
-        if members.is_empty() {
-            redis
-                .script::<i64>(
-                    &FORGET_IF_EMPTY,
-                    &[&key, UNPUBLISHED_INDEX],
-                    &[coupon.to_string()],
-                )
-                .await?;
-        }
         found.extend(members.iter().filter_map(|member| {
             let (task, user) = member.split_once(':')?;
             let pending = PendingTask {

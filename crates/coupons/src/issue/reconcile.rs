@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use db::{on_db, sqlx};
 use events::Envelope;
 use metrics::counter;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::{CouponIssueFailed, FailReason};
 use crate::{
-    gate::{PendingTask, Withdrawal},
+    gate::{PendingTask, Withdrawal, KEEP_AFTER_EXPIRY_MS},
     Coupons,
 };
 
@@ -41,10 +42,20 @@ pub async fn run(coupons: Coupons, stop: CancellationToken) {
 /// Withdraws the requests admitted more than `reconcile_after` ago and still not on the bus;
 /// returns how many it withdrew.
 pub async fn reconcile(coupons: &Coupons) -> anyhow::Result<usize> {
-    let before = Utc::now() - coupons.settings.reconcile_after;
+    let now = Utc::now();
+    let before = now - coupons.settings.reconcile_after;
+    // The gate keeps a coupon's requests until a while after it expires: those coupons may
+    // have some (a request is admitted only before the coupon expires).
+    let kept_since = now - chrono::Duration::milliseconds(KEEP_AFTER_EXPIRY_MS);
+    let candidates: Vec<i64> = on_db!(&coupons.db, c => sqlx::query_scalar(
+        "SELECT id FROM coupons WHERE expires_at > $1 ORDER BY id",
+    )
+    .bind(kept_since)
+    .fetch_all(c)
+    .await)?;
     let stale = coupons
         .gate
-        .unpublished(before.timestamp_millis(), BATCH)
+        .unpublished(&candidates, before.timestamp_millis(), BATCH)
         .await?;
     let mut withdrawn = 0;
     for (task, pending) in stale {

@@ -319,6 +319,10 @@ mod tests {
                 "kafka://***@h1:9092,h2:9092",
             ),
             ("redis://cache:6379", "redis://cache:6379"),
+            (
+                "redis+cluster://:hunter2@r1:7000,r2:7000",
+                "redis+cluster://***@r1:7000,r2:7000",
+            ),
             ("memory://", "memory://"),
         ] {
             assert_eq!(show::redact_url(url), redacted, "{url}");

@@ -316,7 +316,7 @@ async fn requests_a_killed_api_process_never_published_are_withdrawn_and_their_u
     let cache::Cache::Redis(redis) = &worker.state.cache else {
         panic!("production runs on Redis")
     };
-    let unpublished = redis.key(&format!("coupon:{coupon}:unpublished"));
+    let unpublished = redis.key(&format!("coupon:{{c:{coupon}}}:unpublished"));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let held: usize = redis::cmd("ZCARD")
