@@ -17,6 +17,10 @@ pub struct CouponConfig {
     /// process died) is withdrawn and its task failed, in milliseconds; more than
     /// `publish_timeout_ms`.
     pub reconcile_after_ms: u64,
+    /// A live coupon whose gate counts fewer units than the database (a write the cache lost
+    /// in a failover) is raised to the database's count once no unit was taken this long, in
+    /// milliseconds.
+    pub restock_after_ms: u64,
 }
 
 impl Default for CouponConfig {
@@ -25,6 +29,7 @@ impl Default for CouponConfig {
         Self {
             publish_timeout_ms: defaults.publish_timeout.as_millis() as u64,
             reconcile_after_ms: defaults.reconcile_after.as_millis() as u64,
+            restock_after_ms: defaults.restock_after.as_millis() as u64,
         }
     }
 }
@@ -45,6 +50,12 @@ impl CouponConfig {
                 2,
                 3_600_000,
             ),
+            (
+                "restock_after_ms",
+                self.restock_after_ms.into(),
+                1_000,
+                3_600_000,
+            ),
         ]
     }
 
@@ -61,6 +72,7 @@ impl CouponConfig {
         Ok(IssueSettings {
             publish_timeout: Duration::from_millis(self.publish_timeout_ms),
             reconcile_after: Duration::from_millis(self.reconcile_after_ms),
+            restock_after: Duration::from_millis(self.restock_after_ms),
         })
     }
 }

@@ -90,6 +90,10 @@ pub struct IssueSettings {
     /// How old an admitted request still not on the bus must be before the reconciler
     /// withdraws it (its process died); longer than `publish_timeout`.
     pub reconcile_after: Duration,
+    /// How long no unit of a live coupon must have been taken before its gate is compared
+    /// with the database ([`issue::restock`]): far longer than a take waits for its issue to
+    /// be stored, so that units on their way are not counted twice.
+    pub restock_after: Duration,
 }
 
 impl IssueSettings {
@@ -106,6 +110,7 @@ impl Default for IssueSettings {
         Self {
             publish_timeout: Duration::from_secs(2),
             reconcile_after: Duration::from_secs(10),
+            restock_after: Duration::from_secs(30),
         }
     }
 }

@@ -22,6 +22,8 @@ struct CouponState {
     returned: HashSet<Uuid>,
     /// Unpublished requests: task → (user, admitted at, ms).
     unpublished: HashMap<Uuid, (i64, i64)>,
+    /// When a unit was last taken (ms).
+    last_take_ms: i64,
 }
 
 /// Coupon states by id, and pending tasks in the process cache. Cheap to clone.
@@ -137,6 +139,7 @@ impl MemoryGate {
         }
         let outcome = if state.stock > 0 {
             state.stock -= 1;
+            state.last_take_ms = chrono::Utc::now().timestamp_millis();
             Take::Taken
         } else {
             Take::SoldOut
@@ -154,6 +157,21 @@ impl MemoryGate {
             state.stock += 1;
             state.open += 1;
         }
+    }
+
+    pub(super) fn restock(&self, coupon: i64, remaining: i64, quiet: Duration) -> i64 {
+        let mut coupons = self.coupons.lock().expect("gate lock");
+        let Some(state) = coupons.get_mut(&coupon) else {
+            return 0;
+        };
+        let since = chrono::Utc::now().timestamp_millis() - state.last_take_ms;
+        let add = remaining - state.stock;
+        if !state.unpublished.is_empty() || since < quiet.as_millis() as i64 || add <= 0 {
+            return 0;
+        }
+        state.stock += add;
+        state.open = (state.open + add).min(state.stock);
+        add
     }
 
     pub(super) fn pending(&self, task: Uuid) -> Option<PendingTask> {

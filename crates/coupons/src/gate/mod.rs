@@ -209,6 +209,24 @@ impl Gate {
         }
     }
 
+    /// Reopens the units of `coupon` the gate lost track of: once no unit was taken for
+    /// `quiet` and no request is unpublished, raises its stock to `remaining`, what the
+    /// database has left, and its open units as much (never above the stock); returns how
+    /// many it reopened. The gate counts
+    /// fewer than the database only after a write Redis lost in a failover (replication is
+    /// asynchronous): a take replayed after its record was lost, a lost give-back.
+    pub async fn restock(
+        &self,
+        coupon: i64,
+        remaining: i64,
+        quiet: std::time::Duration,
+    ) -> anyhow::Result<i64> {
+        match self {
+            Gate::Memory(m) => Ok(m.restock(coupon, remaining, quiet)),
+            Gate::Redis(r) => redis::restock(r, coupon, remaining, quiet).await,
+        }
+    }
+
     /// The pending record of `task`, if the gate still has it.
     pub async fn pending(&self, task: Uuid) -> anyhow::Result<Option<PendingTask>> {
         match self {

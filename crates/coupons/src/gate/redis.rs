@@ -58,9 +58,18 @@ return 1
     )
 });
 
-/// KEYS: coupon, takes. ARGV: task.
+/// Redis's clock in milliseconds (a script may read it: its effects are what replicate).
+const NOW_MS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+/// KEYS: coupon, takes. ARGV: task. Notes when a unit was last taken (for [`RESTOCK`]).
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_MS}{}",
         r"
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then return done end
@@ -69,13 +78,35 @@ if not stock then return 'UNKNOWN' end
 local outcome = 'SOLD_OUT'
 if tonumber(stock) > 0 then
   redis.call('HINCRBY', KEYS[1], 'stock', -1)
+  redis.call('HSET', KEYS[1], 'lastTake', now_ms())
   outcome = 'TAKEN'
 end
 redis.call('HSET', KEYS[2], ARGV[1], outcome)
 redis.call('PEXPIREAT', KEYS[2], redis.call('HGET', KEYS[1], 'keepUntil'))
 return outcome
-",
-    )
+"
+    ))
+});
+
+/// KEYS: coupon, unpublished. ARGV: the database's remaining units, quiet (ms). Raises the
+/// stock and the open units to what the database has left, once no unit was taken for
+/// `quiet` and no request is unpublished; returns the units reopened.
+static RESTOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_MS}{}",
+        r"
+local stock = redis.call('HGET', KEYS[1], 'stock')
+if not stock then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'lastTake') or '0')
+if now_ms() - last < tonumber(ARGV[2]) then return 0 end
+local add = tonumber(ARGV[1]) - tonumber(stock)
+if add <= 0 then return 0 end
+local open = tonumber(redis.call('HGET', KEYS[1], 'open')) + add
+redis.call('HSET', KEYS[1], 'stock', stock + add, 'open', math.min(open, stock + add))
+return add
+"
+    ))
 });
 
 /// KEYS: coupon, takes. ARGV: task. A given-back take stays a take (`RETURNED` reads as
@@ -256,6 +287,21 @@ pub(super) async fn give_back(redis: &RedisCache, coupon: i64, task: Uuid) -> an
         )
         .await?;
     Ok(())
+}
+
+pub(super) async fn restock(
+    redis: &RedisCache,
+    coupon: i64,
+    remaining: i64,
+    quiet: std::time::Duration,
+) -> anyhow::Result<i64> {
+    redis
+        .script(
+            &RESTOCK,
+            &[&coupon_key(coupon), &unpublished_key(coupon)],
+            &[remaining.to_string(), quiet.as_millis().to_string()],
+        )
+        .await
 }
 
 pub(super) async fn pending(redis: &RedisCache, task: Uuid) -> anyhow::Result<Option<PendingTask>> {

@@ -5,6 +5,7 @@
 mod follow;
 pub mod reconcile;
 pub mod request;
+pub mod restock;
 pub mod store;
 pub mod take_stock;
 pub mod task;

@@ -22,7 +22,8 @@ use crate::{
 /// Requests one pass handles; the next pass takes the rest.
 const BATCH: usize = 500;
 
-/// Reconciles every quarter of `reconcile_after` (at most every 5 s) until `stop`.
+/// Reconciles every quarter of `reconcile_after` (at most every 5 s) until `stop`, and reopens
+/// the units a gate lost count of ([`super::restock`]).
 pub async fn run(coupons: Coupons, stop: CancellationToken) {
     let every = (coupons.settings.reconcile_after / 4).min(Duration::from_secs(5));
     loop {
@@ -34,6 +35,13 @@ pub async fn run(coupons: Coupons, stop: CancellationToken) {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "reconciling coupon requests failed"
+            );
+        }
+        let quiet = coupons.settings.restock_after;
+        if let Err(error) = super::restock::restock_lost_units(&coupons, quiet).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "comparing coupon gates with the database failed"
             );
         }
     }
