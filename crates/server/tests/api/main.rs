@@ -7,6 +7,7 @@ mod coupons;
 mod crash;
 mod deploy;
 mod events;
+mod failover;
 mod faults;
 mod health;
 mod helpers;
