@@ -240,12 +240,7 @@ async fn a_coupon_rush_through_a_primary_failover_issues_every_unit_once() {
     // Units a lost write stranded: reopened once the sale is quiet, sold to those who ask
     // again (the users told SOLD_OUT, as later arrivals would be).
     let remaining = |app: Arc<TestApp>| async move {
-        let detail: Value = app
-            .get(&format!("/api/coupons/{coupon}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let detail = app.get_json(&format!("/api/coupons/{coupon}"), None).await;
         detail["remainingQuantity"].as_i64().unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
