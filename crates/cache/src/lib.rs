@@ -11,13 +11,11 @@ use std::time::Duration;
 mod hub;
 mod memory;
 mod redis_cache;
-mod slot;
 
 pub use hub::{Subscription, RECHECK};
 pub use memory::{MemoryBounds, MemoryCache};
 pub use redis::RedisError;
 pub use redis_cache::{Connection, RedisCache};
-pub use slot::slot;
 
 /// Whether `err` says Redis could not be reached or answer in time (a refused or dropped
 /// connection, a timeout, a server still loading or failing over), rather than that the

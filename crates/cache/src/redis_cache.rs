@@ -9,6 +9,7 @@ use futures::StreamExt as _;
 use redis::{
     aio::{ConnectionLike, ConnectionManager},
     cluster_async::ClusterConnection,
+    cluster_routing::Slot,
     Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value,
 };
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -183,7 +184,7 @@ impl RedisCache {
     ) -> anyhow::Result<T> {
         let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
         debug_assert!(
-            crate::slot::one_slot(&keys),
+            one_slot(&keys),
             "a script's keys must share a cluster slot: {keys:?}"
         );
         let mut invocation = script.prepare_invoke();
@@ -260,7 +261,7 @@ impl RedisCache {
                 cmd
             }
             Connection::Cluster(_) => {
-                let shard = crate::slot(channel.as_bytes()) % SHARDS;
+                let shard = shard_of(channel);
                 let mut cmd = redis::cmd("SPUBLISH");
                 cmd.arg(shard_channel(&self.prefix, shard))
                     .arg(format!("{channel}\n{message}"));
@@ -329,6 +330,20 @@ async fn reconnect(client: &redis::Client, pattern: &str) -> anyhow::Result<redi
     Ok(pubsub)
 }
 
+/// Whether `keys` all live in one cluster slot (as one script's keys must on a cluster).
+fn one_slot(keys: &[String]) -> bool {
+    keys.windows(2)
+        .all(|pair| Slot::for_key(&pair[0]) == Slot::for_key(&pair[1]))
+}
+
+/// The shard channel a message for `channel` travels on: any spread will do, since every
+/// process listens to all of them and reads the channel from the message.
+fn shard_of(channel: &str) -> u16 {
+    channel.bytes().fold(0u16, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(u16::from(byte))
+    }) % SHARDS
+}
+
 /// The shard channel `shard` of the deployment under `prefix`; its hash tag picks its slot.
 fn shard_channel(prefix: &str, shard: u16) -> String {
     format!("{prefix}chan:{{{shard}}}")
@@ -366,6 +381,26 @@ fn cluster_nodes(url: &str) -> Option<anyhow::Result<Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_of_one_hash_tag_share_a_slot_and_others_need_not() {
+        let keys = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+        assert!(one_slot(&keys(&[
+            "p:coupon:{c:1}",
+            "p:coupon:{c:1}:users",
+            "p:coupon:{c:1}:takes"
+        ])));
+        assert!(!one_slot(&keys(&["p:coupon:{c:1}", "p:coupon:{c:2}"])));
+        assert!(one_slot(&[]));
+    }
+
+    #[test]
+    fn channels_spread_over_every_shard() {
+        let used: std::collections::HashSet<u16> = (0..10_000)
+            .map(|n| shard_of(&format!("order:{n}")))
+            .collect();
+        assert_eq!(used.len(), usize::from(SHARDS));
+    }
 
     #[test]
     fn a_cluster_url_names_each_node_with_the_same_credentials() {

@@ -49,6 +49,19 @@ impl Cluster {
         Self { dir, first, url }
     }
 
+    /// The slot of `key`, as the cluster computes it (`CLUSTER KEYSLOT`).
+    fn slot_of(&self, key: &str) -> u16 {
+        let slot = Command::new("redis-cli")
+            .args(["-p", &self.first.to_string(), "cluster", "keyslot", key])
+            .output()
+            .unwrap();
+        String::from_utf8(slot.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// The port of the primary that owns `slot`, from `CLUSTER NODES` as a node sees it.
     fn primary_of(&self, slot: u16) -> u16 {
         let nodes = Command::new("redis-cli")
@@ -213,8 +226,7 @@ async fn a_coupon_rush_through_a_primary_failover_issues_every_unit_once() {
     let coupon = apis[0]
         .new_coupon(&admin, units, Duration::from_secs(3600))
         .await;
-    let slot = cache::slot(format!("c:{coupon}").as_bytes());
-    let owner = cluster.primary_of(slot);
+    let owner = cluster.primary_of(cluster.slot_of(&format!("c:{coupon}")));
 
     let unavailable = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let rush: Vec<_> = (0..users)
