@@ -234,30 +234,41 @@ pub(super) async fn unpublished(
     before_ms: i64,
     limit: usize,
 ) -> anyhow::Result<Vec<(Uuid, PendingTask)>> {
-    let mut conn = redis.connection();
+    // Each coupon's set lives in its own slot (no pipeline spans slots on a cluster): the reads
+    // go out together instead, a chunk at a time, until `limit` are found.
     let mut found = Vec::new();
-    for &coupon in coupons {
+    for chunk in coupons.chunks(64) {
         if found.len() >= limit {
             break;
         }
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(redis.key(&unpublished_key(coupon)))
-            .arg("-inf")
-            .arg(format!("({before_ms}"))
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit - found.len())
-            .query_async(&mut conn)
-            .await?;
-        found.extend(members.iter().filter_map(|member| {
-            let (task, user) = member.split_once(':')?;
-            let pending = PendingTask {
-                coupon_id: coupon,
-                user_id: user.parse().ok()?,
-            };
-            Some((task.parse().ok()?, pending))
-        }));
+        let reads = chunk.iter().map(|&coupon| {
+            let mut conn = redis.connection();
+            let mut read = redis::cmd("ZRANGEBYSCORE");
+            read.arg(redis.key(&unpublished_key(coupon)))
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+            async move {
+                Ok::<_, redis::RedisError>((
+                    coupon,
+                    read.query_async::<Vec<String>>(&mut conn).await?,
+                ))
+            }
+        });
+        for (coupon, members) in futures::future::try_join_all(reads).await? {
+            found.extend(members.iter().filter_map(|member| {
+                let (task, user) = member.split_once(':')?;
+                let pending = PendingTask {
+                    coupon_id: coupon,
+                    user_id: user.parse().ok()?,
+                };
+                Some((task.parse().ok()?, pending))
+            }));
+        }
     }
+    found.truncate(limit);
     Ok(found)
 }
 

@@ -23,9 +23,12 @@ use crate::{
 const BATCH: usize = 500;
 
 /// Reconciles every quarter of `reconcile_after` (at most every 5 s) until `stop`, and reopens
-/// the units a gate lost count of ([`super::restock`]).
+/// the units a gate lost count of ([`super::restock`]) every half of `restock_after` (it waits
+/// for a sale quiet that long anyway).
 pub async fn run(coupons: Coupons, stop: CancellationToken) {
     let every = (coupons.settings.reconcile_after / 4).min(Duration::from_secs(5));
+    let quiet = coupons.settings.restock_after;
+    let mut restock_at = tokio::time::Instant::now() + quiet / 2;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -37,7 +40,10 @@ pub async fn run(coupons: Coupons, stop: CancellationToken) {
                 "reconciling coupon requests failed"
             );
         }
-        let quiet = coupons.settings.restock_after;
+        if tokio::time::Instant::now() < restock_at {
+            continue;
+        }
+        restock_at += quiet / 2;
         if let Err(error) = super::restock::restock_lost_units(&coupons, quiet).await {
             tracing::warn!(
                 error = format!("{error:#}"),
