@@ -246,7 +246,11 @@ async fn closed(
         .filter(|&index| part.owns(index))
         .map(|index| {
             let mut vu = Vu::new(index, shared.clone());
+            // With a think time, users arrive spread over the first pause, as people do, not
+            // all in the same instant (and then in step with each other for the whole run).
+            let arrival = shared.think.mul_f64(index as f64 / shared.vus as f64);
             tokio::spawn(async move {
+                tokio::time::sleep(arrival).await;
                 while Instant::now() < deadline {
                     vu.iterate(scenario).await;
                     if scenario.once_per_user() {
