@@ -24,7 +24,12 @@ pub fn init(format: LogFormat) {
         );
         EnvFilter::new(DEFAULT_FILTER)
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal: a file or a collector gets plain text, and a request's span
+    // fields are not styled at every request for nobody to see.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder

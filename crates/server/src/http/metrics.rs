@@ -5,7 +5,8 @@
 //! Latencies are histograms with fixed buckets, so they add up across instances.
 
 use std::{
-    sync::OnceLock,
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
@@ -15,7 +16,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::state::AppState;
@@ -115,11 +116,8 @@ fn describe() {
 
 /// Records count and latency of each request under its route template.
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -127,15 +125,40 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Counts one answered request and how long it took until its response began.
-pub(crate) fn count_request(method: &str, route: String, status: u16, took: Duration) {
+/// The request counter and latency histogram of one route template, by method and status.
+type Series = HashMap<String, Vec<(&'static str, u16, Counter, Histogram)>>;
+
+/// Counts one answered request and how long it took until its response began. Each series'
+/// handles are made once: making a metric's labels costs more than a request answered from
+/// memory (routes are templates and methods a fixed set, so the series are few).
+pub(crate) fn count_request(method: &'static str, route: &str, status: u16, took: Duration) {
+    static SERIES: OnceLock<RwLock<Series>> = OnceLock::new();
+    let series = SERIES.get_or_init(Default::default);
+    let record = |(counter, histogram): (&Counter, &Histogram)| {
+        counter.increment(1);
+        histogram.record(took.as_secs_f64());
+    };
+    let known = series.read().expect("request series");
+    let found = known
+        .get(route)
+        .and_then(|list| list.iter().find(|(m, s, ..)| *m == method && *s == status));
+    if let Some((.., counter, histogram)) = found {
+        return record((counter, histogram));
+    }
+    drop(known);
     let labels = [
         ("method", method.to_owned()),
-        ("route", route),
+        ("route", route.to_owned()),
         ("status", status.to_string()),
     ];
-    counter!("stampede_http_requests_total", &labels).increment(1);
-    histogram!("stampede_http_request_duration_seconds", &labels).record(took.as_secs_f64());
+    let counter = counter!("stampede_http_requests_total", &labels);
+    let histogram = histogram!("stampede_http_request_duration_seconds", &labels);
+    record((&counter, &histogram));
+    let mut known = series.write().expect("request series");
+    let list = known.entry(route.to_owned()).or_default();
+    if !list.iter().any(|(m, s, ..)| *m == method && *s == status) {
+        list.push((method, status, counter, histogram));
+    }
 }
 
 /// A method as a label: the standard ones by name, anything else `other`, so that made-up

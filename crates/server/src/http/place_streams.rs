@@ -96,7 +96,7 @@ impl PlaceStreams {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         self.write(&mut stream, response_head(&request_id).as_bytes())
             .await?;
-        super::metrics::count_request("GET", ROUTE.to_owned(), 200, started.elapsed());
+        super::metrics::count_request("GET", ROUTE, 200, started.elapsed());
 
         let shutdown = self.state.shutdown.clone();
         let mut places = std::pin::pin!(places);
