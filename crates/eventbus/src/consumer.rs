@@ -278,9 +278,11 @@ enum Bare {
     /// Committed: the position of the last event applied (`None`: nothing to apply, or the
     /// partition is another worker's).
     Done(Option<i64>),
-    /// `batch[at]` failed (its `attempts` counted, `error`); nothing was kept.
+    /// `batch[at]` failed (its `attempts` counted, `error`); nothing was kept. Events at or
+    /// before `done` were done already.
     Failed {
         at: usize,
+        done: i64,
         attempts: u32,
         error: String,
     },
@@ -316,9 +318,15 @@ impl Runner<'_> {
                 Bare::Careful => self.run_together(chunk).await?,
                 Bare::Failed {
                     at,
+                    done,
                     attempts,
                     error,
-                } => self.after_bare_failure(chunk, at, attempts, error).await?,
+                } => {
+                    let (failing, before) = (&chunk[at], &chunk[..at]);
+                    let before = before.iter().any(|d| d.position > done).then_some(before);
+                    self.after_bare_failure(before, failing, attempts, error)
+                        .await?
+                }
             };
             let chunk_done = match together {
                 (last_done, None) => last_done,
@@ -368,6 +376,7 @@ impl Runner<'_> {
                     failed(self.handler, &delivery.envelope, &error);
                     return Ok(Bare::Failed {
                         at,
+                        done: claim.done,
                         attempts,
                         error,
                     });
@@ -386,19 +395,19 @@ impl Runner<'_> {
         Ok(Bare::Done(Some(last)))
     }
 
-    /// After `batch[at]` failed in [`Self::run_bare`] (everything rolled back): applies the
-    /// events before it again, records the failure as its first attempt, and hands it to
-    /// [`Self::retry`] (through [`Self::run`]), as [`Self::run_together`] would have.
+    /// After `failing` failed in [`Self::run_bare`] (everything rolled back): applies the
+    /// events `before` it again (if any was still to do), records the failure as its first
+    /// attempt, and hands it to [`Self::retry`] (through [`Self::run`]), as
+    /// [`Self::run_together`] would have.
     async fn after_bare_failure<'d>(
         &self,
-        batch: &'d [Delivery],
-        at: usize,
+        before: Option<&'d [Delivery]>,
+        failing: &'d Delivery,
         attempts: u32,
         error: String,
     ) -> anyhow::Result<(Option<i64>, Option<Failed<'d>>)> {
-        let (before, failing) = (&batch[..at], &batch[at]);
         let mut done = None;
-        if !before.is_empty() {
+        if let Some(before) = before {
             let (last_done, failed) = self.run_together(before).await?;
             if failed.is_some() || last_done != Some(before[before.len() - 1].position) {
                 return Ok((last_done, failed));
