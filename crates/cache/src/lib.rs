@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+mod healing;
 mod hub;
 mod memory;
 mod redis_cache;

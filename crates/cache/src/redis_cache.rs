@@ -8,13 +8,12 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use redis::{
     aio::{ConnectionLike, ConnectionManager},
-    cluster_async::ClusterConnection,
     cluster_routing::Slot,
     Cmd, FromRedisValue, Pipeline, RedisFuture, Script, Value,
 };
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::hub::Hub;
+use crate::{healing::Healing, hub::Hub};
 
 /// How long a command may take before it counts as failed.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,7 +39,7 @@ pub struct RedisCache {
 #[derive(Clone)]
 pub enum Connection {
     Node(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Healing),
 }
 
 impl ConnectionLike for Connection {
@@ -111,8 +110,7 @@ impl RedisCache {
             .connection_timeout(Duration::from_secs(2))
             .build()
             .context("parsing the Redis Cluster URL")?;
-        let conn = client
-            .get_async_connection()
+        let conn = Healing::connect(client)
             .await
             .context("connecting to the Redis Cluster")?;
         // Subscriptions on a connection of their own (RESP3 pushes), which the client
@@ -351,7 +349,7 @@ fn shard_channel(prefix: &str, shard: u16) -> String {
 
 /// The node URLs of a `redis+cluster://[user:password@]host:port,host:port,…` URL (or
 /// `rediss+cluster://` for TLS); `None` for any other URL.
-fn cluster_nodes(url: &str) -> Option<anyhow::Result<Vec<String>>> {
+pub(crate) fn cluster_nodes(url: &str) -> Option<anyhow::Result<Vec<String>>> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
         ("redis", rest)
     } else {
