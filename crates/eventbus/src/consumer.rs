@@ -122,17 +122,22 @@ async fn in_event_scope<T>(
     event: &Envelope,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    let span = tracing::info_span!(
+    correlation::scope(event.correlation_id.clone(), work)
+        .instrument(event_span(handler, event))
+        .await
+}
+
+/// The span of `handler`'s work on `event`: every line logged in it names the group, the
+/// event and its correlation and causation ids.
+fn event_span(handler: &dyn Handler, event: &Envelope) -> tracing::Span {
+    tracing::info_span!(
         "event",
         consumer = handler.group(),
         topic = event.topic(),
         event_id = %event.id,
         correlation_id = %event.correlation_id,
         causation_id = event.causation_id.map(tracing::field::display),
-    );
-    correlation::scope(event.correlation_id.clone(), work)
-        .instrument(span)
-        .await
+    )
 }
 
 /// Records in `tx` that `handler`'s group applies `event`; false if it already had.
@@ -198,13 +203,13 @@ fn handled(handler: &dyn Handler, event: &Envelope, outcome: &Outcome) {
         histogram!("stampede_event_delay_seconds", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned())
             .record(delay.unwrap_or(0).max(0) as f64 / 1e6);
     }
-    tracing::debug!(consumer = handler.group(), event_id = %event.id, ?outcome, "event handled");
+    tracing::debug!(?outcome, "event handled");
 }
 
 /// Counts and logs a failed attempt at `event`.
 fn failed(handler: &dyn Handler, event: &Envelope, error: &str) {
     counter!("stampede_events_failed_total", "consumer" => handler.group().to_owned(), "topic" => event.topic().to_owned()).increment(1);
-    tracing::warn!(consumer = handler.group(), event_id = %event.id, error, "event handler failed");
+    tracing::warn!(error, "event handler failed");
 }
 
 fn record(group: &str, topic: &str, outcome: &Outcome) {
@@ -372,8 +377,9 @@ impl Runner<'_> {
                 Err(error) => {
                     tx.rollback().await?;
                     let attempts = counted(self.handler, &error);
-                    let error = format!("{error:#}");
-                    failed(self.handler, &delivery.envelope, &error);
+                    let (event, error) = (&delivery.envelope, format!("{error:#}"));
+                    event_span(self.handler, event)
+                        .in_scope(|| failed(self.handler, event, &error));
                     return Ok(Bare::Failed {
                         at,
                         done: claim.done,
@@ -390,7 +396,8 @@ impl Runner<'_> {
         self.checkpoint.advance(&mut tx, last).await?;
         tx.commit().await?;
         for (delivery, outcome) in &outcomes {
-            handled(self.handler, &delivery.envelope, outcome);
+            let event = &delivery.envelope;
+            event_span(self.handler, event).in_scope(|| handled(self.handler, event, outcome));
         }
         Ok(Bare::Done(Some(last)))
     }
