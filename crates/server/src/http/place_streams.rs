@@ -133,10 +133,17 @@ impl PlaceStreams {
         (ended_on_its_own && !asked.close).then_some(stream)
     }
 
-    /// What the head of `stream` asks, left unread.
+    /// What the head of `stream` asks, left unread. A connection that has asked nothing when
+    /// the server begins to shut down is closed, as hyper closes an idle one (a client's pool
+    /// may open a connection it never uses; waiting for its head would hold the shutdown for
+    /// the whole grace).
     async fn peek(&self, stream: &TcpStream) -> Peeked {
         let mut buffer = vec![0; MAX_HEAD];
-        match tokio::time::timeout(self.patience, stream.peek(&mut buffer)).await {
+        let peeked = tokio::select! {
+            peeked = tokio::time::timeout(self.patience, stream.peek(&mut buffer)) => peeked,
+            () = self.state.shutdown.cancelled() => return Peeked::Nothing,
+        };
+        match peeked {
             Ok(Ok(0) | Err(_)) | Err(_) => Peeked::Nothing,
             Ok(Ok(read)) => parse(&buffer[..read]).map_or(Peeked::Other, Peeked::Asked),
         }

@@ -148,6 +148,10 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment
         streams.push(response.bytes_stream());
     }
 
+    // A connection that has asked nothing yet (a client's pool may open one it never uses):
+    // shutting down closes it instead of waiting for its request.
+    let idle = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+
     let signalled = Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -190,6 +194,7 @@ async fn sigterm_with_open_streams_exits_within_the_grace_and_says_so(deployment
     assert!(log.contains("streams ended"), "{log}");
     assert!(log.contains("every connection closed"), "{log}");
     assert!(log.contains("stopped"), "{log}");
+    drop(idle);
 }
 
 crate::on_both_deployments!(; deployment: sigterm_with_open_streams_exits_within_the_grace_and_says_so);
