@@ -100,8 +100,9 @@ pub(crate) async fn apply(
     in_event_scope(handler, event, applied).await
 }
 
-/// [`apply`] without the savepoint (two round trips fewer): a failure spoils `tx`, which the
-/// caller then rolls back whole. Counts nothing; the caller counts once `tx` has committed.
+/// [`apply`] without the savepoint (two round trips fewer): a failure spoils `tx` since the
+/// caller's savepoint, which it rolls back to. Counts nothing; the caller counts once `tx` has
+/// committed.
 async fn apply_bare(
     tx: &mut Tx,
     handler: &dyn Handler,
@@ -278,28 +279,20 @@ pub(crate) struct Runner<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
-/// What [`Runner::run_bare`] made of a batch.
-enum Bare {
-    /// Committed: the position of the last event applied (`None`: nothing to apply, or the
-    /// partition is another worker's).
-    Done(Option<i64>),
-    /// `batch[at]` failed (its `attempts` counted, `error`); nothing was kept. Events at or
-    /// before `done` were done already.
-    Failed {
-        at: usize,
-        done: i64,
-        attempts: u32,
-        error: String,
-    },
-    /// To be applied event by event, each under a savepoint.
-    Careful,
-}
-
 /// A failed event, awaiting its next attempt.
 struct Failed<'d> {
     delivery: &'d Delivery,
     attempts: u32,
     last_error: Option<String>,
+}
+
+/// What one transaction made of a chunk: the position of the last event applied, the event
+/// that failed (its failure recorded), and the events applied without a savepoint, to be
+/// counted once the transaction has committed.
+struct Applied<'d> {
+    last_done: Option<i64>,
+    failed: Option<Failed<'d>>,
+    bare: Vec<(&'d Delivery, Outcome)>,
 }
 
 impl Runner<'_> {
@@ -318,22 +311,7 @@ impl Runner<'_> {
         };
         let mut done = None;
         for chunk in batch.chunks(limit) {
-            let together = match self.run_bare(chunk).await? {
-                Bare::Done(applied) => (applied, None),
-                Bare::Careful => self.run_together(chunk).await?,
-                Bare::Failed {
-                    at,
-                    done,
-                    attempts,
-                    error,
-                } => {
-                    let (failing, before) = (&chunk[at], &chunk[..at]);
-                    let before = before.iter().any(|d| d.position > done).then_some(before);
-                    self.after_bare_failure(before, failing, attempts, error)
-                        .await?
-                }
-            };
-            let chunk_done = match together {
+            let chunk_done = match self.run_chunk(chunk).await? {
                 (last_done, None) => last_done,
                 (last_done, Some(failed)) => self.retry(failed).await?.or(last_done),
             };
@@ -349,149 +327,142 @@ impl Runner<'_> {
         self.policy.max_attempts.max(1)
     }
 
-    /// The common case first: `batch` in one transaction with no savepoint per event (two
-    /// round trips an event fewer). When an event fails, the transaction is rolled back whole
-    /// and that failure is the event's attempt ([`Self::after_bare_failure`]). An event that
-    /// has failed before, or a policy that replays each event (tests), goes the careful way
-    /// ([`Self::run_together`]) from the start.
-    async fn run_bare(&self, batch: &[Delivery]) -> anyhow::Result<Bare> {
-        if self.policy.redeliver {
-            return Ok(Bare::Careful);
-        }
-        let mut tx = self.db.begin().await?;
-        let Some(claim) = self.checkpoint.claim(&mut tx).await? else {
-            tx.rollback().await?;
-            return Ok(Bare::Done(None));
-        };
-        if claim.attempts > 0 {
-            tx.rollback().await?;
-            return Ok(Bare::Careful);
-        }
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (at, delivery) in batch.iter().enumerate() {
-            if delivery.position <= claim.done {
-                continue;
-            }
-            match apply_bare(&mut tx, self.handler, &delivery.envelope).await {
-                Ok(outcome) => outcomes.push((delivery, outcome)),
-                Err(error) => {
-                    tx.rollback().await?;
-                    let attempts = counted(self.handler, &error);
-                    let (event, error) = (&delivery.envelope, format!("{error:#}"));
-                    event_span(self.handler, event)
-                        .in_scope(|| failed(self.handler, event, &error));
-                    return Ok(Bare::Failed {
-                        at,
-                        done: claim.done,
-                        attempts,
-                        error,
-                    });
-                }
-            }
-        }
-        let Some(last) = outcomes.last().map(|(d, _)| d.position) else {
-            tx.rollback().await?;
-            return Ok(Bare::Done(None));
-        };
-        self.checkpoint.advance(&mut tx, last).await?;
-        tx.commit().await?;
-        for (delivery, outcome) in &outcomes {
-            let event = &delivery.envelope;
-            event_span(self.handler, event).in_scope(|| handled(self.handler, event, outcome));
-        }
-        Ok(Bare::Done(Some(last)))
-    }
-
-    /// After `failing` failed in [`Self::run_bare`] (everything rolled back): applies the
-    /// events `before` it again (if any was still to do), records the failure as its first
-    /// attempt, and hands it to [`Self::retry`] (through [`Self::run`]), as
-    /// [`Self::run_together`] would have.
-    async fn after_bare_failure<'d>(
+    /// Applies `chunk` in one transaction, holding the partition's claim from the first event
+    /// to the commit, up to its first failure, which is recorded in the same transaction (so
+    /// no other worker attempts the event before its attempt is counted). Returns the position
+    /// of the last event applied and the failed one, if any.
+    async fn run_chunk<'d>(
         &self,
-        before: Option<&'d [Delivery]>,
-        failing: &'d Delivery,
-        attempts: u32,
-        error: String,
-    ) -> anyhow::Result<(Option<i64>, Option<Failed<'d>>)> {
-        let mut done = None;
-        if let Some(before) = before {
-            let (last_done, failed) = self.run_together(before).await?;
-            if failed.is_some() || last_done != Some(before[before.len() - 1].position) {
-                return Ok((last_done, failed));
-            }
-            done = last_done;
-        }
-        let mut tx = self.db.begin().await?;
-        match self.checkpoint.claim(&mut tx).await? {
-            Some(claim) if claim.done < failing.position => {
-                self.checkpoint.failed(&mut tx, attempts, &error).await?;
-                tx.commit().await?;
-            }
-            // Another worker holds the partition now, or did the event meanwhile.
-            _ => {
-                tx.rollback().await?;
-                return Ok((done, None));
-            }
-        }
-        Ok((
-            done,
-            Some(Failed {
-                delivery: failing,
-                attempts,
-                last_error: Some(error),
-            }),
-        ))
-    }
-
-    /// Applies `batch` in one transaction up to its first failure, each event under a
-    /// savepoint. Returns the position of the last event applied and the failed one, if any
-    /// (its failure recorded).
-    async fn run_together<'d>(
-        &self,
-        batch: &'d [Delivery],
+        chunk: &'d [Delivery],
     ) -> anyhow::Result<(Option<i64>, Option<Failed<'d>>)> {
         let mut tx = self.db.begin().await?;
         let Some(claim) = self.checkpoint.claim(&mut tx).await? else {
             tx.rollback().await?;
             return Ok((None, None));
         };
-        let pending = batch.iter().filter(|d| d.position > claim.done);
-        let mut last_done = None;
-        let mut failed = None;
-        for (i, delivery) in pending.enumerate() {
-            let prior = if i == 0 { claim.attempts } else { 0 };
-            if prior >= self.max_attempts() {
-                failed = Some(Failed {
-                    delivery,
-                    attempts: prior,
-                    last_error: None,
-                });
-                break;
+        let pending: Vec<&Delivery> = chunk.iter().filter(|d| d.position > claim.done).collect();
+        if pending.is_empty() {
+            tx.rollback().await?;
+            return Ok((None, None));
+        }
+        // An event that has failed before, or a policy that replays each event (tests), goes
+        // the careful way from the start.
+        let applied = if claim.attempts > 0 || self.policy.redeliver {
+            self.apply_each(&mut tx, &pending, claim.attempts).await?
+        } else {
+            self.apply_bare_first(&mut tx, &pending).await?
+        };
+        if let (Some(position), None) = (applied.last_done, &applied.failed) {
+            self.checkpoint.advance(&mut tx, position).await?;
+        }
+        tx.commit().await?;
+        for (delivery, outcome) in &applied.bare {
+            let event = &delivery.envelope;
+            event_span(self.handler, event).in_scope(|| handled(self.handler, event, outcome));
+        }
+        Ok((applied.last_done, applied.failed))
+    }
+
+    /// The common case first: the `pending` events under one savepoint, none per event (two
+    /// round trips an event fewer). When an event fails, the work is rolled back to that
+    /// savepoint (the claim stays held), the events before it are applied again each under
+    /// its own, and the failure is recorded as the event's attempt.
+    async fn apply_bare_first<'d>(
+        &self,
+        tx: &mut Tx,
+        pending: &[&'d Delivery],
+    ) -> anyhow::Result<Applied<'d>> {
+        let hooks = tx.hooks_mark();
+        tx.execute_raw("SAVEPOINT stampede_batch").await?;
+        let mut bare = Vec::with_capacity(pending.len());
+        for (at, &delivery) in pending.iter().enumerate() {
+            let error = match apply_bare(tx, self.handler, &delivery.envelope).await {
+                Ok(outcome) => {
+                    bare.push((delivery, outcome));
+                    continue;
+                }
+                Err(error) => error,
+            };
+            tx.execute_raw("ROLLBACK TO SAVEPOINT stampede_batch")
+                .await?;
+            tx.discard_hooks_since(hooks);
+            let attempts = counted(self.handler, &error);
+            let (event, error) = (&delivery.envelope, format!("{error:#}"));
+            event_span(self.handler, event).in_scope(|| failed(self.handler, event, &error));
+            let before = self.apply_each(tx, &pending[..at], 0).await?;
+            if before.failed.is_some() {
+                return Ok(before);
             }
-            match apply(&mut tx, self.handler, self.policy, &delivery.envelope).await {
+            if let Some(position) = before.last_done {
+                // The attempt count belongs to the failing event.
+                self.checkpoint.advance(tx, position).await?;
+            }
+            self.checkpoint.failed(tx, attempts, &error).await?;
+            return Ok(Applied {
+                failed: Some(Failed {
+                    delivery,
+                    attempts,
+                    last_error: Some(error),
+                }),
+                ..before
+            });
+        }
+        Ok(Applied {
+            last_done: bare.last().map(|(d, _)| d.position),
+            failed: None,
+            bare,
+        })
+    }
+
+    /// Applies the `pending` events in `tx` up to the first failure, each under a savepoint;
+    /// the first has failed `prior` times before. The failure is recorded in `tx`.
+    async fn apply_each<'d>(
+        &self,
+        tx: &mut Tx,
+        pending: &[&'d Delivery],
+        prior: u32,
+    ) -> anyhow::Result<Applied<'d>> {
+        let mut last_done = None;
+        for (i, &delivery) in pending.iter().enumerate() {
+            let prior = if i == 0 { prior } else { 0 };
+            if prior >= self.max_attempts() {
+                return Ok(Applied {
+                    last_done,
+                    failed: Some(Failed {
+                        delivery,
+                        attempts: prior,
+                        last_error: None,
+                    }),
+                    bare: Vec::new(),
+                });
+            }
+            match apply(tx, self.handler, self.policy, &delivery.envelope).await {
                 Ok(_) => last_done = Some(delivery.position),
                 Err(error) => {
                     let attempts = prior + counted(self.handler, &error);
                     let error = format!("{error:#}");
                     if let Some(position) = last_done {
                         // The attempt count belongs to the failing event.
-                        self.checkpoint.advance(&mut tx, position).await?;
+                        self.checkpoint.advance(tx, position).await?;
                     }
-                    self.checkpoint.failed(&mut tx, attempts, &error).await?;
-                    failed = Some(Failed {
-                        delivery,
-                        attempts,
-                        last_error: Some(error),
+                    self.checkpoint.failed(tx, attempts, &error).await?;
+                    return Ok(Applied {
+                        last_done,
+                        failed: Some(Failed {
+                            delivery,
+                            attempts,
+                            last_error: Some(error),
+                        }),
+                        bare: Vec::new(),
                     });
-                    break;
                 }
             }
         }
-        if let (Some(position), None) = (last_done, &failed) {
-            self.checkpoint.advance(&mut tx, position).await?;
-        }
-        tx.commit().await?;
-        Ok((last_done, failed))
+        Ok(Applied {
+            last_done,
+            failed: None,
+            bare: Vec::new(),
+        })
     }
 
     /// Retries a failed event alone, with backoff, until it is applied or dead-lettered;
