@@ -95,6 +95,7 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     (Kind::Counter, "stampede_coupon_issue_requests_total", "Coupon issue requests, by outcome (accepted, sold_out, already_requested, held, unavailable, ...)"),
     (Kind::Counter, "stampede_coupon_tasks_total", "Coupon issue tasks finished, by result"),
     (Kind::Counter, "stampede_coupon_requests_withdrawn_total", "Admitted coupon requests withdrawn because their event never reached the bus"),
+    (Kind::Counter, "stampede_coupon_units_reopened_total", "Coupon units the gate had lost count of (a write the cache lost) and the worker reopened"),
     (Kind::Counter, "stampede_ranking_lines_counted_total", "Sold order lines counted into the popular-products ranking"),
     (Kind::Counter, "stampede_ranking_rebuilds_total", "Rebuilds of the popular-products ranking from paid orders"),
     (Kind::Gauge, "stampede_room_waiting", "Places waiting in a room's line (the line's figure: every instance reports the same), by room"),
