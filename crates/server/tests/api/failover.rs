@@ -28,6 +28,10 @@ struct Cluster {
     url: String,
 }
 
+/// One drill at a time: each starts six nodes on ports it found free, which another drill
+/// starting at the same moment would find free too.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Cluster {
     fn start() -> Self {
         let first = spare_ports();
@@ -129,10 +133,31 @@ fn spare_ports() -> u16 {
 enum Ended {
     /// Holds the coupon (its task succeeded).
     Holds,
-    /// Told `SOLD_OUT`, final.
+    /// Told `SOLD_OUT` (409): asks again if a unit is reopened.
     SoldOut,
+    /// Accepted, then told `SOLD_OUT` by its task (the gate admitted more than the database
+    /// had, after a lost write): final, since this user has asked (`ALREADY_REQUESTED`).
+    TaskSoldOut,
     /// Anything a user should never see (a 500, a task that never ends).
     Unexpected(String),
+}
+
+/// Every user got a unit (`units` of them) or a final `SOLD_OUT`, and nothing else.
+fn assert_decided(tally: &BTreeMap<Ended, usize>, units: usize, users: usize) {
+    let count = |end: &Ended| tally.get(end).copied().unwrap_or(0);
+    assert_eq!(
+        (
+            count(&Ended::Holds),
+            count(&Ended::SoldOut) + count(&Ended::TaskSoldOut),
+            tally.len()
+                - tally
+                    .keys()
+                    .filter(|e| !matches!(e, Ended::Unexpected(_)))
+                    .count(),
+        ),
+        (units, users - units, 0),
+        "every user got a unit or a final SOLD_OUT, and nothing else: {tally:?}"
+    );
 }
 
 /// Asks for `coupon` as a user does: again after a 503 or while an own request is in flight,
@@ -153,8 +178,11 @@ async fn ask_until_decided(
             (202, _) => {
                 let task = body["taskId"].as_str().unwrap().to_owned();
                 match task_end(app, &task).await {
-                    Some(true) => return Ended::Holds,
-                    Some(false) => {}
+                    Some(None) => return Ended::Holds,
+                    Some(Some(reason)) if reason == "ALREADY_ISSUED" => return Ended::Holds,
+                    Some(Some(reason)) if reason == "SOLD_OUT" => return Ended::TaskSoldOut,
+                    // A withdrawn request: this user may ask again.
+                    Some(Some(_)) => {}
                     None => return Ended::Unexpected(format!("task {task} never ended")),
                 }
             }
@@ -171,16 +199,16 @@ async fn ask_until_decided(
     Ended::Unexpected("undecided after 90 s".to_owned())
 }
 
-/// Whether `task` succeeded, once it ended (within a minute).
-async fn task_end(app: &TestApp, task: &str) -> Option<bool> {
+/// How `task` ended (within a minute): `None` when it succeeded, else its failure's reason.
+async fn task_end(app: &TestApp, task: &str) -> Option<Option<String>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         let response = app.get(&format!("/api/coupon-tasks/{task}")).await;
         if response.status() == 200 {
             let now: Value = response.json().await.unwrap();
             match now["status"].as_str() {
-                Some("SUCCESS") => return Some(true),
-                Some("FAILED") => return Some(false),
+                Some("SUCCESS") => return Some(None),
+                Some("FAILED") => return Some(Some(now["reason"].as_str().unwrap_or("").into())),
                 _ => {}
             }
         }
@@ -200,6 +228,7 @@ async fn a_coupon_rush_through_a_primary_failover_issues_every_unit_once() {
     let Some(services) = shared_services() else {
         return;
     };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start();
     let services = SharedServices {
         cache: cluster.url.clone(),
@@ -273,15 +302,229 @@ async fn a_coupon_rush_through_a_primary_failover_issues_every_unit_once() {
         "failover drill: {tally:?}; {} answers 503 UNAVAILABLE; rush over {took:?} after the kill",
         unavailable.load(std::sync::atomic::Ordering::Relaxed)
     );
-    assert_eq!(
-        tally,
-        BTreeMap::from([
-            (Ended::Holds, units as usize),
-            (Ended::SoldOut, users - units as usize)
-        ]),
-        "every user got a unit or a final SOLD_OUT, and nothing else"
-    );
+    assert_decided(&tally, units as usize, users);
     assert_eq!(remaining(apis[0].clone()).await, 0, "every unit issued");
+    let (issued, holders): (i64, i64) = db::on_db!(&worker.state.db, c => db::sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM user_coupons WHERE coupon_id = $1",
+    )
+    .bind(coupon)
+    .fetch_one(c)
+    .await)
+    .unwrap();
+    assert_eq!((issued, holders), (units, units), "the total, once each");
+}
+
+/// Waits in `room`'s line as its page does (joining again when the place is gone, reading the
+/// place until admitted), then asks for `coupon` with the admission; once the room has closed,
+/// asks as anyone does ([`ask_until_decided`]). Counts the 503s.
+async fn wait_in_line(
+    app: &TestApp,
+    token: &str,
+    room: i64,
+    coupon: i64,
+    unavailable: &std::sync::atomic::AtomicU64,
+) -> Ended {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut place: Option<String> = None;
+    while Instant::now() < deadline {
+        let (status, body) = match &place {
+            None => app.join_room(token, room).await,
+            Some(id) => {
+                let response = app.get(&format!("/api/room-places/{id}")).await;
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+        };
+        let code = body["code"].as_str().unwrap_or_default();
+        match (status, code, body["status"].as_str().unwrap_or_default()) {
+            (200 | 201, _, "WAITING") => {
+                place = body["placeId"].as_str().map(str::to_owned);
+            }
+            (200 | 201, _, "ADMITTED") => {
+                place = body["placeId"].as_str().map(str::to_owned);
+                let response = app.issue(token, coupon).await;
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                match (status, body["code"].as_str().unwrap_or_default()) {
+                    (202, _) => {
+                        let task = body["taskId"].as_str().unwrap().to_owned();
+                        match task_end(app, &task).await {
+                            Some(None) => return Ended::Holds,
+                            Some(Some(reason)) if reason == "ALREADY_ISSUED" => {
+                                return Ended::Holds
+                            }
+                            Some(Some(reason)) if reason == "SOLD_OUT" => {
+                                return Ended::TaskSoldOut
+                            }
+                            // Withdrawn, its admission spent: only a unit reopened after the
+                            // room closed is left to ask for.
+                            Some(Some(_)) => {
+                                return once_closed(app, token, room, coupon, unavailable).await
+                            }
+                            None => return Ended::Unexpected(format!("task {task} never ended")),
+                        }
+                    }
+                    (409, "SOLD_OUT") => return Ended::SoldOut,
+                    (409, "ALREADY_ISSUED") => return Ended::Holds,
+                    // The admission was lost with the old primary's last writes, or is in use.
+                    (403, "ADMISSION_REQUIRED") | (409, "ALREADY_REQUESTED") => {}
+                    (503, "UNAVAILABLE" | "OVERLOADED") => {
+                        unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => return Ended::Unexpected(format!("issue: {status} {body}")),
+                }
+            }
+            // Spent on a request whose task failed: the line holds nothing more for this user.
+            (200 | 201, _, "USED") => {
+                return once_closed(app, token, room, coupon, unavailable).await;
+            }
+            (200 | 201, _, "CLOSED") | (409, "ROOM_CLOSED", _) => {
+                return ask_until_decided(app, token, coupon, unavailable).await;
+            }
+            // Gone with the old primary's last writes, or expired: join again, as the page does.
+            (200 | 201, _, "EXPIRED" | "LEFT") | (404, _, _) => place = None,
+            (503, "UNAVAILABLE" | "OVERLOADED", _) => {
+                unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => return Ended::Unexpected(format!("room: {status} {body}")),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ended::Unexpected("undecided after 90 s".to_owned())
+}
+
+/// Waits until `room` has closed, then asks for `coupon` as anyone does.
+async fn once_closed(
+    app: &TestApp,
+    token: &str,
+    room: i64,
+    coupon: i64,
+    unavailable: &std::sync::atomic::AtomicU64,
+) -> Ended {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let shown = app.get(&format!("/api/rooms/{room}")).await;
+        let shown: Value = shown.json().await.unwrap_or(Value::Null);
+        if shown["status"] == "CLOSED" {
+            return ask_until_decided(app, token, coupon, unavailable).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ended::Unexpected("the room never closed".to_owned())
+}
+
+/// Drill: a room in front of a coupon, its line on a Redis Cluster; while the line admits, the
+/// primary that owns the room's slot is killed (-9). Meanwhile the room's requests answer 503
+/// `UNAVAILABLE` (the line fails closed), never a 500; afterwards the line goes on from what the
+/// replica had (a place lost with the last writes is joined again, as the page does), every
+/// unit is issued once, everyone else is told `SOLD_OUT`, and the room closes as sold out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_through_a_primary_failover_goes_on_admitting_and_closes_sold_out() {
+    let Some(services) = shared_services() else {
+        return;
+    };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let services = SharedServices {
+        cache: cluster.url.clone(),
+        ..services
+    };
+    let namespace = format!("t_{}", unique());
+    let instance = |role: Role| {
+        let (services, namespace) = (services.clone(), namespace.clone());
+        spawn_with(Deployment::Production, move |s| {
+            share(s, &services, &namespace);
+            s.role = role;
+            s.coupon.reconcile_after_ms = 3_000;
+            s.coupon.restock_after_ms = 3_000;
+            s.rate.coupon_issues = 1_000_000;
+        })
+    };
+    let worker = instance(Role::Worker).await.unwrap();
+    let apis = [
+        Arc::new(instance(Role::Api).await.unwrap()),
+        Arc::new(instance(Role::Api).await.unwrap()),
+    ];
+    let admin = apis[0].new_admin().await;
+    let (units, users) = (30, 60);
+    let coupon = apis[0]
+        .new_coupon(&admin, units, Duration::from_secs(3600))
+        .await;
+    let room = apis[0]
+        .new_room(
+            &admin,
+            serde_json::json!({ "couponId": coupon }),
+            chrono::Duration::zero(),
+            10,
+        )
+        .await;
+    let room = room["id"].as_i64().unwrap();
+    let slot = cluster.slot_of(&format!("r:{room}"));
+    let owner = cluster.primary_of(slot);
+
+    let unavailable = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let line: Vec<_> = (0..users)
+        .map(|i| {
+            let app = apis[i % 2].clone();
+            let token = app.token_for(9_500 + i as i64);
+            let unavailable = unavailable.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+                wait_in_line(&app, &token, room, coupon, &unavailable).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(owner);
+    let killed = Instant::now();
+    let mut ended = Vec::new();
+    for user in line {
+        ended.push(user.await.unwrap());
+    }
+    let took = killed.elapsed();
+
+    // Units a lost gate write stranded (when the coupon shared the killed primary): reopened
+    // once the sale is quiet, sold to those who ask again.
+    let remaining = |app: Arc<TestApp>| async move {
+        let detail = app.get_json(&format!("/api/coupons/{coupon}"), None).await;
+        detail["remainingQuantity"].as_i64().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while remaining(apis[0].clone()).await > 0 && Instant::now() < deadline {
+        for (i, end) in ended.iter_mut().enumerate() {
+            if *end == Ended::SoldOut {
+                let token = apis[i % 2].token_for(9_500 + i as i64);
+                *end = ask_until_decided(&apis[i % 2], &token, coupon, &unavailable).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut tally = BTreeMap::<Ended, usize>::new();
+    for end in &ended {
+        *tally.entry(end.clone()).or_default() += 1;
+    }
+    eprintln!(
+        "room failover drill: {tally:?}; {} answers 503 UNAVAILABLE; line over {took:?} after the kill",
+        unavailable.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert_decided(&tally, units as usize, users);
+    assert_ne!(
+        cluster.primary_of(slot),
+        owner,
+        "the replica took the line's slot over"
+    );
+    // The tick finds the sale sold out within a second or so.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut shown = apis[1].get_json(&format!("/api/rooms/{room}"), None).await;
+    while shown["status"] != "CLOSED" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shown = apis[1].get_json(&format!("/api/rooms/{room}"), None).await;
+    }
+    assert_eq!(
+        (&shown["status"], &shown["closedReason"]),
+        (&serde_json::json!("CLOSED"), &serde_json::json!("SOLD_OUT")),
+        "{shown}"
+    );
     let (issued, holders): (i64, i64) = db::on_db!(&worker.state.db, c => db::sqlx::query_as(
         "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM user_coupons WHERE coupon_id = $1",
     )
