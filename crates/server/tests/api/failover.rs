@@ -66,13 +66,19 @@ impl Cluster {
             .unwrap()
     }
 
-    /// The port of the primary that owns `slot`, from `CLUSTER NODES` as a node sees it.
+    /// The port of the primary that owns `slot`, from `CLUSTER NODES` as the first node that
+    /// answers sees it (the first may be the one killed).
     fn primary_of(&self, slot: u16) -> u16 {
-        let nodes = Command::new("redis-cli")
-            .args(["-p", &self.first.to_string(), "cluster", "nodes"])
-            .output()
-            .unwrap();
-        let nodes = String::from_utf8(nodes.stdout).unwrap();
+        let nodes = (self.first..self.first + 6)
+            .map(|port| {
+                let nodes = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "nodes"])
+                    .output()
+                    .unwrap();
+                String::from_utf8(nodes.stdout).unwrap()
+            })
+            .find(|nodes| nodes.contains("master"))
+            .unwrap_or_default();
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if !fields[2].contains("master") || fields[2].contains("fail") {
@@ -142,24 +148,6 @@ enum Ended {
     Unexpected(String),
 }
 
-/// Every user got a unit (`units` of them) or a final `SOLD_OUT`, and nothing else.
-fn assert_decided(tally: &BTreeMap<Ended, usize>, units: usize, users: usize) {
-    let count = |end: &Ended| tally.get(end).copied().unwrap_or(0);
-    assert_eq!(
-        (
-            count(&Ended::Holds),
-            count(&Ended::SoldOut) + count(&Ended::TaskSoldOut),
-            tally.len()
-                - tally
-                    .keys()
-                    .filter(|e| !matches!(e, Ended::Unexpected(_)))
-                    .count(),
-        ),
-        (units, users - units, 0),
-        "every user got a unit or a final SOLD_OUT, and nothing else: {tally:?}"
-    );
-}
-
 /// Asks for `coupon` as a user does: again after a 503 or while an own request is in flight,
 /// following an accepted task to its end and asking again if it failed. Counts the 503s.
 async fn ask_until_decided(
@@ -217,6 +205,174 @@ async fn task_end(app: &TestApp, task: &str) -> Option<Option<String>> {
     None
 }
 
+/// A coupon sale over two `--role api` instances and a worker, on PostgreSQL, Kafka and a
+/// cluster of the drill's own; users are `FIRST_USER + i`, spread over the two instances.
+struct Sale {
+    cluster: Cluster,
+    worker: TestApp,
+    apis: [Arc<TestApp>; 2],
+    admin: crate::helpers::TestUser,
+    coupon: i64,
+    units: i64,
+    users: usize,
+    /// The 503 answers users were given.
+    unavailable: Arc<std::sync::atomic::AtomicU64>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+const FIRST_USER: i64 = 9_000;
+
+impl Sale {
+    /// `units` of a new coupon for `users`; `None` (the drill is skipped) without the shared
+    /// services.
+    async fn open(units: i64, users: usize) -> Option<Self> {
+        let services = shared_services()?;
+        let turn = ONE_AT_A_TIME.lock().await;
+        let cluster = Cluster::start();
+        let services = SharedServices {
+            cache: cluster.url.clone(),
+            ..services
+        };
+        let namespace = format!("t_{}", unique());
+        let instance = |role: Role| {
+            let (services, namespace) = (services.clone(), namespace.clone());
+            spawn_with(Deployment::Production, move |s| {
+                share(s, &services, &namespace);
+                s.role = role;
+                s.coupon.reconcile_after_ms = 3_000;
+                s.coupon.restock_after_ms = 3_000;
+                s.rate.coupon_issues = 1_000_000;
+            })
+        };
+        let worker = instance(Role::Worker).await.unwrap();
+        let apis = [
+            Arc::new(instance(Role::Api).await.unwrap()),
+            Arc::new(instance(Role::Api).await.unwrap()),
+        ];
+        let admin = apis[0].new_admin().await;
+        let coupon = apis[0]
+            .new_coupon(&admin, units, Duration::from_secs(3600))
+            .await;
+        Some(Self {
+            cluster,
+            worker,
+            apis,
+            admin,
+            coupon,
+            units,
+            users,
+            unavailable: Arc::default(),
+            _turn: turn,
+        })
+    }
+
+    /// User `i`'s instance and token.
+    fn user(&self, i: usize) -> (Arc<TestApp>, String) {
+        let app = self.apis[i % 2].clone();
+        let token = app.token_for(FIRST_USER + i as i64);
+        (app, token)
+    }
+
+    /// Runs `each` for every user, the `i`th after `i × spacing`; kills the primary that owns
+    /// `key`'s slot after `kill_after`. Returns what each user ended with, and how long after
+    /// the kill the last one did.
+    async fn run<F, Fut>(
+        &self,
+        spacing: Duration,
+        key: &str,
+        kill_after: Duration,
+        each: F,
+    ) -> (Vec<Ended>, Duration)
+    where
+        F: Fn(Arc<TestApp>, String, Arc<std::sync::atomic::AtomicU64>) -> Fut,
+        Fut: std::future::Future<Output = Ended> + Send + 'static,
+    {
+        let slot = self.cluster.slot_of(key);
+        let owner = self.cluster.primary_of(slot);
+        let users: Vec<_> = (0..self.users)
+            .map(|i| {
+                let (app, token) = self.user(i);
+                let user = each(app, token, self.unavailable.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(spacing * i as u32).await;
+                    user.await
+                })
+            })
+            .collect();
+        tokio::time::sleep(kill_after).await;
+        self.cluster.kill(owner);
+        let killed = Instant::now();
+        let mut ended = Vec::new();
+        for user in users {
+            ended.push(user.await.unwrap());
+        }
+        assert_ne!(
+            self.cluster.primary_of(slot),
+            owner,
+            "the replica took {key}'s slot over"
+        );
+        (ended, killed.elapsed())
+    }
+
+    async fn remaining(&self) -> i64 {
+        let detail = self.apis[0]
+            .get_json(&format!("/api/coupons/{}", self.coupon), None)
+            .await;
+        detail["remainingQuantity"].as_i64().unwrap()
+    }
+
+    /// Units a lost write stranded are reopened once the sale is quiet and sold to those who
+    /// ask again (the users told SOLD_OUT, as later arrivals would be); then every user has a
+    /// unit or a final SOLD_OUT, and the database holds the total, once each.
+    async fn check(&self, mut ended: Vec<Ended>, drill: &str, took: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.remaining().await > 0 && Instant::now() < deadline {
+            for (i, end) in ended.iter_mut().enumerate() {
+                if *end == Ended::SoldOut {
+                    let (app, token) = self.user(i);
+                    *end = ask_until_decided(&app, &token, self.coupon, &self.unavailable).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut tally = BTreeMap::<Ended, usize>::new();
+        for end in &ended {
+            *tally.entry(end.clone()).or_default() += 1;
+        }
+        eprintln!(
+            "{drill}: {tally:?}; {} answers 503 UNAVAILABLE; over {took:?} after the kill",
+            self.unavailable.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        let count = |end: &Ended| tally.get(end).copied().unwrap_or(0);
+        assert_eq!(
+            (
+                count(&Ended::Holds),
+                count(&Ended::SoldOut) + count(&Ended::TaskSoldOut),
+                ended.len()
+                    - count(&Ended::Holds)
+                    - count(&Ended::SoldOut)
+                    - count(&Ended::TaskSoldOut),
+            ),
+            (self.units as usize, self.users - self.units as usize, 0),
+            "every user got a unit or a final SOLD_OUT, and nothing else: {tally:?}"
+        );
+        assert_eq!(self.remaining().await, 0, "every unit issued");
+        let (issued, holders): (i64, i64) =
+            db::on_db!(&self.worker.state.db, c => db::sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM user_coupons WHERE coupon_id = $1",
+        )
+        .bind(self.coupon)
+        .fetch_one(c)
+        .await)
+            .unwrap();
+        assert_eq!(
+            (issued, holders),
+            (self.units, self.units),
+            "the total, once each"
+        );
+    }
+}
+
 /// Drill: a coupon rush over two API instances; a second into it the primary that owns the
 /// coupon's slot is killed (-9). Its replica is promoted within the node timeout; meanwhile the
 /// API answers 503 `UNAVAILABLE`, never a 500, and users ask again. Writes the old primary had
@@ -225,93 +381,21 @@ async fn task_end(app: &TestApp, task: &str) -> Option<Option<String>> {
 /// unit a lost write stranded is reopened by the worker and sold to whoever asks after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coupon_rush_through_a_primary_failover_issues_every_unit_once() {
-    let Some(services) = shared_services() else {
+    let Some(sale) = Sale::open(30, 60).await else {
         return;
     };
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let cluster = Cluster::start();
-    let services = SharedServices {
-        cache: cluster.url.clone(),
-        ..services
-    };
-    let namespace = format!("t_{}", unique());
-    let instance = |role: Role| {
-        let (services, namespace) = (services.clone(), namespace.clone());
-        spawn_with(Deployment::Production, move |s| {
-            share(s, &services, &namespace);
-            s.role = role;
-            s.coupon.reconcile_after_ms = 3_000;
-            s.coupon.restock_after_ms = 3_000;
-            s.rate.coupon_issues = 1_000_000;
-        })
-    };
-    let worker = instance(Role::Worker).await.unwrap();
-    let apis = [
-        Arc::new(instance(Role::Api).await.unwrap()),
-        Arc::new(instance(Role::Api).await.unwrap()),
-    ];
-    let admin = apis[0].new_admin().await;
-    let (units, users) = (30, 60);
-    let coupon = apis[0]
-        .new_coupon(&admin, units, Duration::from_secs(3600))
-        .await;
-    let owner = cluster.primary_of(cluster.slot_of(&format!("c:{coupon}")));
-
-    let unavailable = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let rush: Vec<_> = (0..users)
-        .map(|i| {
-            let app = apis[i % 2].clone();
-            let token = app.token_for(9_000 + i as i64);
-            let unavailable = unavailable.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
+    let coupon = sale.coupon;
+    let (ended, took) = sale
+        .run(
+            Duration::from_millis(40),
+            &format!("c:{coupon}"),
+            Duration::from_secs(1),
+            move |app, token, unavailable| async move {
                 ask_until_decided(&app, &token, coupon, &unavailable).await
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.kill(owner);
-    let killed = Instant::now();
-    let mut ended = Vec::new();
-    for user in rush {
-        ended.push(user.await.unwrap());
-    }
-    let took = killed.elapsed();
-
-    // Units a lost write stranded: reopened once the sale is quiet, sold to those who ask
-    // again (the users told SOLD_OUT, as later arrivals would be).
-    let remaining = |app: Arc<TestApp>| async move {
-        let detail = app.get_json(&format!("/api/coupons/{coupon}"), None).await;
-        detail["remainingQuantity"].as_i64().unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining(apis[0].clone()).await > 0 && Instant::now() < deadline {
-        for (i, end) in ended.iter_mut().enumerate() {
-            if *end == Ended::SoldOut {
-                let token = apis[i % 2].token_for(9_000 + i as i64);
-                *end = ask_until_decided(&apis[i % 2], &token, coupon, &unavailable).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let mut tally = BTreeMap::<Ended, usize>::new();
-    for end in &ended {
-        *tally.entry(end.clone()).or_default() += 1;
-    }
-    eprintln!(
-        "failover drill: {tally:?}; {} answers 503 UNAVAILABLE; rush over {took:?} after the kill",
-        unavailable.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    assert_decided(&tally, units as usize, users);
-    assert_eq!(remaining(apis[0].clone()).await, 0, "every unit issued");
-    let (issued, holders): (i64, i64) = db::on_db!(&worker.state.db, c => db::sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM user_coupons WHERE coupon_id = $1",
-    )
-    .bind(coupon)
-    .fetch_one(c)
-    .await)
-    .unwrap();
-    assert_eq!((issued, holders), (units, units), "the total, once each");
+            },
+        )
+        .await;
+    sale.check(ended, "coupon failover drill", took).await;
 }
 
 /// Waits in `room`'s line as its page does (joining again when the place is gone, reading the
@@ -420,117 +504,41 @@ async fn once_closed(
 /// unit is issued once, everyone else is told `SOLD_OUT`, and the room closes as sold out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_through_a_primary_failover_goes_on_admitting_and_closes_sold_out() {
-    let Some(services) = shared_services() else {
+    let Some(sale) = Sale::open(30, 60).await else {
         return;
     };
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let cluster = Cluster::start();
-    let services = SharedServices {
-        cache: cluster.url.clone(),
-        ..services
-    };
-    let namespace = format!("t_{}", unique());
-    let instance = |role: Role| {
-        let (services, namespace) = (services.clone(), namespace.clone());
-        spawn_with(Deployment::Production, move |s| {
-            share(s, &services, &namespace);
-            s.role = role;
-            s.coupon.reconcile_after_ms = 3_000;
-            s.coupon.restock_after_ms = 3_000;
-            s.rate.coupon_issues = 1_000_000;
-        })
-    };
-    let worker = instance(Role::Worker).await.unwrap();
-    let apis = [
-        Arc::new(instance(Role::Api).await.unwrap()),
-        Arc::new(instance(Role::Api).await.unwrap()),
-    ];
-    let admin = apis[0].new_admin().await;
-    let (units, users) = (30, 60);
-    let coupon = apis[0]
-        .new_coupon(&admin, units, Duration::from_secs(3600))
-        .await;
-    let room = apis[0]
+    let coupon = sale.coupon;
+    let room = sale.apis[0]
         .new_room(
-            &admin,
+            &sale.admin,
             serde_json::json!({ "couponId": coupon }),
             chrono::Duration::zero(),
             10,
         )
         .await;
     let room = room["id"].as_i64().unwrap();
-    let slot = cluster.slot_of(&format!("r:{room}"));
-    let owner = cluster.primary_of(slot);
-
-    let unavailable = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let line: Vec<_> = (0..users)
-        .map(|i| {
-            let app = apis[i % 2].clone();
-            let token = app.token_for(9_500 + i as i64);
-            let unavailable = unavailable.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20 * i as u64)).await;
+    let (ended, took) = sale
+        .run(
+            Duration::from_millis(20),
+            &format!("r:{room}"),
+            Duration::from_secs(2),
+            move |app, token, unavailable| async move {
                 wait_in_line(&app, &token, room, coupon, &unavailable).await
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.kill(owner);
-    let killed = Instant::now();
-    let mut ended = Vec::new();
-    for user in line {
-        ended.push(user.await.unwrap());
-    }
-    let took = killed.elapsed();
-
-    // Units a lost gate write stranded (when the coupon shared the killed primary): reopened
-    // once the sale is quiet, sold to those who ask again.
-    let remaining = |app: Arc<TestApp>| async move {
-        let detail = app.get_json(&format!("/api/coupons/{coupon}"), None).await;
-        detail["remainingQuantity"].as_i64().unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining(apis[0].clone()).await > 0 && Instant::now() < deadline {
-        for (i, end) in ended.iter_mut().enumerate() {
-            if *end == Ended::SoldOut {
-                let token = apis[i % 2].token_for(9_500 + i as i64);
-                *end = ask_until_decided(&apis[i % 2], &token, coupon, &unavailable).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let mut tally = BTreeMap::<Ended, usize>::new();
-    for end in &ended {
-        *tally.entry(end.clone()).or_default() += 1;
-    }
-    eprintln!(
-        "room failover drill: {tally:?}; {} answers 503 UNAVAILABLE; line over {took:?} after the kill",
-        unavailable.load(std::sync::atomic::Ordering::Relaxed)
-    );
-    assert_decided(&tally, units as usize, users);
-    assert_ne!(
-        cluster.primary_of(slot),
-        owner,
-        "the replica took the line's slot over"
-    );
+            },
+        )
+        .await;
+    sale.check(ended, "room failover drill", took).await;
     // The tick finds the sale sold out within a second or so.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut shown = apis[1].get_json(&format!("/api/rooms/{room}"), None).await;
+    let path = format!("/api/rooms/{room}");
+    let mut shown = sale.apis[1].get_json(&path, None).await;
     while shown["status"] != "CLOSED" && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        shown = apis[1].get_json(&format!("/api/rooms/{room}"), None).await;
+        shown = sale.apis[1].get_json(&path, None).await;
     }
     assert_eq!(
         (&shown["status"], &shown["closedReason"]),
         (&serde_json::json!("CLOSED"), &serde_json::json!("SOLD_OUT")),
         "{shown}"
-    );
-    let (issued, holders): (i64, i64) = db::on_db!(&worker.state.db, c => db::sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM user_coupons WHERE coupon_id = $1",
     )
-    .bind(coupon)
-    .fetch_one(c)
-    .await)
-    .unwrap();
-    assert_eq!((issued, holders), (units, units), "the total, once each");
 }
